@@ -1,0 +1,82 @@
+//! Receives the RTP stream of `video-server`, matches packets to frames of
+//! the reference file (same packetization), and writes one record per frame
+//! (JSON) when the end-of-stream marker arrives or `--timeout-s` passes.
+//! Prints "ready" on stdout once bound.
+use std::{io::Write, net::UdpSocket, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use video_server::{report::FrameRecord, rtpstream};
+use webrtc_util::marshal::Unmarshal;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The H.264 file the sender streams (tells frame types and packet counts).
+    #[arg(long)]
+    reference: PathBuf,
+    /// Address to listen on.
+    #[arg(long)]
+    bind: std::net::SocketAddr,
+    /// Frames per second.
+    #[arg(long, default_value_t = 20)]
+    fps: u32,
+    /// Sender's RTP datagram limit, bytes.
+    #[arg(long, default_value_t = 1200)]
+    mtu: usize,
+    /// Where to write the records (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Give up waiting for the end marker after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let frames = video_server::h264::read_frames(&args.reference)?;
+    let stream = rtpstream::packetize(&frames, args.mtu, args.fps)?;
+    // Frame of each sequence number (the sender's sequencer starts at 0).
+    let frame_of_seq: Vec<usize> = stream.iter().flat_map(|f| std::iter::repeat_n(f.index, f.packets.len())).collect();
+    let mut records: Vec<FrameRecord> = stream
+        .iter()
+        .map(|f| FrameRecord { index: f.index, kind: f.kind, expected_packets: f.packets.len() as u32, received_packets: 0, last_arrival_ns: None })
+        .collect();
+    let sock = UdpSocket::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let give_up = std::time::Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut buf = vec![0u8; 65536];
+    let mut highest: i64 = -1;
+    loop {
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if std::time::Instant::now() > give_up {
+                    eprintln!("video-receiver: no end marker within {} s", args.timeout_s);
+                    break;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = qsock::monotonic_now_ns();
+        let mut b = Bytes::copy_from_slice(&buf[..n]);
+        let Ok(pkt) = rtp::packet::Packet::unmarshal(&mut b) else { continue };
+        if pkt.header.payload_type == rtpstream::PAYLOAD_TYPE_END {
+            break;
+        }
+        // Extend the 16-bit sequence number to the value nearest the highest seen.
+        let s16 = pkt.header.sequence_number as i64;
+        let base = if highest < 0 { 0 } else { highest - (highest & 0xffff) };
+        let ext = [base - 65536 + s16, base + s16, base + 65536 + s16].into_iter().min_by_key(|c| (c - highest.max(0)).abs()).expect("three candidates");
+        highest = highest.max(ext);
+        let Some(&fi) = usize::try_from(ext).ok().and_then(|e| frame_of_seq.get(e)) else { continue };
+        let r = &mut records[fi];
+        r.received_packets += 1;
+        r.last_arrival_ns = Some(now);
+    }
+    std::fs::write(&args.out, serde_json::to_vec(&records)?)?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Types and constants shared by the eBPF data path (`qsock-ebpf`) and user
+//! space (`qsock`, `qsockd`). This crate is the only place they are defined.
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of padding surprises so the
+//! same bytes mean the same thing on both sides of a BPF map.
+#![no_std]
+
+/// HTB major number of the root qdisc qsock installs (`1:`).
+pub const ROOT_MAJOR: u32 = 1;
+/// Minor of the HTB root class that carries the link rate (`1:1`).
+pub const ROOT_CLASS_MINOR: u32 = 0x1;
+/// Minor of the best-effort class, the HTB default for unmanaged traffic (`1:fffe`).
+pub const BEST_EFFORT_MINOR: u32 = 0xfffe;
+/// First minor handed to a managed socket's class (`1:10`).
+pub const FIRST_SOCKET_MINOR: u32 = 0x10;
+/// Last minor handed to a managed socket's class (`1:fff0`).
+pub const LAST_SOCKET_MINOR: u32 = 0xfff0;
+
+/// Builds a tc classid (`major:minor`) as the kernel stores it: `major << 16 | minor`.
+pub const fn classid(major: u32, minor: u32) -> u32 {
+    (major << 16) | (minor & 0xffff)
+}
+
+/// Maximum number of sockets one device can manage (BPF hash map size).
+pub const MAX_SOCKETS: u32 = 65_536;
+
+/// Name of the pinned map of [`SocketPolicy`] keyed by socket cookie (u64).
+pub const MAP_POLICIES: &str = "QSOCK_POLICIES";
+/// Name of the pinned map of [`SocketCounters`] keyed by socket cookie (u64).
+pub const MAP_COUNTERS: &str = "QSOCK_COUNTERS";
+/// Name of the array map of kernel struct offsets ([`KernelOffsets`], one entry).
+pub const MAP_OFFSETS: &str = "QSOCK_OFFSETS";
+/// Name of the clsact egress classifier program.
+pub const PROG_EGRESS: &str = "qsock_egress";
+/// Name of the BTF tracepoint program on `qdisc_dequeue` that measures queuing delay.
+pub const PROG_DEQUEUE: &str = "qsock_dequeue";
+
+// ---------------------------------------------------------------------------
+// Per-message tag
+// ---------------------------------------------------------------------------
+
+/// Per-message flags travel in the 64-bit `SCM_TXTIME` value of `sendmsg()`,
+/// which the kernel copies into `skb->tstamp` (after `SO_TXTIME` with
+/// `CLOCK_MONOTONIC`, which needs no privilege). The clsact egress program
+/// reads it, then overwrites `skb->tstamp`, so no qdisc ever sees the tag.
+///
+/// Layout of the u64:
+///
+/// | bits  | meaning |
+/// |-------|---------|
+/// | 63..8 | deadline, ns of `CLOCK_MONOTONIC`, rounded down to 256 ns |
+/// | 7     | [`TAG_VALID`]: this value is a qsock tag |
+/// | 5     | [`TAG_HAS_DEADLINE`] |
+/// | 4     | [`TAG_FRAME_END`]: last message of a frame |
+/// | 3     | [`TAG_FRAME_START`]: first message of a frame |
+/// | 2..0  | drop priority 0..=6, or [`DROP_PRIO_NON_DROPPABLE`] (7) |
+///
+/// One `sendmsg()` carries data and tag together: no extra system call.
+pub const TAG_VALID: u64 = 1 << 7;
+/// The tag carries a deadline in bits 63..8.
+pub const TAG_HAS_DEADLINE: u64 = 1 << 5;
+/// The message ends a frame (for video: the packet with the RTP marker bit).
+pub const TAG_FRAME_END: u64 = 1 << 4;
+/// The message starts a frame.
+pub const TAG_FRAME_START: u64 = 1 << 3;
+/// Mask of the drop priority bits.
+pub const TAG_DROP_PRIO_MASK: u64 = 0x7;
+/// Mask of the deadline bits (ns, 256 ns resolution).
+pub const TAG_DEADLINE_MASK: u64 = !0xff;
+/// Drop priority meaning "never drop" (Q.Sockets' `DWCS_NON_DROPPABLE`).
+pub const DROP_PRIO_NON_DROPPABLE: u8 = 7;
+/// Highest drop priority that may still be dropped.
+pub const DROP_PRIO_MAX_DROPPABLE: u8 = 6;
+
+/// Encodes a per-message tag; see [`TAG_VALID`] for the layout.
+///
+/// `deadline_ns` is an absolute `CLOCK_MONOTONIC` time in ns (rounded down to
+/// 256 ns); `drop_prio` is clamped to 0..=7.
+pub const fn encode_tag(deadline_ns: Option<u64>, drop_prio: u8, frame_start: bool, frame_end: bool) -> u64 {
+    let mut tag = TAG_VALID;
+    if let Some(d) = deadline_ns {
+        tag |= (d & TAG_DEADLINE_MASK) | TAG_HAS_DEADLINE;
+    }
+    let prio = if drop_prio > DROP_PRIO_NON_DROPPABLE { DROP_PRIO_NON_DROPPABLE } else { drop_prio };
+    tag |= prio as u64;
+    if frame_start {
+        tag |= TAG_FRAME_START;
+    }
+    if frame_end {
+        tag |= TAG_FRAME_END;
+    }
+    tag
+}
+
+// ---------------------------------------------------------------------------
+// Per-socket policy (written by qsockd, read by the egress program)
+// ---------------------------------------------------------------------------
+
+/// Messages of this socket carry tags in `skb->tstamp` (datagram sockets with
+/// `SO_TXTIME` set by qsock). Without it `skb->tstamp` is left alone (TCP uses
+/// it for its own departure times).
+pub const POLICY_MSG_TAGS: u32 = 1 << 0;
+/// Every message of the socket is non-droppable (Q.Sockets stream flag).
+pub const POLICY_NON_DROPPABLE: u32 = 1 << 1;
+/// Lossless: never drop; a message predicted late is sent and counted late.
+pub const POLICY_LOSSLESS: u32 = 1 << 2;
+
+/// Value of the policy map, keyed by socket cookie (u64). Written by qsockd
+/// only; read by the egress program for every packet of the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketPolicy {
+    /// tc classid the socket's packets are steered into (`skb->priority`).
+    pub classid: u32,
+    /// `POLICY_*` bits.
+    pub flags: u32,
+    /// Guaranteed rate of the socket's class, bit/s (> 0). The egress program
+    /// predicts each message's departure as if the class drained at this rate.
+    pub rate_bps: u64,
+    /// Deadline given to messages that carry none: now + this, ns. 0: none.
+    pub delay_budget_ns: u64,
+    /// Drop priority of messages that carry no tag (0..=7).
+    pub default_drop_prio: u8,
+    /// Padding, keep zero.
+    pub _pad: [u8; 7],
+}
+
+// ---------------------------------------------------------------------------
+// Per-socket counters (written by the programs, read by qsockd)
+// ---------------------------------------------------------------------------
+
+/// Number of log2 buckets in [`SocketCounters::delay_hist`]: bucket `i` counts
+/// queuing delays `d` with `2^(i-1) <= d/1024ns < 2^i` (bucket 0: d < 1.024 µs;
+/// the last bucket is open-ended).
+pub const DELAY_BUCKETS: usize = 24;
+
+/// Counters of one managed socket, keyed by socket cookie (u64). Created by
+/// qsockd with the policy, updated with atomic adds by the BPF programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketCounters {
+    /// Packets passed to the root qdisc (enqueued).
+    pub enq_packets: u64,
+    /// Bytes passed to the root qdisc (`skb->len`).
+    pub enq_bytes: u64,
+    /// Packets dropped because they were predicted to miss their deadline.
+    pub drop_deadline_packets: u64,
+    /// Bytes of those.
+    pub drop_deadline_bytes: u64,
+    /// Packets dropped because an earlier packet of their frame was dropped.
+    pub drop_frame_packets: u64,
+    /// Bytes of those.
+    pub drop_frame_bytes: u64,
+    /// Packets predicted late but sent anyway (non-droppable or lossless).
+    pub late_kept_packets: u64,
+    /// Packets that left the root qdisc (dequeued towards the device).
+    pub deq_packets: u64,
+    /// Bytes of those.
+    pub deq_bytes: u64,
+    /// Sum of measured queuing delays of dequeued packets, ns.
+    pub delay_sum_ns: u64,
+    /// Largest measured queuing delay, ns.
+    pub delay_max_ns: u64,
+    /// Histogram of measured queuing delays, see [`DELAY_BUCKETS`].
+    pub delay_hist: [u64; DELAY_BUCKETS],
+    /// Egress program state: virtual finish time of the last kept packet at
+    /// the guaranteed rate, ns of `CLOCK_MONOTONIC`.
+    pub vclock_ns: u64,
+    /// Egress program state: 1 while inside a frame, 2 while inside a frame
+    /// whose earlier packet was dropped (the rest is dropped too), else 0.
+    pub frame_state: u64,
+}
+
+/// `frame_state` value: inside a frame, nothing dropped so far.
+pub const FRAME_OPEN: u64 = 1;
+/// `frame_state` value: inside a frame that lost a packet; drop the rest.
+pub const FRAME_DROPPING: u64 = 2;
+
+/// Index of the histogram bucket for a delay in ns (see [`DELAY_BUCKETS`]).
+pub const fn delay_bucket(delay_ns: u64) -> usize {
+    let units = delay_ns >> 10;
+    let b = (64 - units.leading_zeros()) as usize;
+    if b >= DELAY_BUCKETS { DELAY_BUCKETS - 1 } else { b }
+}
+
+/// Upper bound, ns, of histogram bucket `i` (see [`DELAY_BUCKETS`]).
+pub const fn delay_bucket_upper_ns(i: usize) -> u64 {
+    1024u64 << i
+}
+
+// ---------------------------------------------------------------------------
+// Kernel struct offsets for the dequeue probe
+// ---------------------------------------------------------------------------
+
+/// Byte offsets inside kernel structs, read by qsockd from the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) and handed to the dequeue probe, which reads
+/// the dequeued skb with `bpf_probe_read_kernel`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `offsetof(struct sk_buff, sk)`.
+    pub skb_sk: u32,
+    /// `offsetof(struct sk_buff, tstamp)`.
+    pub skb_tstamp: u32,
+    /// `offsetof(struct sock, __sk_common.skc_cookie)`.
+    pub sk_cookie: u32,
+    /// `offsetof(struct sk_buff, len)`.
+    pub skb_len: u32,
+    /// 1 once qsockd filled the offsets; the probe does nothing before.
+    pub valid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and arrays, no padding holes.
+    unsafe impl aya::Pod for super::SocketPolicy {}
+    unsafe impl aya::Pod for super::SocketCounters {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn tag_round_trip() {
+        let t = encode_tag(Some(1_000_000_123_456), 3, true, false);
+        assert_ne!(t & TAG_VALID, 0);
+        assert_ne!(t & TAG_HAS_DEADLINE, 0);
+        assert_eq!(t & TAG_DEADLINE_MASK, 1_000_000_123_456 & !0xff);
+        assert_eq!(t & TAG_DROP_PRIO_MASK, 3);
+        assert_ne!(t & TAG_FRAME_START, 0);
+        assert_eq!(t & TAG_FRAME_END, 0);
+        let n = encode_tag(None, 200, false, true);
+        assert_eq!(n & TAG_HAS_DEADLINE, 0);
+        assert_eq!(n & TAG_DROP_PRIO_MASK, DROP_PRIO_NON_DROPPABLE as u64);
+    }
+
+    #[test]
+    fn delay_buckets_are_monotonic_and_bounded() {
+        assert_eq!(delay_bucket(0), 0);
+        assert_eq!(delay_bucket(1023), 0);
+        assert_eq!(delay_bucket(1024), 1);
+        assert_eq!(delay_bucket(u64::MAX), DELAY_BUCKETS - 1);
+        for d in [1u64, 5_000, 1_000_000, 50_000_000] {
+            let b = delay_bucket(d);
+            assert!(d < delay_bucket_upper_ns(b), "{d} in bucket {b}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! qsock's kernel data path.
+//!
+//! * `qsock_egress` (clsact egress, runs before the root qdisc's enqueue):
+//!   looks up the packet's socket cookie, steers managed sockets into their
+//!   HTB class through `skb->priority`, applies the per-message tag carried in
+//!   `skb->tstamp` (deadline, drop priority, frame marks), drops what the
+//!   policy allows, keeps per-socket counters and stamps the enqueue time.
+//! * `qsock_dequeue` (BTF tracepoint `qdisc_dequeue`, where a packet leaves
+//!   the root qdisc): measures each managed packet's queuing delay as
+//!   dequeue time minus the enqueue stamp.
+//!
+//! Types and the tag layout are defined in `qsock-common`.
+#![no_std]
+#![no_main]
+// The BPF target lacks AtomicU64::fetch_add; the intrinsic lowers to BPF_ATOMIC add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::ffi::c_void;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, gen::bpf_get_socket_cookie},
+    macros::{btf_tracepoint, classifier, map},
+    maps::{Array, HashMap},
+    programs::{BtfTracePointContext, TcContext},
+};
+use qsock_common::*;
+
+#[map(name = "QSOCK_POLICIES")]
+static POLICIES: HashMap<u64, SocketPolicy> = HashMap::pinned(MAX_SOCKETS, 0);
+
+#[map(name = "QSOCK_COUNTERS")]
+static COUNTERS: HashMap<u64, SocketCounters> = HashMap::pinned(MAX_SOCKETS, 0);
+
+#[map(name = "QSOCK_OFFSETS")]
+static OFFSETS: Array<KernelOffsets> = Array::pinned(1, 0);
+
+/// Queuing delays above this are treated as stale stamps and ignored, ns.
+const MAX_PLAUSIBLE_DELAY_NS: u64 = 10_000_000_000;
+
+#[inline(always)]
+fn add(field: *mut u64, v: u64) {
+    // SAFETY: `field` points into a map value that lives as long as the entry.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, v) };
+}
+
+#[classifier]
+pub fn qsock_egress(ctx: TcContext) -> i32 {
+    // SAFETY: the skb pointer is valid for the duration of the program.
+    unsafe { egress(&ctx) }
+}
+
+enum Verdict {
+    Pass,
+    DropDeadline,
+    DropFrame,
+}
+
+unsafe fn egress(ctx: &TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let cookie = bpf_get_socket_cookie(skb as *mut c_void);
+    if cookie == 0 {
+        return TC_ACT_OK as i32;
+    }
+    // Unmanaged sockets are left untouched: the HTB default class takes them.
+    let policy = match POLICIES.get(&cookie) {
+        Some(p) => *p,
+        None => return TC_ACT_OK as i32,
+    };
+    let counters = match COUNTERS.get_ptr_mut(&cookie) {
+        Some(c) => c,
+        None => return TC_ACT_OK as i32,
+    };
+    let now = bpf_ktime_get_ns();
+    let len = (*skb).len as u64;
+
+    let raw = (*skb).tstamp;
+    let tag = if policy.flags & POLICY_MSG_TAGS != 0 && raw & TAG_VALID != 0 { raw } else { 0 };
+    let mut prio = if tag != 0 { (tag & TAG_DROP_PRIO_MASK) as u8 } else { policy.default_drop_prio };
+    if policy.flags & POLICY_NON_DROPPABLE != 0 {
+        prio = DROP_PRIO_NON_DROPPABLE;
+    }
+    let deadline = if tag & TAG_HAS_DEADLINE != 0 {
+        tag & TAG_DEADLINE_MASK
+    } else if policy.delay_budget_ns != 0 {
+        now + policy.delay_budget_ns
+    } else {
+        0
+    };
+    let droppable = prio < DROP_PRIO_NON_DROPPABLE && policy.flags & POLICY_LOSSLESS == 0;
+
+    let frame_state = &mut (*counters).frame_state;
+    if tag & TAG_FRAME_START != 0 {
+        *frame_state = FRAME_OPEN;
+    }
+
+    let mut verdict = Verdict::Pass;
+    if droppable && *frame_state == FRAME_DROPPING {
+        verdict = Verdict::DropFrame;
+    } else {
+        // Predicted finish if the class drains at its guaranteed rate.
+        let vclock = (*counters).vclock_ns;
+        let start = if vclock > now { vclock } else { now };
+        let rate = if policy.rate_bps == 0 { 1 } else { policy.rate_bps };
+        let finish = start + len * 8 * 1_000_000_000 / rate;
+        if deadline != 0 {
+            // Lower drop priorities give up earlier: a message of priority p
+            // may spend (p + 1) / 7 of its slack waiting (p = 6: all of it).
+            let slack = if deadline > now { deadline - now } else { 0 };
+            let allowed = slack * (prio as u64 + 1) / (DROP_PRIO_NON_DROPPABLE as u64);
+            if droppable && (slack == 0 || finish - now > allowed) {
+                verdict = Verdict::DropDeadline;
+            } else if finish > deadline {
+                add(&mut (*counters).late_kept_packets, 1);
+            }
+        }
+        if let Verdict::Pass = verdict {
+            (*counters).vclock_ns = finish;
+        }
+    }
+
+    match verdict {
+        Verdict::Pass => {
+            if tag & TAG_FRAME_END != 0 {
+                *frame_state = 0;
+            }
+            (*skb).priority = policy.classid;
+            // Replace the tag with the enqueue time; the dequeue probe reads it.
+            (*skb).tstamp = now;
+            add(&mut (*counters).enq_packets, 1);
+            add(&mut (*counters).enq_bytes, len);
+            TC_ACT_OK as i32
+        }
+        Verdict::DropDeadline | Verdict::DropFrame => {
+            if let Verdict::DropFrame = verdict {
+                add(&mut (*counters).drop_frame_packets, 1);
+                add(&mut (*counters).drop_frame_bytes, len);
+            } else {
+                add(&mut (*counters).drop_deadline_packets, 1);
+                add(&mut (*counters).drop_deadline_bytes, len);
+            }
+            *frame_state = if tag & TAG_FRAME_END != 0 {
+                0
+            } else if *frame_state != 0 {
+                FRAME_DROPPING
+            } else {
+                0
+            };
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[btf_tracepoint(function = "qdisc_dequeue")]
+pub fn qsock_dequeue(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: reads go through bpf_probe_read_kernel.
+    unsafe { dequeue(&ctx) };
+    0
+}
+
+unsafe fn dequeue(ctx: &BtfTracePointContext) -> Option<()> {
+    let off = OFFSETS.get(0)?;
+    if off.valid == 0 {
+        return None;
+    }
+    // TP_PROTO(struct Qdisc *, const struct netdev_queue *, int packets, struct sk_buff *)
+    let skb: *const u8 = ctx.arg(3);
+    if skb.is_null() {
+        return None;
+    }
+    let sk: *const u8 = bpf_probe_read_kernel(skb.add(off.skb_sk as usize) as *const *const u8).ok()?;
+    if sk.is_null() {
+        return None;
+    }
+    let cookie: u64 = bpf_probe_read_kernel(sk.add(off.sk_cookie as usize) as *const u64).ok()?;
+    if cookie == 0 {
+        return None;
+    }
+    let c = COUNTERS.get_ptr_mut(&cookie)?;
+    let stamp: u64 = bpf_probe_read_kernel(skb.add(off.skb_tstamp as usize) as *const u64).ok()?;
+    let now = bpf_ktime_get_ns();
+    if stamp == 0 || stamp > now || now - stamp > MAX_PLAUSIBLE_DELAY_NS {
+        return None;
+    }
+    let delay = now - stamp;
+    let len: u32 = bpf_probe_read_kernel(skb.add(off.skb_len as usize) as *const u32).ok()?;
+    add(&mut (*c).deq_packets, 1);
+    add(&mut (*c).deq_bytes, len as u64);
+    add(&mut (*c).delay_sum_ns, delay);
+    let b = delay_bucket(delay);
+    if b < DELAY_BUCKETS {
+        add(&mut (*c).delay_hist[b], 1);
+    }
+    if delay > (*c).delay_max_ns {
+        (*c).delay_max_ns = delay;
+    }
+    Some(())
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,129 @@
+//! What `qinfo` reports about a managed socket.
+use serde::{Deserialize, Serialize};
+
+use crate::params::{Intents, SchedulerParams};
+
+/// Report on one managed socket (Q.Sockets `qinfo`): scheduler facts from
+/// qsockd and the kernel data path, and stack facts from the socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QInfo {
+    /// Socket cookie (`SO_COOKIE`), the key the data path classifies by.
+    pub cookie: u64,
+    /// Egress device.
+    pub device: String,
+    /// tc classid of the socket's HTB class, e.g. `"1:10"`.
+    pub classid: String,
+    /// Scheduler and attributes in force.
+    pub scheduler: SchedulerParams,
+    /// Intents the application declared.
+    pub intents: Intents,
+    /// Guaranteed rate of the class, bit/s.
+    pub guaranteed_rate_bps: u64,
+    /// Measured sending rate: bytes dequeued from the root qdisc over the last
+    /// rate window (see `rate_window_ns`), bit/s.
+    pub rate_bps: u64,
+    /// Window the rate was measured over, ns (0 before the first sample pair).
+    pub rate_window_ns: u64,
+    /// Packets and bytes the socket handed to the root qdisc.
+    pub enqueued_packets: u64,
+    /// Bytes of `enqueued_packets`.
+    pub enqueued_bytes: u64,
+    /// Packets and bytes that left the root qdisc towards the device.
+    pub sent_packets: u64,
+    /// Bytes of `sent_packets`.
+    pub sent_bytes: u64,
+    /// Packets waiting in the socket's class queue now.
+    pub backlog_packets: u64,
+    /// Bytes waiting in the socket's class queue now.
+    pub backlog_bytes: u64,
+    /// Drops by reason.
+    pub drops: Drops,
+    /// Packets predicted late but sent anyway (non-droppable or lossless).
+    pub late_kept_packets: u64,
+    /// Queuing delay in the root qdisc, measured per packet.
+    pub queuing_delay: DelayStats,
+    /// Facts from the network stack.
+    pub stack: StackInfo,
+}
+
+/// Drops of one socket, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Dropped at enqueue because predicted to miss the deadline (lossy).
+    pub deadline_packets: u64,
+    /// Bytes of those.
+    pub deadline_bytes: u64,
+    /// Dropped because an earlier message of the same frame was dropped.
+    pub frame_packets: u64,
+    /// Bytes of those.
+    pub frame_bytes: u64,
+    /// Dropped by the class's leaf qdisc (queue overflow), from tc class stats.
+    pub qdisc_packets: u64,
+}
+
+impl Drops {
+    /// All dropped packets.
+    pub fn total_packets(&self) -> u64 {
+        self.deadline_packets + self.frame_packets + self.qdisc_packets
+    }
+}
+
+/// Queuing delay in the root qdisc: for every dequeued packet, the time from
+/// the egress program's enqueue stamp to the `qdisc_dequeue` tracepoint.
+/// Percentiles come from a log2 histogram and are upper bucket bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayStats {
+    /// Packets measured.
+    pub samples: u64,
+    /// Mean delay, ns.
+    pub mean_ns: u64,
+    /// Median delay (bucket upper bound), ns.
+    pub p50_ns: u64,
+    /// 99th percentile delay (bucket upper bound), ns.
+    pub p99_ns: u64,
+    /// Largest delay, ns.
+    pub max_ns: u64,
+}
+
+/// Facts the network stack keeps about the socket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StackInfo {
+    /// `SO_TYPE`: 1 stream, 2 datagram, 5 seqpacket.
+    pub socket_type: i32,
+    /// `SO_SNDBUF`, bytes.
+    pub sndbuf_bytes: u64,
+    /// `SO_RCVBUF`, bytes.
+    pub rcvbuf_bytes: u64,
+    /// Bytes in the send queue not yet handed to the device (`SIOCOUTQ`).
+    pub outq_bytes: u64,
+    /// `TCP_INFO` for TCP sockets.
+    pub tcp: Option<TcpInfo>,
+}
+
+/// Selected `TCP_INFO` fields (see `struct tcp_info` in `linux/tcp.h`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpInfo {
+    /// Smoothed RTT, µs.
+    pub rtt_us: u32,
+    /// RTT variance, µs.
+    pub rttvar_us: u32,
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Sender MSS, bytes.
+    pub snd_mss: u32,
+    /// Retransmitted segments in total.
+    pub total_retrans: u32,
+    /// Pacing rate, bytes/s.
+    pub pacing_rate_bytes_per_s: u64,
+    /// Delivery rate estimate, bytes/s.
+    pub delivery_rate_bytes_per_s: u64,
+}
+
+/// What `qattach`/`qsocket` tell the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachInfo {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// tc classid of the socket's class, e.g. `"1:10"`.
+    pub classid: String,
+}

@@ -1,0 +1,155 @@
+//! qsock: a QoS socket API in the style of Q.Sockets (Abbasi, Poellabauer,
+//! Schwan, Losik, West, 2002) on top of Linux tc and eBPF.
+//!
+//! Applications create or attach sockets with QoS parameters
+//! ([`qsocket`], [`qattach`]), change them ([`qchange`]), send messages with
+//! per-message flags ([`qsend`], [`qsendto`]), read what the host measured
+//! ([`qinfo`]) and release them ([`qclose`]). A privileged caller runs
+//! [`qsockinit`] once per device. All calls talk to `qsockd` over a Unix
+//! socket (`$QSOCK_SOCKET`, default [`proto::DEFAULT_SOCKET_PATH`]); per
+//! message nothing but the one `sendmsg()` is made.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod flags;
+pub mod info;
+pub mod params;
+pub mod proto;
+mod send;
+
+use std::{
+    os::fd::{AsFd, FromRawFd, OwnedFd},
+    sync::Mutex,
+};
+
+pub use client::Client;
+pub use error::{ErrorKind, QsockError, Result};
+pub use flags::{DropPriority, PacketFlags};
+pub use info::{AttachInfo, DelayStats, Drops, QInfo, StackInfo, TcpInfo};
+pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
+pub use send::{monotonic_now_ns, qsend, qsendto};
+
+use proto::{Request, Response};
+
+/// The process-wide connection the free functions use, opened on first use
+/// and reopened once if qsockd restarted.
+static DEFAULT_CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+
+fn with_default<T>(f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+    let mut guard = DEFAULT_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
+    for attempt in 0..2 {
+        if guard.is_none() {
+            *guard = Some(Client::connect_default()?);
+        }
+        match f(guard.as_ref().expect("connected")) {
+            Err(e) if e.kind == ErrorKind::Daemon && attempt == 0 => *guard = None,
+            r => return r,
+        }
+    }
+    unreachable!("second attempt returns")
+}
+
+fn unexpected(r: Response) -> QsockError {
+    QsockError::new(ErrorKind::Daemon, format!("unexpected answer from qsockd: {r:?}"))
+}
+
+/// Installs qsock on a device: root HTB at `link_rate_bps`, best-effort
+/// default class, clsact egress classifier (Q.Sockets `qsockinit`).
+/// Privileged: qsockd refuses it from a non-root peer.
+///
+/// Errors: [`ErrorKind::InvalidParams`], [`ErrorKind::NoSuchDevice`],
+/// [`ErrorKind::AlreadyInitialized`], [`ErrorKind::ForeignQdisc`],
+/// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (kernel lacks
+/// HTB or clsact), [`ErrorKind::Daemon`].
+pub fn qsockinit(params: &InitParams) -> Result<()> {
+    params.validate()?;
+    with_default(|c| match c.call(&Request::Init(params.clone()), None)? {
+        Response::Ok => Ok(()),
+        r => Err(unexpected(r)),
+    })
+}
+
+/// Creates a socket (`socket(2)` arguments, e.g. `libc::AF_INET`,
+/// `libc::SOCK_DGRAM`, 0) and attaches it with `params`, as [`qattach`].
+/// On error the socket is closed. Errors: those of [`qattach`].
+pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Result<OwnedFd> {
+    params.validate()?;
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let raw = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
+    if raw < 0 {
+        return Err(QsockError::sys("socket", nix::Error::last()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    qattach(&fd, params)?;
+    Ok(fd)
+}
+
+/// Puts an existing socket under qsock management with `params` (Q.Sockets
+/// `qattach`). The socket is handed to qsockd as `SCM_RIGHTS`; qsockd keeps
+/// no reference to it. For datagram sockets `SO_TXTIME` (`CLOCK_MONOTONIC`,
+/// deadline mode) is enabled so [`qsend`]/[`qsendto`] can carry flags.
+///
+/// Errors: [`ErrorKind::BadSocket`] (closed or not a socket),
+/// [`ErrorKind::InvalidParams`], [`ErrorKind::NotInitialized`],
+/// [`ErrorKind::NoSuchDevice`], [`ErrorKind::CapacityExceeded`],
+/// [`ErrorKind::AlreadyManaged`], [`ErrorKind::Unsupported`],
+/// [`ErrorKind::Daemon`].
+pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
+    params.validate()?;
+    let fd = fd.as_fd();
+    let ty = send::socket_type(fd)?;
+    if ty == libc::SOCK_DGRAM {
+        send::enable_txtime(fd)?;
+    }
+    with_default(|c| match c.call(&Request::Attach(params.clone()), Some(fd))? {
+        Response::Attached(a) => Ok(a),
+        r => Err(unexpected(r)),
+    })
+}
+
+/// Changes the parameters of a managed socket (Q.Sockets `qchange`); packets
+/// already queued stay queued and are sent. Errors: as [`qattach`], plus
+/// [`ErrorKind::NotManaged`].
+pub fn qchange(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
+    params.validate()?;
+    with_default(|c| match c.call(&Request::Change(params.clone()), Some(fd.as_fd()))? {
+        Response::Attached(a) => Ok(a),
+        r => Err(unexpected(r)),
+    })
+}
+
+/// Reports rate, drops, queuing delay and stack facts of a managed socket
+/// (Q.Sockets `qinfo`). Errors: [`ErrorKind::BadSocket`],
+/// [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+pub fn qinfo(fd: impl AsFd) -> Result<QInfo> {
+    with_default(|c| match c.call(&Request::Info, Some(fd.as_fd()))? {
+        Response::Info(i) => Ok(*i),
+        r => Err(unexpected(r)),
+    })
+}
+
+/// Stops managing the socket and closes it (Q.Sockets `qclose`). The socket
+/// is closed even when qsockd reports an error, which is then returned.
+/// Errors: [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+pub fn qclose(fd: OwnedFd) -> Result<()> {
+    let r = with_default(|c| match c.call(&Request::Close, Some(fd.as_fd()))? {
+        Response::Ok => Ok(()),
+        r => Err(unexpected(r)),
+    });
+    drop(fd);
+    r
+}
+
+/// Undoes [`qsockinit`] on `device`: removes qsock's classifier, root qdisc
+/// and pinned maps and restores the previous root qdisc. Privileged.
+/// Errors: [`ErrorKind::NotInitialized`], [`ErrorKind::PermissionDenied`],
+/// [`ErrorKind::Daemon`].
+pub fn qsockteardown(device: &str) -> Result<()> {
+    params::check_device(device)?;
+    with_default(|c| match c.call(&Request::Teardown { device: device.to_string() }, None)? {
+        Response::Ok => Ok(()),
+        r => Err(unexpected(r)),
+    })
+}

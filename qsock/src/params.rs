@@ -1,0 +1,252 @@
+//! QoS parameters of a socket (Q.Sockets' `struct qos_params`) and of
+//! `qsockinit`, plus Socket-Intents-style intents.
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorKind, QsockError, Result};
+
+/// Parameters of `qsocket`/`qattach`/`qchange`: the device whose egress
+/// carries the socket's traffic, the scheduler and its attributes, and the
+/// application's intents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QosParams {
+    /// Egress network device, e.g. `"eth0"` (at most 15 bytes, IFNAMSIZ − 1).
+    pub device: String,
+    /// Scheduler and its attributes.
+    pub scheduler: SchedulerParams,
+    /// What the application knows about its traffic (Socket Intents,
+    /// Schmidt et al., CoNEXT 2013). Recorded and reported; interface
+    /// selection from intents is not implemented yet.
+    #[serde(default)]
+    pub intents: Intents,
+}
+
+/// Scheduler name and attributes. Serialised with the scheduler's name as tag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum SchedulerParams {
+    /// A guaranteed rate in the root HTB, with per-message drop decisions.
+    Rate(RateAttrs),
+    /// Dynamic Window-Constrained Scheduling (West & Schwan, ICMCS 1999).
+    Dwcs(DwcsAttrs),
+    /// Earliest deadline first over per-message deadlines.
+    Edf(EdfAttrs),
+}
+
+impl SchedulerParams {
+    /// The scheduler's name as used on the wire and in `qinfo`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Rate(_) => "rate",
+            Self::Dwcs(_) => "dwcs",
+            Self::Edf(_) => "edf",
+        }
+    }
+}
+
+/// Attributes of the `rate` scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateAttrs {
+    /// Guaranteed rate, bit/s (> 0). Admission refuses it when the sum of
+    /// guarantees on the device would leave less than the best-effort reserve.
+    pub rate_bps: u64,
+    /// Rate the class may borrow up to when the link is idle, bit/s
+    /// (≥ `rate_bps`); `None`: the link rate.
+    #[serde(default)]
+    pub ceil_bps: Option<u64>,
+    /// Deadline given to messages sent without one: send time + this, ns.
+    /// `None`: such messages have no deadline and are never dropped for lateness.
+    #[serde(default)]
+    pub delay_budget_ns: Option<u64>,
+    /// Every message is non-droppable (Q.Sockets stream flag `DWCS_NON_DROPPABLE`).
+    #[serde(default)]
+    pub non_droppable: bool,
+    /// Lossless: never drop, send late messages late (Q.Sockets' lossless EDF).
+    /// Default false: lossy, droppable messages predicted late are dropped.
+    #[serde(default)]
+    pub lossless: bool,
+}
+
+impl RateAttrs {
+    /// A lossy guaranteed rate of `rate_bps` bit/s with defaults elsewhere.
+    pub fn guaranteed(rate_bps: u64) -> Self {
+        Self { rate_bps, ceil_bps: None, delay_budget_ns: None, non_droppable: false, lossless: false }
+    }
+}
+
+/// DWCS attributes (Q.Sockets' `struct q_dwcs_attr`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DwcsAttrs {
+    /// Inter-packet gap: consecutive packet deadlines are this far apart, ns.
+    pub ipg_ns: u64,
+    /// Loss numerator x: at most `oln` of any `old` consecutive deadlines may be missed.
+    pub oln: u32,
+    /// Loss denominator y (> 0, ≥ `oln`).
+    pub old: u32,
+    /// The stream is non-droppable (`DWCS_NON_DROPPABLE`).
+    #[serde(default)]
+    pub non_droppable: bool,
+}
+
+/// EDF attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdfAttrs {
+    /// Lossy EDF drops messages that can no longer meet their deadline;
+    /// lossless sends them late.
+    pub lossy: bool,
+}
+
+/// Socket Intents (Schmidt, Enghardt, Khalili, Feldmann, CoNEXT 2013, §3).
+/// Every field is optional: an application states what it knows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Intents {
+    /// Traffic category.
+    pub category: Option<Category>,
+    /// Bytes the application expects to send on this socket.
+    pub file_size_bytes: Option<u64>,
+    /// Expected lifetime of the socket, ns.
+    pub duration_ns: Option<u64>,
+    /// Expected average bitrate, bit/s.
+    pub bitrate_bps: Option<u64>,
+    /// How bursty the traffic is.
+    pub burstiness: Option<Burstiness>,
+    /// How much the application cares about delay.
+    pub timeliness: Option<Timeliness>,
+    /// How well the application tolerates loss or a broken connection.
+    pub resilience: Option<Resilience>,
+}
+
+/// Socket Intents traffic category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Short request/response exchanges.
+    Query,
+    /// Bulk transfer of a known size.
+    BulkTransfer,
+    /// Control traffic.
+    ControlTraffic,
+    /// Keep-alives.
+    KeepAlives,
+    /// Continuous media stream.
+    Stream,
+}
+
+/// Socket Intents burstiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Burstiness {
+    /// Random bursts.
+    RandomBursts,
+    /// Regular bursts (e.g. video frames).
+    RegularBursts,
+    /// Smooth.
+    NoBursts,
+    /// Everything at once.
+    Bulk,
+}
+
+/// Socket Intents timeliness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeliness {
+    /// Playout deadline per message.
+    Stream,
+    /// A human waits for the answer.
+    Interactive,
+    /// Completion time matters, not per-message delay.
+    Transfer,
+    /// No one waits.
+    BackgroundTraffic,
+}
+
+/// Socket Intents resilience.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resilience {
+    /// Loss breaks the application.
+    Sensitive,
+    /// Loss degrades it.
+    Tolerant,
+    /// Loss is fine.
+    Resilient,
+}
+
+/// Parameters of `qsockinit` (and `qsockd init`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitParams {
+    /// Device to take over, e.g. `"eth0"`.
+    pub device: String,
+    /// Link rate the root HTB shapes to, bit/s (> 0). Set it at or just below
+    /// the real bottleneck so the queue forms here, where qsock controls it.
+    pub link_rate_bps: u64,
+    /// Share of the link kept for best effort and never guaranteed to
+    /// sockets, per mille (1..=999). Default 50 (5 %).
+    #[serde(default = "default_best_effort_permille")]
+    pub best_effort_permille: u32,
+    /// Replace a root qdisc qsock did not install (it is restored by teardown).
+    #[serde(default)]
+    pub replace: bool,
+}
+
+fn default_best_effort_permille() -> u32 {
+    50
+}
+
+/// Longest interface name Linux accepts, bytes (IFNAMSIZ − 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+pub(crate) fn check_device(device: &str) -> Result<()> {
+    if device.is_empty() || device.len() > MAX_IFNAME_LEN || device.contains(['/', '\0', ' ']) {
+        return Err(QsockError::new(ErrorKind::InvalidParams, format!("invalid device name {device:?}")));
+    }
+    Ok(())
+}
+
+impl InitParams {
+    /// Checks ranges locally; errors: [`ErrorKind::InvalidParams`].
+    pub fn validate(&self) -> Result<()> {
+        check_device(&self.device)?;
+        if self.link_rate_bps == 0 {
+            return Err(QsockError::new(ErrorKind::InvalidParams, "link rate must be > 0 bit/s"));
+        }
+        if !(1..=999).contains(&self.best_effort_permille) {
+            return Err(QsockError::new(ErrorKind::InvalidParams, "best-effort share must be 1..=999 per mille"));
+        }
+        Ok(())
+    }
+}
+
+impl QosParams {
+    /// Parameters for a guaranteed rate of `rate_bps` bit/s on `device`.
+    pub fn rate(device: impl Into<String>, rate_bps: u64) -> Self {
+        Self { device: device.into(), scheduler: SchedulerParams::Rate(RateAttrs::guaranteed(rate_bps)), intents: Intents::default() }
+    }
+
+    /// Checks ranges that need no kernel; errors: [`ErrorKind::InvalidParams`].
+    pub fn validate(&self) -> Result<()> {
+        check_device(&self.device)?;
+        let bad = |m: String| Err(QsockError::new(ErrorKind::InvalidParams, m));
+        match &self.scheduler {
+            SchedulerParams::Rate(r) => {
+                if r.rate_bps == 0 {
+                    return bad("guaranteed rate must be > 0 bit/s".into());
+                }
+                if let Some(c) = r.ceil_bps {
+                    if c < r.rate_bps {
+                        return bad(format!("ceil {c} bit/s is below the guaranteed rate {} bit/s", r.rate_bps));
+                    }
+                }
+                if r.delay_budget_ns == Some(0) {
+                    return bad("delay budget must be > 0 ns (or unset)".into());
+                }
+            }
+            SchedulerParams::Dwcs(d) => {
+                if d.old == 0 || d.oln > d.old || d.ipg_ns == 0 {
+                    return bad(format!("DWCS needs ipg > 0 and 0 <= oln <= old, old > 0 (got ipg={} oln={} old={})", d.ipg_ns, d.oln, d.old));
+                }
+            }
+            SchedulerParams::Edf(_) => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! Wire protocol between the qsock library and qsockd.
+//!
+//! One request and one response per `SOCK_SEQPACKET` message, JSON encoded.
+//! Per-socket requests carry the socket itself as `SCM_RIGHTS`: qsockd reads
+//! the cookie from the received descriptor, so a client can only name
+//! sockets it holds.
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::QsockError,
+    info::{AttachInfo, QInfo},
+    params::{InitParams, QosParams},
+};
+
+/// Default path of qsockd's Unix socket; `QSOCK_SOCKET` overrides it.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/qsock/qsockd.sock";
+/// Largest request or response, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A request to qsockd.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check; no descriptor.
+    Ping,
+    /// `qsockinit`: install the root qdisc and data path. Root only.
+    Init(InitParams),
+    /// Undo `Init` on a device. Root only.
+    Teardown {
+        /// Device to restore.
+        device: String,
+    },
+    /// `qattach`: manage the attached socket.
+    Attach(QosParams),
+    /// `qchange`: new parameters for the attached socket.
+    Change(QosParams),
+    /// `qinfo` on the attached socket.
+    Info,
+    /// `qclose`: stop managing the attached socket.
+    Close,
+}
+
+impl Request {
+    /// Whether the request must carry a socket descriptor.
+    pub fn needs_socket(&self) -> bool {
+        matches!(self, Self::Attach(_) | Self::Change(_) | Self::Info | Self::Close)
+    }
+}
+
+/// qsockd's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to report.
+    Ok,
+    /// Answer to `Ping`: the daemon's version.
+    Pong(String),
+    /// Answer to `Attach`/`Change`.
+    Attached(AttachInfo),
+    /// Answer to `Info`.
+    Info(Box<QInfo>),
+    /// The request failed; nothing was changed.
+    Error(QsockError),
+}

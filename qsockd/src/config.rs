@@ -1,0 +1,86 @@
+//! qsockd configuration: a TOML file, with command-line flags overriding it.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// Settings of qsockd. Every field has a default; a TOML file may set any
+/// of them (same names), and flags override the file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Unix socket applications connect to.
+    pub socket: PathBuf,
+    /// Permission bits of that socket (octal in TOML as a string, e.g. "0666").
+    /// Anyone who can connect may manage only sockets it holds; `qsockinit`
+    /// and teardown additionally need uid 0.
+    pub socket_mode: String,
+    /// Directory for per-device state files (one subdirectory per network namespace).
+    pub state_root: PathBuf,
+    /// bpffs directory for pinned maps (one subdirectory per network namespace).
+    pub pin_root: PathBuf,
+    /// Period of rate sampling, ms.
+    pub sample_interval_ms: u64,
+    /// Window the reported rate is averaged over, ms.
+    pub rate_window_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(qsock::proto::DEFAULT_SOCKET_PATH),
+            socket_mode: "0666".into(),
+            state_root: PathBuf::from("/run/qsock/state"),
+            pin_root: PathBuf::from("/sys/fs/bpf/qsock"),
+            sample_interval_ms: 100,
+            rate_window_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` if given, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(p) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(p).with_context(|| format!("read config {}", p.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config {}", p.display()))
+    }
+
+    /// `socket_mode` as permission bits. Errors on a malformed octal string.
+    pub fn socket_mode_bits(&self) -> Result<u32> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).with_context(|| format!("socket_mode {:?} is not octal", self.socket_mode))
+    }
+}
+
+/// Filesystem locations for one network namespace.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// bpffs root ([`Config::pin_root`]).
+    pub pin_root: PathBuf,
+    /// State root ([`Config::state_root`]).
+    pub state_root: PathBuf,
+    /// Inode of the network namespace qsockd works in.
+    pub netns_id: u64,
+}
+
+impl Paths {
+    /// Paths for the current network namespace.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        Ok(Self { pin_root: cfg.pin_root.clone(), state_root: cfg.state_root.clone(), netns_id: crate::netns::current_id()? })
+    }
+
+    /// Directory of this namespace's device state files.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_root.join(format!("net{}", self.netns_id))
+    }
+
+    /// State file of `device`.
+    pub fn state_file(&self, device: &str) -> PathBuf {
+        self.state_dir().join(format!("{device}.json"))
+    }
+
+    /// bpffs directory of `device`'s pinned maps.
+    pub fn pin_dir(&self, device: &str) -> PathBuf {
+        self.pin_root.join(format!("net{}", self.netns_id)).join(device)
+    }
+}

@@ -1,0 +1,15 @@
+//! qsockd: installs qsock's root qdisc and eBPF data path on a device
+//! (`init`), serves applications over a Unix socket (`run`), and restores
+//! the device (`teardown`). See `docs/architecture.md`.
+
+pub mod btf;
+pub mod config;
+pub mod device;
+pub mod netns;
+pub mod registry;
+pub mod server;
+pub mod sockinfo;
+pub mod tc;
+
+/// The eBPF object built by `build.rs` from `qsock-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/qsock.bpf.o"));

@@ -1,0 +1,485 @@
+//! The daemon's state: initialised devices with their maps and classes, and
+//! the managed sockets. Every operation checks its input first and changes
+//! nothing when it fails.
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    os::fd::{AsFd, BorrowedFd},
+};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::BtfTracePoint,
+    Btf, Ebpf, EbpfLoader,
+};
+use qsock::{
+    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, SchedulerParams,
+};
+use qsock_common::*;
+
+use crate::{
+    config::Paths,
+    device::{self, DeviceState, MANAGED_PRIO},
+    sockinfo,
+    tc::{fmt_classid, HtbClass, Tc},
+    EBPF_OBJECT,
+};
+
+fn kernel_err(e: impl std::fmt::Display) -> QsockError {
+    QsockError::new(ErrorKind::Kernel, e.to_string())
+}
+
+/// An initialised device opened by this daemon.
+pub struct DeviceRt {
+    /// What init recorded.
+    pub state: DeviceState,
+    policies: BpfHashMap<MapData, u64, SocketPolicy>,
+    counters: BpfHashMap<MapData, u64, SocketCounters>,
+    /// Keeps the dequeue probe attached while the daemon runs.
+    _ebpf: Ebpf,
+    /// Whether queuing delay is measured (the dequeue probe attached).
+    pub delay_probe: bool,
+    free_minors: BTreeSet<u32>,
+    guaranteed_bps: u64,
+}
+
+impl DeviceRt {
+    /// Opens the pinned maps of an initialised device and attaches the
+    /// dequeue probe. Stale entries (from a previous daemon) are removed.
+    fn open(state: DeviceState) -> Result<Self, QsockError> {
+        let btf = Btf::from_sys_fs().ok();
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(&state.pin_dir)
+            .btf(btf.as_ref())
+            .load(EBPF_OBJECT)
+            .map_err(|e| kernel_err(format!("open data path of {}: {e}", state.device)))?;
+        let delay_probe = match (&btf, attach_probe(&mut ebpf, btf.as_ref())) {
+            (Some(_), Ok(())) => true,
+            (_, Err(e)) => {
+                log::warn!("{}: queuing delay not measured: {e}", state.device);
+                false
+            }
+            (None, _) => false,
+        };
+        let mut policies: BpfHashMap<MapData, u64, SocketPolicy> =
+            BpfHashMap::try_from(ebpf.take_map(MAP_POLICIES).ok_or_else(|| kernel_err("policy map missing"))?).map_err(kernel_err)?;
+        let mut counters: BpfHashMap<MapData, u64, SocketCounters> =
+            BpfHashMap::try_from(ebpf.take_map(MAP_COUNTERS).ok_or_else(|| kernel_err("counter map missing"))?).map_err(kernel_err)?;
+        let stale: Vec<u64> = policies.keys().filter_map(|k| k.ok()).collect();
+        for k in stale {
+            let _ = policies.remove(&k);
+        }
+        let stale: Vec<u64> = counters.keys().filter_map(|k| k.ok()).collect();
+        for k in stale {
+            let _ = counters.remove(&k);
+        }
+        Ok(Self {
+            state,
+            policies,
+            counters,
+            _ebpf: ebpf,
+            delay_probe,
+            free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
+            guaranteed_bps: 0,
+        })
+    }
+
+    fn classid(minor: u32) -> u32 {
+        classid(ROOT_MAJOR, minor)
+    }
+
+    /// Counters of `cookie` as the data path has them now.
+    pub fn counters(&self, cookie: u64) -> Option<SocketCounters> {
+        self.counters.get(&cookie, 0).ok()
+    }
+}
+
+fn attach_probe(ebpf: &mut Ebpf, btf: Option<&Btf>) -> anyhow::Result<()> {
+    let btf = btf.ok_or_else(|| anyhow::anyhow!("kernel has no BTF"))?;
+    let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_DEQUEUE).ok_or_else(|| anyhow::anyhow!("probe missing"))?.try_into()?;
+    prog.load("qdisc_dequeue", btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+/// One managed socket.
+pub struct Managed {
+    /// Device its class lives on.
+    pub device: String,
+    /// HTB minor of its class.
+    pub minor: u32,
+    /// Parameters in force.
+    pub params: QosParams,
+    /// uid of the client that attached it.
+    pub owner_uid: u32,
+    /// Rate samples: (ns of CLOCK_MONOTONIC, bytes dequeued).
+    samples: VecDeque<(u64, u64)>,
+}
+
+/// The daemon's state.
+pub struct Registry {
+    paths: Paths,
+    tc: Tc,
+    devices: HashMap<String, DeviceRt>,
+    sockets: HashMap<u64, Managed>,
+    rate_window_ns: u64,
+}
+
+/// What the rate scheduler needs to set up a socket's class and policy.
+struct Plan {
+    class: HtbClass,
+    policy_flags: u32,
+    rate_bps: u64,
+    delay_budget_ns: u64,
+    default_drop_prio: u8,
+}
+
+fn plan(params: &QosParams, sock_type: i32, dev: &DeviceState) -> Result<Plan, QsockError> {
+    let r = match &params.scheduler {
+        SchedulerParams::Rate(r) => r,
+        other => {
+            return Err(QsockError::new(
+                ErrorKind::Unsupported,
+                format!("scheduler {:?} is not available yet; use \"rate\"", other.name()),
+            ))
+        }
+    };
+    let link = dev.link_rate_bps;
+    let ceil = r.ceil_bps.unwrap_or(link).min(link);
+    if r.rate_bps > link {
+        return Err(QsockError::new(
+            ErrorKind::CapacityExceeded,
+            format!("guaranteed rate {} bit/s exceeds the link rate {} bit/s of {}", r.rate_bps, link, dev.device),
+        ));
+    }
+    let mut flags = 0;
+    if sock_type == libc::SOCK_DGRAM {
+        flags |= POLICY_MSG_TAGS;
+    }
+    if r.non_droppable {
+        flags |= POLICY_NON_DROPPABLE;
+    }
+    if r.lossless {
+        flags |= POLICY_LOSSLESS;
+    }
+    Ok(Plan {
+        class: HtbClass { rate_bps: r.rate_bps, ceil_bps: ceil.max(r.rate_bps), prio: MANAGED_PRIO },
+        policy_flags: flags,
+        rate_bps: r.rate_bps,
+        delay_budget_ns: r.delay_budget_ns.unwrap_or(0),
+        default_drop_prio: if r.non_droppable { DROP_PRIO_NON_DROPPABLE } else { DROP_PRIO_MAX_DROPPABLE },
+    })
+}
+
+fn policy_of(cid: u32, p: &Plan) -> SocketPolicy {
+    SocketPolicy {
+        classid: cid,
+        flags: p.policy_flags,
+        rate_bps: p.rate_bps,
+        delay_budget_ns: p.delay_budget_ns,
+        default_drop_prio: p.default_drop_prio,
+        _pad: [0; 7],
+    }
+}
+
+/// Best effort shrinks, then the class and the map entries appear; on error
+/// what was added is removed again (the caller restores best effort).
+async fn install_socket(tc: &Tc, dev: &mut DeviceRt, cookie: u64, cid: u32, p: &Plan) -> Result<(), QsockError> {
+    resize_best_effort(tc, dev).await?;
+    tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &p.class, true).await.map_err(kernel_err)?;
+    // Counters before policy: the program only acts on sockets that have both.
+    let installed = dev.counters.insert(cookie, SocketCounters::default(), 0).and_then(|_| dev.policies.insert(cookie, policy_of(cid, p), 0));
+    if let Err(e) = installed {
+        let _ = dev.counters.remove(&cookie);
+        let _ = tc.delete_class(dev.state.ifindex, cid).await;
+        return Err(kernel_err(format!("install policy: {e}")));
+    }
+    Ok(())
+}
+
+/// Facts read from a socket a client handed over.
+pub struct SocketFacts {
+    /// `SO_COOKIE`.
+    pub cookie: u64,
+    /// `SO_TYPE`.
+    pub sock_type: i32,
+}
+
+impl Registry {
+    /// A registry for the namespace described by `paths`; opens every device
+    /// already initialised there.
+    pub fn new(paths: Paths, tc: Tc, rate_window_ns: u64) -> Self {
+        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns };
+        for st in DeviceState::load_all(&r.paths) {
+            let name = st.device.clone();
+            match DeviceRt::open(st) {
+                Ok(d) => {
+                    log::info!("serving {name}");
+                    r.devices.insert(name, d);
+                }
+                Err(e) => log::error!("cannot open {name}: {e}"),
+            }
+        }
+        r
+    }
+
+    /// Names of the devices served.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceRt> {
+        self.devices.values()
+    }
+
+    async fn device(&mut self, name: &str) -> Result<&mut DeviceRt, QsockError> {
+        if !self.devices.contains_key(name) {
+            device::ifindex(name)?;
+            let st = DeviceState::load(&self.paths, name)?
+                .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {name}; run qsockd init")))?;
+            let d = DeviceRt::open(st)?;
+            self.devices.insert(name.to_string(), d);
+        }
+        Ok(self.devices.get_mut(name).expect("inserted above"))
+    }
+
+    /// `qsockinit` on behalf of a root client.
+    pub async fn init(&mut self, params: &InitParams) -> Result<(), QsockError> {
+        let st = device::init(&self.paths, params).await?;
+        let d = DeviceRt::open(st)?;
+        self.devices.insert(params.device.clone(), d);
+        Ok(())
+    }
+
+    /// Teardown on behalf of a root client; forgets the device's sockets.
+    pub async fn teardown(&mut self, device_name: &str) -> Result<(), QsockError> {
+        self.devices.remove(device_name);
+        self.sockets.retain(|_, m| m.device != device_name);
+        device::teardown(&self.paths, device_name).await
+    }
+
+    /// `qattach`: manage the socket `facts` describes with `params`.
+    pub async fn attach(&mut self, facts: &SocketFacts, uid: u32, params: QosParams) -> Result<AttachInfo, QsockError> {
+        params.validate()?;
+        if self.sockets.contains_key(&facts.cookie) {
+            return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
+        }
+        let tc = self.tc.clone();
+        let dev = self.device(&params.device).await?;
+        let p = plan(&params, facts.sock_type, &dev.state)?;
+        let room = dev.state.guaranteeable_bps().saturating_sub(dev.guaranteed_bps);
+        if p.rate_bps > room {
+            return Err(QsockError::new(
+                ErrorKind::CapacityExceeded,
+                format!("{} bit/s requested but only {room} bit/s of {} is left to guarantee", p.rate_bps, dev.state.device),
+            ));
+        }
+        let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
+        let cid = DeviceRt::classid(minor);
+        // Shrink best effort first so the sum of assured rates never exceeds the link.
+        dev.guaranteed_bps += p.rate_bps;
+        let result = install_socket(&tc, dev, facts.cookie, cid, &p).await;
+        if let Err(e) = result {
+            dev.guaranteed_bps -= p.rate_bps;
+            let _ = resize_best_effort(&tc, dev).await;
+            return Err(e);
+        }
+        dev.free_minors.remove(&minor);
+        self.sockets.insert(facts.cookie, Managed { device: params.device.clone(), minor, params, owner_uid: uid, samples: VecDeque::new() });
+        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
+    }
+
+    fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
+        self.sockets.get(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock; qattach it first"))
+    }
+
+    /// `qchange`: new parameters; the class (and the packets queued in it)
+    /// stays when the device is unchanged.
+    pub async fn change(&mut self, facts: &SocketFacts, uid: u32, params: QosParams) -> Result<AttachInfo, QsockError> {
+        params.validate()?;
+        let m = self.managed(facts.cookie)?;
+        if m.device != params.device {
+            // Another device: check the target first so a refusal changes nothing.
+            let target = self.device(&params.device).await?;
+            let p = plan(&params, facts.sock_type, &target.state)?;
+            let room = target.state.guaranteeable_bps().saturating_sub(target.guaranteed_bps);
+            if p.rate_bps > room {
+                return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("only {room} bit/s left to guarantee on {}", params.device)));
+            }
+            self.close(facts.cookie).await?;
+            return self.attach(facts, uid, params).await;
+        }
+        let (minor, old_rate) = (m.minor, rate_of(&m.params));
+        let tc = self.tc.clone();
+        let dev = self.devices.get_mut(&params.device).expect("managed sockets have open devices");
+        let p = plan(&params, facts.sock_type, &dev.state)?;
+        let room = dev.state.guaranteeable_bps().saturating_sub(dev.guaranteed_bps - old_rate);
+        if p.rate_bps > room {
+            return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("only {room} bit/s left to guarantee on {}", params.device)));
+        }
+        let cid = DeviceRt::classid(minor);
+        let grows = p.rate_bps > old_rate;
+        dev.guaranteed_bps = dev.guaranteed_bps - old_rate + p.rate_bps;
+        // Order the two class changes so assured rates never exceed the link.
+        if grows {
+            resize_best_effort(&tc, dev).await?;
+        }
+        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &p.class, false).await.map_err(kernel_err)?;
+        dev.policies.insert(facts.cookie, policy_of(cid, &p), 0).map_err(kernel_err)?;
+        if !grows {
+            resize_best_effort(&tc, dev).await?;
+        }
+        self.sockets.get_mut(&facts.cookie).expect("managed").params = params;
+        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
+    }
+
+    /// `qclose` (or cleanup): stop classifying, then remove the class once
+    /// what it holds has left (at most ~1 s), so queued packets are sent.
+    pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
+        let m = self.sockets.remove(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
+        let tc = self.tc.clone();
+        let dev = self.devices.get_mut(&m.device).expect("managed sockets have open devices");
+        let _ = dev.policies.remove(&cookie);
+        let _ = dev.counters.remove(&cookie);
+        dev.guaranteed_bps -= rate_of(&m.params);
+        let cid = DeviceRt::classid(m.minor);
+        let ifindex = dev.state.ifindex;
+        for _ in 0..100 {
+            match tc.class_stats(ifindex).await {
+                Ok(s) if s.get(&cid).is_some_and(|c| c.qlen > 0) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                _ => break,
+            }
+        }
+        let r = tc.delete_class(ifindex, cid).await.map_err(kernel_err);
+        let dev = self.devices.get_mut(&m.device).expect("present");
+        dev.free_minors.insert(m.minor);
+        resize_best_effort(&tc, dev).await?;
+        r
+    }
+
+    /// `qinfo` on a managed socket; `sock` is the socket itself (for stack facts).
+    pub async fn info(&self, facts: &SocketFacts, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
+        let m = self.managed(facts.cookie)?;
+        let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
+        let c = dev.counters(facts.cookie).unwrap_or_default();
+        let cid = DeviceRt::classid(m.minor);
+        let cls = self.tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?.get(&cid).copied().unwrap_or_default();
+        let (rate_bps, rate_window_ns) = rate_from(&m.samples);
+        let (sent_packets, sent_bytes) = if dev.delay_probe { (c.deq_packets, c.deq_bytes) } else { (cls.packets, cls.bytes) };
+        Ok(QInfo {
+            cookie: facts.cookie,
+            device: m.device.clone(),
+            classid: fmt_classid(cid),
+            scheduler: m.params.scheduler.clone(),
+            intents: m.params.intents.clone(),
+            guaranteed_rate_bps: rate_of(&m.params),
+            rate_bps,
+            rate_window_ns,
+            enqueued_packets: c.enq_packets,
+            enqueued_bytes: c.enq_bytes,
+            sent_packets,
+            sent_bytes,
+            backlog_packets: cls.qlen,
+            backlog_bytes: cls.backlog,
+            drops: Drops {
+                deadline_packets: c.drop_deadline_packets,
+                deadline_bytes: c.drop_deadline_bytes,
+                frame_packets: c.drop_frame_packets,
+                frame_bytes: c.drop_frame_bytes,
+                qdisc_packets: cls.drops,
+            },
+            late_kept_packets: c.late_kept_packets,
+            queuing_delay: delay_stats(&c),
+            stack: sockinfo::stack_info(sock.as_fd()),
+        })
+    }
+
+    /// Takes one rate sample of every managed socket (called periodically).
+    pub fn sample(&mut self, now_ns: u64) {
+        let window = self.rate_window_ns;
+        for (cookie, m) in self.sockets.iter_mut() {
+            let Some(dev) = self.devices.get(&m.device) else { continue };
+            let Some(c) = dev.counters(*cookie) else { continue };
+            let bytes = if dev.delay_probe { c.deq_bytes } else { c.enq_bytes };
+            m.samples.push_back((now_ns, bytes));
+            while m.samples.len() > 2 && m.samples.front().is_some_and(|(t, _)| now_ns - t > window) {
+                m.samples.pop_front();
+            }
+        }
+    }
+
+    /// Owner uid of a managed socket (for logs).
+    pub fn owner(&self, cookie: u64) -> Option<u32> {
+        self.sockets.get(&cookie).map(|m| m.owner_uid)
+    }
+}
+
+/// Resizes the best-effort class to what guarantees leave on `dev`, so the
+/// assured rates of all classes never add up to more than the link.
+async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
+    let link = dev.state.link_rate_bps;
+    let be = HtbClass { rate_bps: (link - dev.guaranteed_bps).max(1), ceil_bps: link, prio: device::BEST_EFFORT_PRIO };
+    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false)
+        .await
+        .map_err(kernel_err)
+}
+
+fn rate_of(p: &QosParams) -> u64 {
+    match &p.scheduler {
+        SchedulerParams::Rate(r) => r.rate_bps,
+        _ => 0,
+    }
+}
+
+/// Rate over the sample window: (bit/s, window ns).
+fn rate_from(samples: &VecDeque<(u64, u64)>) -> (u64, u64) {
+    match (samples.front(), samples.back()) {
+        (Some(&(t0, b0)), Some(&(t1, b1))) if t1 > t0 => {
+            let dt = t1 - t0;
+            (((b1 - b0) as u128 * 8 * 1_000_000_000 / dt as u128) as u64, dt)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Delay statistics from the data path's counters and log2 histogram.
+pub fn delay_stats(c: &SocketCounters) -> DelayStats {
+    let n: u64 = c.delay_hist.iter().sum();
+    if n == 0 {
+        return DelayStats::default();
+    }
+    let pct = |q: f64| {
+        let target = (q * n as f64).ceil() as u64;
+        let mut acc = 0;
+        for (i, &k) in c.delay_hist.iter().enumerate() {
+            acc += k;
+            if acc >= target {
+                return delay_bucket_upper_ns(i).min(c.delay_max_ns.max(1));
+            }
+        }
+        c.delay_max_ns
+    };
+    DelayStats { samples: n, mean_ns: c.delay_sum_ns / n, p50_ns: pct(0.5), p99_ns: pct(0.99), max_ns: c.delay_max_ns }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_is_bytes_over_window() {
+        let s: VecDeque<_> = [(0u64, 0u64), (500_000_000, 62_500), (1_000_000_000, 125_000)].into();
+        assert_eq!(rate_from(&s), (1_000_000, 1_000_000_000));
+        assert_eq!(rate_from(&VecDeque::new()), (0, 0));
+    }
+
+    #[test]
+    fn delay_percentiles_come_from_buckets() {
+        let mut c = SocketCounters::default();
+        c.delay_hist[3] = 99; // < 8.192 µs
+        c.delay_hist[10] = 1; // < 1.048 ms
+        c.delay_sum_ns = 99 * 5_000 + 900_000;
+        c.delay_max_ns = 900_000;
+        let d = delay_stats(&c);
+        assert_eq!(d.samples, 100);
+        assert_eq!(d.p50_ns, delay_bucket_upper_ns(3));
+        assert_eq!(d.p99_ns, delay_bucket_upper_ns(3));
+        assert_eq!(d.max_ns, 900_000);
+        assert_eq!(d.mean_ns, (99 * 5_000 + 900_000) / 100);
+    }
+}

@@ -1,0 +1,204 @@
+//! The Unix `SOCK_SEQPACKET` server applications talk to. One JSON request
+//! per message, the socket being managed attached as `SCM_RIGHTS`. A bad
+//! request gets an error answer and the connection stays usable.
+use std::{
+    io::{IoSlice, IoSliceMut},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use nix::sys::socket::{
+    accept4, bind, getsockopt, listen, recvmsg, sendmsg, socket, sockopt, AddressFamily, Backlog, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use qsock::{
+    proto::{Request, Response, MAX_MESSAGE_BYTES},
+    ErrorKind, QsockError,
+};
+use tokio::{io::unix::AsyncFd, sync::Mutex};
+
+use crate::{config::Config, registry::Registry, sockinfo};
+
+/// Binds the listening socket at `cfg.socket` with `cfg.socket_mode`,
+/// replacing a stale socket file.
+pub fn bind_listener(cfg: &Config) -> Result<OwnedFd> {
+    let path = &cfg.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if qsock::Client::connect(path).is_ok() {
+            anyhow::bail!("another qsockd already serves {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
+    }
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?).with_context(|| format!("bind {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode_bits()?))?;
+    listen(&fd, Backlog::new(128)?)?;
+    Ok(fd)
+}
+
+/// Accepts clients forever; each gets its own task.
+pub async fn serve(listener: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<()> {
+    // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
+    let listener = unsafe { AsyncFd::register(listener) }.map_err(|e| anyhow::anyhow!("register listener: {e}"))?;
+    loop {
+        let mut guard = listener.readable().await?;
+        let accepted = guard.try_io(|fd| accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).map_err(Into::into));
+        match accepted {
+            Ok(Ok(raw)) => {
+                // SAFETY: accept4 returned a fresh descriptor we now own.
+                let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                let reg = registry.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client_loop(conn, reg).await {
+                        log::debug!("client connection ended: {e:#}");
+                    }
+                });
+            }
+            Ok(Err(e)) => log::warn!("accept: {e}"),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// One received message: its bytes, whether it was cut, and the descriptors it carried.
+struct Incoming {
+    body: Vec<u8>,
+    truncated: bool,
+    fds: Vec<OwnedFd>,
+}
+
+fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: the kernel installed these descriptors for us.
+            fds.extend(v.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    let (n, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC));
+    if n == 0 && fds.is_empty() {
+        return Ok(None); // peer closed
+    }
+    buf.truncate(n);
+    Ok(Some(Incoming { body: buf, truncated, fds }))
+}
+
+async fn client_loop(conn: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<()> {
+    let uid = getsockopt(&conn, sockopt::PeerCredentials).map(|c| c.uid()).unwrap_or(u32::MAX);
+    // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
+    let conn = unsafe { AsyncFd::register(conn) }.map_err(|e| anyhow::anyhow!("register connection: {e}"))?;
+    loop {
+        let incoming = loop {
+            let mut guard = conn.readable().await?;
+            match guard.try_io(|fd| recv_one(fd.as_raw_fd())) {
+                Ok(r) => break r?,
+                Err(_would_block) => continue,
+            }
+        };
+        let Some(msg) = incoming else { return Ok(()) };
+        let resp = match parse(&msg) {
+            Ok(req) => handle(&registry, uid, req, msg.fds).await,
+            Err(e) => Response::Error(e),
+        };
+        let body = serde_json::to_vec(&resp)?;
+        loop {
+            let mut guard = conn.writable().await?;
+            let sent = guard.try_io(|fd| {
+                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], &[], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None).map_err(Into::into)
+            });
+            match sent {
+                Ok(r) => {
+                    r?;
+                    break;
+                }
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn parse(msg: &Incoming) -> Result<Request, QsockError> {
+    if msg.truncated {
+        return Err(QsockError::new(ErrorKind::Malformed, format!("request larger than {MAX_MESSAGE_BYTES} bytes or with too many descriptors")));
+    }
+    serde_json::from_slice(&msg.body).map_err(|e| QsockError::new(ErrorKind::Malformed, format!("unreadable request: {e}")))
+}
+
+async fn handle(registry: &Mutex<Registry>, uid: u32, req: Request, mut fds: Vec<OwnedFd>) -> Response {
+    match handle_inner(registry, uid, req, &mut fds).await {
+        Ok(r) => r,
+        Err(e) => {
+            log::debug!("request from uid {uid} refused: {e}");
+            Response::Error(e)
+        }
+    }
+    // `fds` drops here: qsockd keeps no reference to client sockets.
+}
+
+async fn handle_inner(registry: &Mutex<Registry>, uid: u32, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
+    let root_only = |what: &str| {
+        if uid != 0 {
+            Err(QsockError::new(ErrorKind::PermissionDenied, format!("{what} needs root (peer uid {uid})")))
+        } else {
+            Ok(())
+        }
+    };
+    let sock = if req.needs_socket() {
+        if fds.len() != 1 {
+            return Err(QsockError::new(ErrorKind::Malformed, format!("request needs exactly one socket as SCM_RIGHTS, got {}", fds.len())));
+        }
+        Some(fds.remove(0))
+    } else {
+        None
+    };
+    let facts = match &sock {
+        Some(fd) => Some(sockinfo::facts(fd.as_fd())?),
+        None => None,
+    };
+    let mut reg = registry.lock().await;
+    Ok(match req {
+        Request::Ping => Response::Pong(env!("CARGO_PKG_VERSION").to_string()),
+        Request::Init(p) => {
+            root_only("qsockinit")?;
+            reg.init(&p).await?;
+            Response::Ok
+        }
+        Request::Teardown { device } => {
+            root_only("teardown")?;
+            reg.teardown(&device).await?;
+            Response::Ok
+        }
+        Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), uid, p).await?),
+        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), uid, p).await?),
+        Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
+        Request::Close => {
+            reg.close(facts.as_ref().expect("checked").cookie).await?;
+            Response::Ok
+        }
+    })
+}
+
+/// Samples every managed socket's counters each `interval` for the rate.
+pub async fn sample_loop(registry: Arc<Mutex<Registry>>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        registry.lock().await.sample(qsock::monotonic_now_ns());
+    }
+}
+
+/// Removes the socket file (on shutdown).
+pub fn remove_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,340 @@
+//! tc over rtnetlink: the root HTB qdisc, its classes, clsact, and class
+//! statistics. rtnetlink has no typed HTB options, so the HTB attributes
+//! (`linux/pkt_sched.h`) are built here as raw netlink attributes.
+use std::collections::HashMap;
+
+use rtnetlink::{
+    packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST},
+    packet_route::{
+        tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2},
+        RouteNetlinkMessage,
+    },
+    Handle,
+};
+use serde::{Deserialize, Serialize};
+
+/// `TC_H_ROOT`: parent of a root qdisc.
+const TC_H_ROOT: u32 = 0xffff_ffff;
+/// `TC_H_CLSACT`: parent of the clsact qdisc.
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// `TC_HTB_PROTOVER`.
+const HTB_PROTOVER: u32 = 3;
+/// Kernel HZ assumed for burst sizing: one tick of data at the rate.
+const BURST_HZ: u64 = 250;
+/// Largest Ethernet frame on the wire, bytes.
+const MAX_FRAME: u64 = 1514;
+
+/// A failed tc operation: what was attempted and the kernel's errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct TcError {
+    /// The operation, e.g. "add HTB class 1:10 on ifindex 3".
+    pub op: String,
+    /// The underlying error (an errno for kernel refusals).
+    pub source: std::io::Error,
+}
+
+impl TcError {
+    /// The kernel's errno, if the kernel refused.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+type Result<T> = std::result::Result<T, TcError>;
+
+/// The root qdisc found on a device, kept so teardown can restore it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedQdisc {
+    /// Qdisc kind, e.g. `"tbf"`.
+    pub kind: String,
+    /// Handle (`major << 16 | minor`).
+    pub handle: u32,
+    /// Top-level `TCA_OPTIONS` attributes as (type, payload) pairs.
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+impl SavedQdisc {
+    /// Whether the kernel made this qdisc by default (nothing to restore:
+    /// deleting the root brings the default back).
+    pub fn is_default(&self) -> bool {
+        self.handle == 0 || matches!(self.kind.as_str(), "noqueue" | "pfifo_fast" | "mq")
+    }
+}
+
+/// Byte and queue counters of one HTB class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Bytes dequeued from the class.
+    pub bytes: u64,
+    /// Packets dequeued from the class.
+    pub packets: u64,
+    /// Packets dropped by the class's leaf qdisc.
+    pub drops: u64,
+    /// Packets queued now.
+    pub qlen: u64,
+    /// Bytes queued now.
+    pub backlog: u64,
+}
+
+/// Rate and priority of an HTB class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HtbClass {
+    /// Assured rate, bit/s.
+    pub rate_bps: u64,
+    /// Rate it may borrow up to, bit/s (≥ `rate_bps`).
+    pub ceil_bps: u64,
+    /// HTB priority: lower is served first when borrowing (0..=7).
+    pub prio: u32,
+}
+
+/// tc requests on one network namespace's rtnetlink socket.
+#[derive(Clone)]
+pub struct Tc {
+    handle: Handle,
+}
+
+fn ratespec(rate_bps: u64) -> [u8; 12] {
+    // struct tc_ratespec { u8 cell_log; u8 linklayer; u16 overhead; i16 cell_align; u16 mpu; u32 rate; }
+    let mut b = [0u8; 12];
+    b[1] = TC_LINKLAYER_ETHERNET;
+    let bytes_per_s = rate_bps / 8;
+    b[8..12].copy_from_slice(&(bytes_per_s.min(u32::MAX as u64) as u32).to_ne_bytes());
+    b
+}
+
+/// Time to send `bytes` at `rate_bps`, in psched ticks (64 ns, `PSCHED_SHIFT`).
+fn xmit_ticks(bytes: u64, rate_bps: u64) -> u32 {
+    let ns = bytes as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128;
+    (ns >> 6).min(u32::MAX as u128) as u32
+}
+
+fn burst_bytes(rate_bps: u64) -> u64 {
+    rate_bps / 8 / BURST_HZ + MAX_FRAME
+}
+
+fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
+    // struct tc_htb_opt { tc_ratespec rate, ceil; u32 buffer, cbuffer, quantum, level, prio; }
+    let mut p = Vec::with_capacity(44);
+    p.extend_from_slice(&ratespec(c.rate_bps));
+    p.extend_from_slice(&ratespec(c.ceil_bps));
+    p.extend_from_slice(&xmit_ticks(burst_bytes(c.rate_bps), c.rate_bps).to_ne_bytes());
+    p.extend_from_slice(&xmit_ticks(burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
+    let quantum = (c.rate_bps / 8 / 10).clamp(MAX_FRAME + 86, 200_000) as u32;
+    p.extend_from_slice(&quantum.to_ne_bytes());
+    p.extend_from_slice(&0u32.to_ne_bytes());
+    p.extend_from_slice(&c.prio.to_ne_bytes());
+    let mut opts = vec![TcOption::Other(DefaultNla::new(TCA_HTB_PARMS, p))];
+    if c.rate_bps / 8 > u32::MAX as u64 {
+        opts.push(TcOption::Other(DefaultNla::new(TCA_HTB_RATE64, (c.rate_bps / 8).to_ne_bytes().to_vec())));
+    }
+    if c.ceil_bps / 8 > u32::MAX as u64 {
+        opts.push(TcOption::Other(DefaultNla::new(TCA_HTB_CEIL64, (c.ceil_bps / 8).to_ne_bytes().to_vec())));
+    }
+    opts
+}
+
+fn tc_message(ifindex: u32, handle: u32, parent: u32, kind: Option<&str>, options: Vec<TcOption>) -> TcMessage {
+    let mut m = TcMessage::with_index(ifindex as i32);
+    m.header.handle = TcHandle::from(handle);
+    m.header.parent = TcHandle::from(parent);
+    if let Some(k) = kind {
+        m.attributes.push(TcAttribute::Kind(k.to_string()));
+    }
+    if !options.is_empty() {
+        m.attributes.push(TcAttribute::Options(options));
+    }
+    m
+}
+
+/// Formats a classid as tc prints it, e.g. `1:10` (hex minor).
+pub fn fmt_classid(id: u32) -> String {
+    format!("{:x}:{:x}", id >> 16, id & 0xffff)
+}
+
+impl Tc {
+    /// Opens an rtnetlink socket in the current network namespace; the
+    /// connection task runs on the current tokio runtime.
+    pub fn new() -> std::io::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Sends one request and waits for its ACK.
+    async fn ack(&self, op: String, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut resp = handle.request(req).map_err(|e| TcError { op: op.clone(), source: std::io::Error::other(e.to_string()) })?;
+        use futures::StreamExt;
+        while let Some(m) = resp.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                if e.code.is_some() {
+                    return Err(TcError { op, source: e.to_io() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dump(&self, op: &str, msg: RouteNetlinkMessage) -> Result<Vec<TcMessage>> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut handle = self.handle.clone();
+        let err = |e: String| TcError { op: op.to_string(), source: std::io::Error::other(e) };
+        let mut resp = handle.request(req).map_err(|e| err(e.to_string()))?;
+        let mut out = Vec::new();
+        use futures::StreamExt;
+        while let Some(m) = resp.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(t))
+                | NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficClass(t)) => out.push(t),
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(TcError { op: op.to_string(), source: e.to_io() }),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Qdiscs of `ifindex`.
+    async fn qdiscs(&self, ifindex: u32) -> Result<Vec<TcMessage>> {
+        let all = self.dump("list qdiscs", RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default())).await?;
+        Ok(all.into_iter().filter(|q| q.header.index == ifindex as i32).collect())
+    }
+
+    /// The root qdisc of `ifindex`, if the kernel reports one.
+    pub async fn root_qdisc(&self, ifindex: u32) -> Result<Option<SavedQdisc>> {
+        for q in self.qdiscs(ifindex).await? {
+            if u32::from(q.header.parent) != TC_H_ROOT {
+                continue;
+            }
+            let mut kind = String::new();
+            let mut options = Vec::new();
+            for a in &q.attributes {
+                match a {
+                    TcAttribute::Kind(k) => kind = k.clone(),
+                    TcAttribute::Options(opts) => {
+                        for o in opts {
+                            let mut buf = vec![0u8; o.value_len()];
+                            o.emit_value(&mut buf);
+                            options.push((o.kind(), buf));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(Some(SavedQdisc { kind, handle: u32::from(q.header.handle), options }));
+        }
+        Ok(None)
+    }
+
+    /// Whether a clsact qdisc is present on `ifindex`.
+    pub async fn has_clsact(&self, ifindex: u32) -> Result<bool> {
+        Ok(self.qdiscs(ifindex).await?.iter().any(|q| q.attributes.iter().any(|a| matches!(a, TcAttribute::Kind(k) if k == "clsact"))))
+    }
+
+    /// Adds a root HTB `major:` whose unclassified traffic goes to `major:default_minor`.
+    pub async fn add_htb_root(&self, ifindex: u32, major: u32, default_minor: u32) -> Result<()> {
+        // struct tc_htb_glob { u32 version, rate2quantum, defcls, debug, direct_pkts; }
+        let mut g = Vec::with_capacity(20);
+        for v in [HTB_PROTOVER, 10, default_minor, 0, 0] {
+            g.extend_from_slice(&v.to_ne_bytes());
+        }
+        let msg = tc_message(ifindex, major << 16, TC_H_ROOT, Some("htb"), vec![TcOption::Other(DefaultNla::new(TCA_HTB_INIT, g))]);
+        self.ack(format!("add root htb on ifindex {ifindex}"), RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await
+    }
+
+    /// Re-creates a saved root qdisc (teardown after `--replace`).
+    pub async fn restore_root(&self, ifindex: u32, q: &SavedQdisc) -> Result<()> {
+        let opts = q.options.iter().map(|(k, v)| TcOption::Other(DefaultNla::new(*k, v.clone()))).collect();
+        let msg = tc_message(ifindex, q.handle, TC_H_ROOT, Some(&q.kind), opts);
+        self.ack(format!("restore root {} on ifindex {ifindex}", q.kind), RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await
+    }
+
+    /// Deletes the root qdisc of `ifindex`; the kernel puts its default back.
+    pub async fn delete_root(&self, ifindex: u32) -> Result<()> {
+        let msg = tc_message(ifindex, 0, TC_H_ROOT, None, vec![]);
+        self.ack(format!("delete root qdisc on ifindex {ifindex}"), RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await
+    }
+
+    /// Deletes the clsact qdisc (and every filter on it) of `ifindex`.
+    pub async fn delete_clsact(&self, ifindex: u32) -> Result<()> {
+        let msg = tc_message(ifindex, 0xffff_0000, TC_H_CLSACT, Some("clsact"), vec![]);
+        self.ack(format!("delete clsact on ifindex {ifindex}"), RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await
+    }
+
+    /// Creates (`create`) or changes HTB class `classid` under `parent`.
+    pub async fn set_htb_class(&self, ifindex: u32, classid: u32, parent: u32, class: &HtbClass, create: bool) -> Result<()> {
+        let msg = tc_message(ifindex, classid, parent, Some("htb"), htb_class_options(class));
+        let flags = if create { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
+        let verb = if create { "add" } else { "change" };
+        self.ack(format!("{verb} htb class {} on ifindex {ifindex}", fmt_classid(classid)), RouteNetlinkMessage::NewTrafficClass(msg), flags).await
+    }
+
+    /// Deletes HTB class `classid` (its queued packets are dropped by the kernel).
+    pub async fn delete_class(&self, ifindex: u32, classid: u32) -> Result<()> {
+        let msg = tc_message(ifindex, classid, 0, None, vec![]);
+        self.ack(format!("delete class {} on ifindex {ifindex}", fmt_classid(classid)), RouteNetlinkMessage::DelTrafficClass(msg), 0).await
+    }
+
+    /// Counters of every class on `ifindex`, keyed by classid.
+    pub async fn class_stats(&self, ifindex: u32) -> Result<HashMap<u32, ClassStats>> {
+        let mut m = TcMessage::default();
+        m.header.index = ifindex as i32;
+        let classes = self.dump("list classes", RouteNetlinkMessage::GetTrafficClass(m)).await?;
+        let mut out = HashMap::new();
+        for c in classes {
+            let mut s = ClassStats::default();
+            for a in &c.attributes {
+                if let TcAttribute::Stats2(st) = a {
+                    for x in st {
+                        match x {
+                            TcStats2::Basic(b) => {
+                                s.bytes = b.bytes;
+                                s.packets = b.packets as u64;
+                            }
+                            TcStats2::Queue(q) => {
+                                s.drops = q.drops as u64;
+                                s.qlen = q.qlen as u64;
+                                s.backlog = q.backlog as u64;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            out.insert(u32::from(c.header.handle), s);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xmit_ticks_match_psched_units() {
+        // 1500 bytes at 12 Mbit/s take 1 ms = 15625 ticks of 64 ns.
+        assert_eq!(xmit_ticks(1500, 12_000_000), 15_625);
+    }
+
+    #[test]
+    fn ratespec_carries_bytes_per_second() {
+        let r = ratespec(10_000_000);
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 1_250_000);
+        assert_eq!(r[1], TC_LINKLAYER_ETHERNET);
+    }
+
+    #[test]
+    fn classid_prints_like_tc() {
+        assert_eq!(fmt_classid(0x0001_0010), "1:10");
+        assert_eq!(fmt_classid(0x0001_fffe), "1:fffe");
+    }
+}

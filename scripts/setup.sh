@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs every prerequisite for building, testing and running the demo.
+# Idempotent: each step checks before it acts. Run as root on Debian 12.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# System packages: iproute2 (ip, tc), iperf3 (perturbation), ffmpeg (H.264 input),
+# bpftool (debugging), clang is not needed: the eBPF crate is Rust.
+need_pkgs=()
+for p in iproute2 iperf3 ffmpeg; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "apt-get install ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# Rust: nightly with rust-src builds the eBPF crate (-Z build-std=core).
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "rustup toolchain install nightly"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  log "rustup component add rust-src (nightly)"
+  rustup component add rust-src --toolchain nightly
+fi
+
+# bpf-linker must link the same LLVM major as nightly rustc; link it against
+# the LLVM shared library that ships in the nightly sysroot.
+if ! bpf-linker --version >/dev/null 2>&1; then
+  sysroot=$(rustc +nightly --print sysroot)
+  libllvm=$(ls "$sysroot"/lib/libLLVM.so.* 2>/dev/null | head -n 1)
+  [ -n "$libllvm" ] || { echo "no libLLVM in $sysroot/lib" >&2; exit 1; }
+  major=$(basename "$libllvm" | sed -E 's/^libLLVM\.so\.([0-9]+).*/\1/')
+  prefix=$(mktemp -d)
+  mkdir -p "$prefix/lib"
+  ln -sf "$libllvm" "$prefix/lib/libLLVM.so"
+  log "cargo install bpf-linker (llvm-$major, from $libllvm)"
+  LLVM_PREFIX="$prefix" RUSTFLAGS="-C link-args=-Wl,-rpath,$sysroot/lib" \
+    cargo install bpf-linker --locked --no-default-features --features "llvm-$major"
+fi
+
+log "ok"

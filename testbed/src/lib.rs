@@ -1,0 +1,216 @@
+//! Network-namespace test bed for qsock's tests and demos.
+//!
+//! [`Testbed::new`] makes two namespaces, `server` and `client`, joined by a
+//! veth pair (10.77.0.1/24 on the server side, 10.77.0.2/24 on the client
+//! side). Names are unique per process and bed, so beds can coexist. Drop
+//! stops the bed's qsockd, deletes the namespaces (and with them the veths)
+//! and removes the bed's state and pin directories, on success and on panic.
+//! Traffic stays inside the namespaces.
+use std::{
+    fs::File,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sched::{setns, CloneFlags};
+
+/// Server-side address of every bed.
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// Client-side address of every bed.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+static BED_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Path of a binary built from this workspace (`target/<profile>/<name>`),
+/// found next to the running executable (or its parent, for test binaries
+/// in `deps/`).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("binary {name} not found next to {} (run `cargo build --workspace` first)", exe.display())
+}
+
+/// Runs `cmd`, failing with its stderr when it exits non-zero.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// Two namespaces and a veth pair; see the crate docs.
+pub struct Testbed {
+    /// Server namespace (its egress is where qsock works).
+    pub server_ns: String,
+    /// Client namespace (receivers live here).
+    pub client_ns: String,
+    /// veth end in the server namespace.
+    pub server_dev: String,
+    /// veth end in the client namespace.
+    pub client_dev: String,
+    /// Scratch directory of this bed (daemon socket, state, logs).
+    pub dir: PathBuf,
+    /// bpffs directory for this bed's pinned maps.
+    pub pin_root: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Testbed {
+    /// Creates the namespaces and the veth pair. `tag` (≤ 6 chars) shows up
+    /// in the names, for finding leftovers.
+    pub fn new(tag: &str) -> Result<Self> {
+        let id = format!("{}{}", std::process::id(), BED_SEQ.fetch_add(1, Ordering::Relaxed));
+        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect();
+        let server_ns = format!("qs-{tag}-{id}-s");
+        let client_ns = format!("qs-{tag}-{id}-c");
+        // Interface names are limited to 15 bytes.
+        let short = &id[id.len().saturating_sub(8)..];
+        let server_dev = format!("qs{short}s");
+        let client_dev = format!("qs{short}c");
+        let dir = std::env::temp_dir().join(format!("qsock-bed-{tag}-{id}"));
+        let pin_root = PathBuf::from("/sys/fs/bpf").join(format!("qsock-bed-{tag}-{id}"));
+        let bed = Self { server_ns, client_ns, server_dev, client_dev, dir, pin_root, daemon: None };
+        bed.build().with_context(|| format!("building test bed {tag}"))?;
+        Ok(bed)
+    }
+
+    fn build(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        run(Command::new("ip").args(["netns", "add", &self.server_ns]))?;
+        run(Command::new("ip").args(["netns", "add", &self.client_ns]))?;
+        run(Command::new("ip").args(["link", "add", &self.server_dev, "netns", &self.server_ns, "type", "veth", "peer", "name", &self.client_dev, "netns", &self.client_ns]))?;
+        for (ns, dev, ip) in [(&self.server_ns, &self.server_dev, SERVER_IP), (&self.client_ns, &self.client_dev, CLIENT_IP)] {
+            run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]))?;
+            run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))?;
+            run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (sockets made there stay there).
+    pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let file = File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("open netns {ns}"))?;
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<T> {
+                setns(file, CloneFlags::CLONE_NEWNET).context("setns")?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow!("thread in {ns} panicked"))?
+        })
+    }
+
+    /// A UDP socket bound in `ns` to `bind` (port 0 for any).
+    pub fn udp_socket(&self, ns: &str, bind: SocketAddr) -> Result<UdpSocket> {
+        self.in_ns(ns, || UdpSocket::bind(bind))?.with_context(|| format!("bind {bind} in {ns}"))
+    }
+
+    /// A command that runs `program` inside `ns` (via `ip netns exec`).
+    pub fn command_in(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+
+    /// Path of the bed's qsockd socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("qsockd.sock")
+    }
+
+    /// qsockd invoked for this bed's server namespace, state and pins.
+    pub fn qsockd(&self) -> Result<Command> {
+        let mut c = Command::new(workspace_bin("qsockd")?);
+        c.arg("--netns").arg(&self.server_ns);
+        c.arg("--socket").arg(self.socket_path());
+        c.arg("--state-root").arg(self.dir.join("state"));
+        c.arg("--pin-root").arg(&self.pin_root);
+        Ok(c)
+    }
+
+    /// `qsockd init` on the server device at `rate` (e.g. "10mbit").
+    pub fn init(&self, rate: &str) -> Result<()> {
+        run(self.qsockd()?.args(["init", "--device", &self.server_dev, "--rate", rate]))?;
+        Ok(())
+    }
+
+    /// Starts `qsockd run` and waits until it answers a ping (bounded: 10 s).
+    /// Its log goes to `dir/qsockd.log`.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        let log = File::create(self.dir.join("qsockd.log"))?;
+        let child = self.qsockd()?.arg("run").stdout(Stdio::null()).stderr(log).spawn()?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if qsock_ping(&self.socket_path()).is_ok() {
+                return Ok(());
+            }
+            if let Some(st) = self.daemon.as_mut().expect("set").try_wait()? {
+                bail!("qsockd exited ({st}): {}", std::fs::read_to_string(self.dir.join("qsockd.log")).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                bail!("qsockd did not come up within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn daemon_alive(&mut self) -> bool {
+        matches!(self.daemon.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the daemon (SIGTERM, then waits).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// `tc <args>` in the server namespace; returns stdout.
+    pub fn tc_server(&self, args: &[&str]) -> Result<String> {
+        let out = run(Command::new("tc").arg("-n").arg(&self.server_ns).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Pings the qsockd at `path`.
+fn qsock_ping(path: &Path) -> Result<()> {
+    qsock::Client::connect(path)?.call(&qsock::proto::Request::Ping, None)?;
+    Ok(())
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+        let _ = remove_tree(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes a bpffs directory tree (bpffs has no recursive remove of its own).
+fn remove_tree(p: &Path) -> std::io::Result<()> {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            remove_tree(&e?.path())?;
+        }
+        std::fs::remove_dir(p)
+    } else if p.exists() {
+        std::fs::remove_file(p)
+    } else {
+        Ok(())
+    }
+}
