@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Installs every prerequisite for building, testing and running the demo.
-# Idempotent: each step checks before it acts. Run as root on Debian 12.
+# Installs the prerequisites for building and testing qsock; with --demo
+# also those of the demo (iperf3, ffmpeg). Idempotent: each step checks
+# before it acts. Run as root on Debian 12.
 set -euo pipefail
+
+demo=0
+[ "${1:-}" = "--demo" ] && demo=1
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# System packages: iproute2 (ip, tc), iperf3 (perturbation), ffmpeg (H.264 input),
-# bpftool (debugging), clang is not needed: the eBPF crate is Rust.
+# System packages: iproute2 (ip, tc) and util-linux (setpriv) always;
+# iperf3 (perturbation) and ffmpeg (H.264 input) for the demo.
+pkgs=(iproute2 util-linux)
+[ "$demo" = 1 ] && pkgs+=(iperf3 ffmpeg)
 need_pkgs=()
-for p in iproute2 iperf3 ffmpeg; do
+for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -17,6 +23,8 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
 
 # Rust: nightly with rust-src builds the eBPF crate (-Z build-std=core).
 if ! rustup toolchain list | grep -q '^nightly'; then

@@ -13,8 +13,15 @@ use nix::sys::{
 
 use crate::{
     error::{ErrorKind, QsockError, Result},
+    info::{AttachInfo, QInfo},
+    params::{check_device, InitParams, QosParams},
     proto::{Request, Response, DEFAULT_SOCKET_PATH, MAX_MESSAGE_BYTES},
+    send,
 };
+
+fn unexpected(r: Response) -> QsockError {
+    QsockError::new(ErrorKind::Daemon, format!("unexpected answer from qsockd: {r:?}"))
+}
 
 /// How long a call waits for qsockd's answer before failing with
 /// [`ErrorKind::Daemon`].
@@ -86,6 +93,77 @@ impl Client {
             Ok(Response::Error(e)) => Err(e),
             Ok(r) => Ok(r),
             Err(e) => Err(QsockError::new(ErrorKind::Daemon, format!("unreadable answer from qsockd: {e}"))),
+        }
+    }
+
+    /// `qsockinit` through this connection; see [`crate::qsockinit`].
+    pub fn init(&self, params: &InitParams) -> Result<()> {
+        params.validate()?;
+        match self.call(&Request::Init(params.clone()), None)? {
+            Response::Ok => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Teardown through this connection; see [`crate::qsockteardown`].
+    pub fn teardown(&self, device: &str) -> Result<()> {
+        check_device(device)?;
+        match self.call(&Request::Teardown { device: device.to_string() }, None)? {
+            Response::Ok => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// `qattach` through this connection; see [`crate::qattach`].
+    pub fn attach(&self, fd: BorrowedFd<'_>, params: &QosParams) -> Result<AttachInfo> {
+        params.validate()?;
+        let datagram = send::socket_type(fd)? == libc::SOCK_DGRAM;
+        let info = match self.call(&Request::Attach(params.clone()), Some(fd))? {
+            Response::Attached(a) => a,
+            r => return Err(unexpected(r)),
+        };
+        // Only once qsockd accepted: SO_TXTIME cannot be switched off again,
+        // and a refused attach must leave the socket as it was.
+        if datagram {
+            if let Err(e) = send::enable_txtime(fd) {
+                let _ = self.detach(fd);
+                return Err(e);
+            }
+        }
+        Ok(info)
+    }
+
+    /// `qchange` through this connection; see [`crate::qchange`].
+    pub fn change(&self, fd: BorrowedFd<'_>, params: &QosParams) -> Result<AttachInfo> {
+        params.validate()?;
+        match self.call(&Request::Change(params.clone()), Some(fd))? {
+            Response::Attached(a) => Ok(a),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// `qinfo` through this connection; see [`crate::qinfo`].
+    pub fn info(&self, fd: BorrowedFd<'_>) -> Result<QInfo> {
+        match self.call(&Request::Info, Some(fd))? {
+            Response::Info(i) => Ok(*i),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Stops managing the socket without closing it (the daemon half of
+    /// [`crate::qclose`]). Errors: [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+    pub fn detach(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        match self.call(&Request::Close, Some(fd))? {
+            Response::Ok => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Liveness check; returns the daemon's version.
+    pub fn ping(&self) -> Result<String> {
+        match self.call(&Request::Ping, None)? {
+            Response::Pong(v) => Ok(v),
+            r => Err(unexpected(r)),
         }
     }
 }

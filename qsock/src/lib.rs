@@ -30,7 +30,6 @@ pub use info::{AttachInfo, DelayStats, Drops, QInfo, StackInfo, TcpInfo};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
 
-use proto::{Request, Response};
 
 /// The process-wide connection the free functions use, opened on first use
 /// and reopened once if qsockd restarted.
@@ -50,10 +49,6 @@ fn with_default<T>(f: impl Fn(&Client) -> Result<T>) -> Result<T> {
     unreachable!("second attempt returns")
 }
 
-fn unexpected(r: Response) -> QsockError {
-    QsockError::new(ErrorKind::Daemon, format!("unexpected answer from qsockd: {r:?}"))
-}
-
 /// Installs qsock on a device: root HTB at `link_rate_bps`, best-effort
 /// default class, clsact egress classifier (Q.Sockets `qsockinit`).
 /// Privileged: qsockd refuses it from a non-root peer.
@@ -63,11 +58,7 @@ fn unexpected(r: Response) -> QsockError {
 /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (kernel lacks
 /// HTB or clsact), [`ErrorKind::Daemon`].
 pub fn qsockinit(params: &InitParams) -> Result<()> {
-    params.validate()?;
-    with_default(|c| match c.call(&Request::Init(params.clone()), None)? {
-        Response::Ok => Ok(()),
-        r => Err(unexpected(r)),
-    })
+    with_default(|c| c.init(params))
 }
 
 /// Creates a socket (`socket(2)` arguments, e.g. `libc::AF_INET`,
@@ -88,8 +79,9 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 
 /// Puts an existing socket under qsock management with `params` (Q.Sockets
 /// `qattach`). The socket is handed to qsockd as `SCM_RIGHTS`; qsockd keeps
-/// no reference to it. For datagram sockets `SO_TXTIME` (`CLOCK_MONOTONIC`,
-/// deadline mode) is enabled so [`qsend`]/[`qsendto`] can carry flags.
+/// no reference to it. Once qsockd accepted, datagram sockets get `SO_TXTIME`
+/// (`CLOCK_MONOTONIC`, deadline mode) so [`qsend`]/[`qsendto`] can carry
+/// flags; a refused attach leaves the socket untouched.
 ///
 /// Errors: [`ErrorKind::BadSocket`] (closed or not a socket),
 /// [`ErrorKind::InvalidParams`], [`ErrorKind::NotInitialized`],
@@ -97,47 +89,31 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 /// [`ErrorKind::AlreadyManaged`], [`ErrorKind::Unsupported`],
 /// [`ErrorKind::Daemon`].
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
-    params.validate()?;
     let fd = fd.as_fd();
-    let ty = send::socket_type(fd)?;
-    if ty == libc::SOCK_DGRAM {
-        send::enable_txtime(fd)?;
-    }
-    with_default(|c| match c.call(&Request::Attach(params.clone()), Some(fd))? {
-        Response::Attached(a) => Ok(a),
-        r => Err(unexpected(r)),
-    })
+    with_default(|c| c.attach(fd, params))
 }
 
 /// Changes the parameters of a managed socket (Q.Sockets `qchange`); packets
 /// already queued stay queued and are sent. Errors: as [`qattach`], plus
 /// [`ErrorKind::NotManaged`].
 pub fn qchange(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
-    params.validate()?;
-    with_default(|c| match c.call(&Request::Change(params.clone()), Some(fd.as_fd()))? {
-        Response::Attached(a) => Ok(a),
-        r => Err(unexpected(r)),
-    })
+    let fd = fd.as_fd();
+    with_default(|c| c.change(fd, params))
 }
 
 /// Reports rate, drops, queuing delay and stack facts of a managed socket
 /// (Q.Sockets `qinfo`). Errors: [`ErrorKind::BadSocket`],
 /// [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
 pub fn qinfo(fd: impl AsFd) -> Result<QInfo> {
-    with_default(|c| match c.call(&Request::Info, Some(fd.as_fd()))? {
-        Response::Info(i) => Ok(*i),
-        r => Err(unexpected(r)),
-    })
+    let fd = fd.as_fd();
+    with_default(|c| c.info(fd))
 }
 
 /// Stops managing the socket and closes it (Q.Sockets `qclose`). The socket
 /// is closed even when qsockd reports an error, which is then returned.
 /// Errors: [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
 pub fn qclose(fd: OwnedFd) -> Result<()> {
-    let r = with_default(|c| match c.call(&Request::Close, Some(fd.as_fd()))? {
-        Response::Ok => Ok(()),
-        r => Err(unexpected(r)),
-    });
+    let r = with_default(|c| c.detach(fd.as_fd()));
     drop(fd);
     r
 }
@@ -147,9 +123,5 @@ pub fn qclose(fd: OwnedFd) -> Result<()> {
 /// Errors: [`ErrorKind::NotInitialized`], [`ErrorKind::PermissionDenied`],
 /// [`ErrorKind::Daemon`].
 pub fn qsockteardown(device: &str) -> Result<()> {
-    params::check_device(device)?;
-    with_default(|c| match c.call(&Request::Teardown { device: device.to_string() }, None)? {
-        Response::Ok => Ok(()),
-        r => Err(unexpected(r)),
-    })
+    with_default(|c| c.teardown(device))
 }

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 const TC_H_ROOT: u32 = 0xffff_ffff;
 /// `TC_H_CLSACT`: parent of the clsact qdisc.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
+/// `TCA_OPTIONS` in `enum TCA_*` (linux/rtnetlink.h).
+const TCA_OPTIONS: u16 = 2;
 const TCA_HTB_PARMS: u16 = 1;
 const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_RATE64: u16 = 6;
@@ -55,8 +57,8 @@ pub struct SavedQdisc {
     pub kind: String,
     /// Handle (`major << 16 | minor`).
     pub handle: u32,
-    /// Top-level `TCA_OPTIONS` attributes as (type, payload) pairs.
-    pub options: Vec<(u16, Vec<u8>)>,
+    /// Payload of `TCA_OPTIONS`, as the kernel dumped it.
+    pub options: Vec<u8>,
 }
 
 impl SavedQdisc {
@@ -152,6 +154,18 @@ fn tc_message(ifindex: u32, handle: u32, parent: u32, kind: Option<&str>, option
     m
 }
 
+/// The payload of `TCA_OPTIONS`. For kinds it does not know, rtnetlink keeps
+/// the whole attribute as one opaque NLA whose value is that payload.
+fn raw_options(attr: &TcAttribute, opts: &[TcOption]) -> Vec<u8> {
+    let (len, src): (usize, &dyn Fn(&mut [u8])) = match opts {
+        [o @ TcOption::Other(_)] if o.kind() & 0x3fff == TCA_OPTIONS => (o.value_len(), &|b| o.emit_value(b)),
+        _ => (attr.value_len(), &|b| attr.emit_value(b)),
+    };
+    let mut buf = vec![0u8; len];
+    src(&mut buf);
+    buf
+}
+
 /// Formats a classid as tc prints it, e.g. `1:10` (hex minor).
 pub fn fmt_classid(id: u32) -> String {
     format!("{:x}:{:x}", id >> 16, id & 0xffff)
@@ -219,13 +233,7 @@ impl Tc {
             for a in &q.attributes {
                 match a {
                     TcAttribute::Kind(k) => kind = k.clone(),
-                    TcAttribute::Options(opts) => {
-                        for o in opts {
-                            let mut buf = vec![0u8; o.value_len()];
-                            o.emit_value(&mut buf);
-                            options.push((o.kind(), buf));
-                        }
-                    }
+                    TcAttribute::Options(opts) => options = raw_options(a, opts),
                     _ => {}
                 }
             }
@@ -252,8 +260,10 @@ impl Tc {
 
     /// Re-creates a saved root qdisc (teardown after `--replace`).
     pub async fn restore_root(&self, ifindex: u32, q: &SavedQdisc) -> Result<()> {
-        let opts = q.options.iter().map(|(k, v)| TcOption::Other(DefaultNla::new(*k, v.clone()))).collect();
-        let msg = tc_message(ifindex, q.handle, TC_H_ROOT, Some(&q.kind), opts);
+        let mut msg = tc_message(ifindex, q.handle, TC_H_ROOT, Some(&q.kind), vec![]);
+        if !q.options.is_empty() {
+            msg.attributes.push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, q.options.clone())));
+        }
         self.ack(format!("restore root {} on ifindex {ifindex}", q.kind), RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await
     }
 

@@ -1,0 +1,104 @@
+//! Helpers shared by qsock's integration tests (`tests/`): a test bed with
+//! qsockd running, sockets on both sides, and readers of tc's counters.
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+use qsock::{Client, PacketFlags, QosParams};
+use testbed::{Testbed, CLIENT_IP, SERVER_IP};
+
+/// Payload of the end-of-test marker: sent non-droppable on the same socket
+/// after the data, it arrives after every packet the data path let through
+/// (one class, one FIFO), so the receiver knows it has seen everything.
+pub const MARKER: &[u8] = b"qsock-test-end";
+
+/// Panics unless running as root (the tests need namespaces, tc and BPF).
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "qsock integration tests need root (namespaces, tc, BPF)");
+}
+
+/// A test bed with qsock initialised on the server's egress at `link_rate`
+/// and qsockd running, plus a client connected to it.
+pub struct Bed {
+    /// The namespaces and daemon.
+    pub bed: Testbed,
+    /// Connection to the bed's qsockd.
+    pub client: Client,
+}
+
+impl Bed {
+    /// Builds the bed; `tag` names it.
+    pub fn new(tag: &str, link_rate: &str) -> Result<Self> {
+        require_root();
+        let mut bed = Testbed::new(tag)?;
+        bed.init(link_rate)?;
+        bed.start_daemon()?;
+        let client = Client::connect(&bed.socket_path())?;
+        Ok(Self { bed, client })
+    }
+
+    /// A UDP socket in the server namespace.
+    pub fn sender(&self) -> Result<UdpSocket> {
+        self.bed.udp_socket(&self.bed.server_ns, SocketAddr::new(SERVER_IP.into(), 0))
+    }
+
+    /// A UDP socket in the client namespace and its address.
+    pub fn receiver(&self) -> Result<(UdpSocket, SocketAddr)> {
+        let s = self.bed.udp_socket(&self.bed.client_ns, SocketAddr::new(CLIENT_IP.into(), 0))?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let a = s.local_addr()?;
+        Ok((s, a))
+    }
+
+    /// Parameters for a guaranteed rate on the bed's server device.
+    pub fn rate(&self, rate_bps: u64) -> QosParams {
+        QosParams::rate(self.bed.server_dev.clone(), rate_bps)
+    }
+
+    /// Sent packets of class `classid` (e.g. "1:10") from `tc -s class show`.
+    pub fn class_packets(&self, classid: &str) -> Result<u64> {
+        let out = self.bed.tc_server(&["-s", "class", "show", "dev", &self.bed.server_dev])?;
+        let mut lines = out.lines();
+        while let Some(l) = lines.next() {
+            if l.starts_with(&format!("class htb {classid} ")) {
+                let sent = lines.next().unwrap_or_default();
+                // " Sent 114620 bytes 110 pkt (dropped 0, ...)"
+                let w: Vec<&str> = sent.split_whitespace().collect();
+                if let Some(i) = w.iter().position(|x| *x == "pkt") {
+                    return Ok(w[i - 1].parse()?);
+                }
+            }
+        }
+        bail!("class {classid} not found in:\n{out}")
+    }
+}
+
+/// Sends the end marker on `tx` (non-droppable) to `to`.
+pub fn send_marker(tx: &UdpSocket, to: SocketAddr) -> Result<()> {
+    let flags = PacketFlags { drop_priority: qsock::DropPriority::NON_DROPPABLE, ..Default::default() };
+    qsock::qsendto(tx.as_fd(), MARKER, &to, &flags)?;
+    Ok(())
+}
+
+/// Receives datagrams until [`MARKER`] arrives (bounded: 20 s); returns
+/// the payloads before it.
+pub fn recv_until_marker(rx: &UdpSocket) -> Result<Vec<Vec<u8>>> {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match rx.recv(&mut buf) {
+            Ok(n) if &buf[..n] == MARKER => return Ok(got),
+            Ok(n) => got.push(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if Instant::now() > give_up {
+                    bail!("end marker did not arrive within 20 s ({} datagrams before)", got.len());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

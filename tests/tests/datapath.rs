@@ -1,0 +1,157 @@
+//! The egress data path against the real kernel: classification by socket
+//! cookie, non-droppable messages, frame-coherent drops, and qinfo against
+//! what the receiver counted.
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsFd,
+};
+
+use qsock::{qsendto, DropPriority, PacketFlags};
+use qsock_tests::{recv_until_marker, send_marker, Bed, MARKER};
+
+/// Resolves ARP once so the measured traffic does not wait in the neighbour queue.
+fn warm_up(b: &Bed, to: SocketAddr, rx: &UdpSocket) {
+    let s = b.sender().unwrap();
+    s.send_to(MARKER, to).unwrap();
+    recv_until_marker(rx).unwrap();
+}
+
+fn payload(tag: u8, a: u16, b: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 1000];
+    p[0] = tag;
+    p[1..3].copy_from_slice(&a.to_be_bytes());
+    p[3..5].copy_from_slice(&b.to_be_bytes());
+    p
+}
+
+fn parse(p: &[u8]) -> (u8, u16, u16) {
+    (p[0], u16::from_be_bytes([p[1], p[2]]), u16::from_be_bytes([p[3], p[4]]))
+}
+
+fn deadline_in(ms: u64) -> Option<u64> {
+    Some(qsock::monotonic_now_ns() + ms * 1_000_000)
+}
+
+#[test]
+fn classification_by_cookie_lands_in_the_socket_class() {
+    let b = Bed::new("cls", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    let (rx_plain, to_plain) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let managed = b.sender().unwrap();
+    let info = b.client.attach(managed.as_fd(), &b.rate(2_000_000)).unwrap();
+    assert_eq!(info.classid, "1:10");
+    let unmanaged = b.sender().unwrap();
+    let be_before = b.class_packets("1:fffe").unwrap();
+    for i in 0..50u16 {
+        managed.send_to(&payload(b'M', i, 0), to).unwrap();
+        unmanaged.send_to(&payload(b'U', i, 0), to_plain).unwrap();
+    }
+    send_marker(&managed, to).unwrap();
+    unmanaged.send_to(MARKER, to_plain).unwrap();
+    assert_eq!(recv_until_marker(&rx).unwrap().len(), 50);
+    assert_eq!(recv_until_marker(&rx_plain).unwrap().len(), 50);
+    assert_eq!(b.class_packets("1:10").unwrap(), 51, "every managed datagram, marker included, went through 1:10");
+    assert!(b.class_packets("1:fffe").unwrap() - be_before >= 51, "unmanaged traffic stays in best effort");
+}
+
+#[test]
+fn non_droppable_messages_are_never_dropped() {
+    let b = Bed::new("nodrop", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let tx = b.sender().unwrap();
+    // 200 kbit/s guaranteed: a 1000-byte message takes 40 ms, so a burst
+    // overruns 100 ms deadlines quickly.
+    b.client.attach(tx.as_fd(), &b.rate(200_000)).unwrap();
+    for i in 0..20u16 {
+        let keep = PacketFlags { deadline_ns: deadline_in(100), drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() };
+        qsendto(tx.as_fd(), &payload(b'N', i, 0), &to, &keep).unwrap();
+        let droppable = PacketFlags { deadline_ns: deadline_in(100), ..Default::default() };
+        qsendto(tx.as_fd(), &payload(b'D', i, 0), &to, &droppable).unwrap();
+    }
+    send_marker(&tx, to).unwrap();
+    let got: Vec<_> = recv_until_marker(&rx).unwrap().iter().map(|p| parse(p)).collect();
+    let kept: Vec<u16> = got.iter().filter(|g| g.0 == b'N').map(|g| g.1).collect();
+    assert_eq!(kept, (0..20).collect::<Vec<_>>(), "all non-droppable messages, in order");
+    let droppable = got.iter().filter(|g| g.0 == b'D').count();
+    assert!(droppable < 20, "the same conditions do drop droppable messages ({droppable}/20 arrived)");
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert!(info.late_kept_packets > 0, "non-droppable messages predicted late are sent late: {info:?}");
+    assert_eq!(info.drops.deadline_packets + info.drops.frame_packets, 20 - droppable as u64);
+}
+
+#[test]
+fn a_frame_is_dropped_from_its_first_dropped_message_to_its_end() {
+    let b = Bed::new("frame", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let tx = b.sender().unwrap();
+    b.client.attach(tx.as_fd(), &b.rate(200_000)).unwrap();
+    const FRAMES: u16 = 10;
+    const PER_FRAME: u16 = 6;
+    for f in 0..FRAMES {
+        let deadline = deadline_in(100);
+        for i in 0..PER_FRAME {
+            let flags = PacketFlags { deadline_ns: deadline, frame_start: i == 0, frame_end: i + 1 == PER_FRAME, ..Default::default() };
+            qsendto(tx.as_fd(), &payload(b'F', f, i), &to, &flags).unwrap();
+        }
+    }
+    send_marker(&tx, to).unwrap();
+    let mut per_frame: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+    for p in recv_until_marker(&rx).unwrap() {
+        let (_, f, i) = parse(&p);
+        per_frame.entry(f).or_default().push(i);
+    }
+    for (f, idx) in &per_frame {
+        let prefix: Vec<u16> = (0..idx.len() as u16).collect();
+        assert_eq!(idx, &prefix, "frame {f}: after a dropped message nothing of the frame may follow");
+    }
+    let partial = per_frame.values().filter(|v| !v.is_empty() && v.len() < PER_FRAME as usize).count();
+    assert!(partial >= 1, "the burst overruns the deadline inside a frame: {per_frame:?}");
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert!(info.drops.frame_packets > 0 && info.drops.deadline_packets > 0, "{:?}", info.drops);
+}
+
+#[test]
+fn qinfo_agrees_with_what_the_receiver_counted() {
+    let b = Bed::new("qinfo", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let tx = b.sender().unwrap();
+    b.client.attach(tx.as_fd(), &b.rate(400_000)).unwrap();
+    const N: u64 = 100;
+    for i in 0..N as u16 {
+        let flags = PacketFlags { deadline_ns: deadline_in(150), ..Default::default() };
+        qsendto(tx.as_fd(), &payload(b'Q', i, 0), &to, &flags).unwrap();
+    }
+    send_marker(&tx, to).unwrap();
+    let received = recv_until_marker(&rx).unwrap().len() as u64;
+    assert!(received > 0 && received < N, "some but not all messages meet the deadline ({received})");
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert_eq!(info.sent_packets, received + 1, "sent = received + marker: {info:?}");
+    assert_eq!(info.enqueued_packets, info.sent_packets);
+    assert_eq!(info.drops.deadline_packets + info.drops.frame_packets, N - received);
+    assert_eq!(info.drops.qdisc_packets, 0);
+    assert_eq!(info.queuing_delay.samples, info.sent_packets, "every dequeued packet had its delay measured");
+    assert!(info.queuing_delay.max_ns >= info.queuing_delay.mean_ns && info.queuing_delay.mean_ns > 0);
+    assert_eq!(info.stack.socket_type, libc::SOCK_DGRAM);
+    assert!(info.stack.sndbuf_bytes > 0);
+}
+
+#[test]
+fn qchange_resizes_the_class_in_place_and_close_removes_it() {
+    let b = Bed::new("chg", "10mbit").unwrap();
+    let tx = b.sender().unwrap();
+    let a = b.client.attach(tx.as_fd(), &b.rate(1_000_000)).unwrap();
+    let c = b.client.change(tx.as_fd(), &b.rate(3_000_000)).unwrap();
+    assert_eq!(a.classid, c.classid, "the class (and its queue) stays");
+    let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
+    assert!(classes.contains("class htb 1:10 parent 1:1 prio 0 rate 3Mbit"), "{classes}");
+    assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 7Mbit"), "best effort shrinks: {classes}");
+    b.client.detach(tx.as_fd()).unwrap();
+    let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
+    assert!(!classes.contains("1:10"), "{classes}");
+    assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "{classes}");
+}

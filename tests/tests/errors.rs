@@ -1,0 +1,108 @@
+//! Bad input gets a clear, typed error, changes nothing, and the daemon
+//! keeps serving.
+use std::{
+    io::IoSlice,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+};
+
+use nix::sys::socket::{connect, recv, sendmsg, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use qsock::{proto::Request, Client, ErrorKind, InitParams, PacketFlags, QosParams, RateAttrs, SchedulerParams};
+use qsock_tests::Bed;
+
+fn kind<T: std::fmt::Debug>(r: qsock::Result<T>) -> ErrorKind {
+    r.expect_err("must fail").kind
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
+    let mut b = Bed::new("err", "10mbit").unwrap();
+    let dev = b.bed.server_dev.clone();
+    let tx = b.sender().unwrap();
+    let c = &b.client;
+
+    assert_eq!(kind(c.attach(tx.as_fd(), &QosParams::rate("nosuchdev0", 1_000_000))), ErrorKind::NoSuchDevice);
+    // Rate 0, checked by the library and again by the daemon (raw request).
+    assert_eq!(kind(c.attach(tx.as_fd(), &QosParams::rate(dev.clone(), 0))), ErrorKind::InvalidParams);
+    assert_eq!(kind(c.call(&Request::Attach(QosParams::rate(dev.clone(), 0)), Some(tx.as_fd()))), ErrorKind::InvalidParams);
+    // More than the link, and more than what is left.
+    assert_eq!(kind(c.attach(tx.as_fd(), &QosParams::rate(dev.clone(), 20_000_000))), ErrorKind::CapacityExceeded);
+    c.attach(tx.as_fd(), &QosParams::rate(dev.clone(), 6_000_000)).unwrap();
+    let tx2 = b.sender().unwrap();
+    assert_eq!(kind(c.attach(tx2.as_fd(), &QosParams::rate(dev.clone(), 6_000_000))), ErrorKind::CapacityExceeded);
+    assert_eq!(kind(c.attach(tx.as_fd(), &QosParams::rate(dev.clone(), 1_000_000))), ErrorKind::AlreadyManaged);
+    // Not managed.
+    assert_eq!(kind(c.info(tx2.as_fd())), ErrorKind::NotManaged);
+    assert_eq!(kind(c.change(tx2.as_fd(), &QosParams::rate(dev.clone(), 1_000_000))), ErrorKind::NotManaged);
+    assert_eq!(kind(c.detach(tx2.as_fd())), ErrorKind::NotManaged);
+    // Scheduler not available in this build.
+    let dwcs = QosParams { scheduler: SchedulerParams::Dwcs(qsock::DwcsAttrs { ipg_ns: 50_000_000, oln: 1, old: 10, non_droppable: false }), ..QosParams::rate(dev.clone(), 1) };
+    assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs)), ErrorKind::Unsupported);
+    // A ceil below the guarantee.
+    let bad_ceil = QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(1000), ..RateAttrs::guaranteed(2000) }), ..QosParams::rate(dev.clone(), 1) };
+    assert_eq!(kind(c.attach(tx2.as_fd(), &bad_ceil)), ErrorKind::InvalidParams);
+
+    // A closed descriptor, and a descriptor that is not a socket.
+    let closed = b.sender().unwrap();
+    let raw = closed.as_raw_fd();
+    drop(closed);
+    // SAFETY: deliberately a closed descriptor number; only passed to calls that check it.
+    let stale = unsafe { BorrowedFd::borrow_raw(raw) };
+    assert_eq!(kind(c.attach(stale, &QosParams::rate(dev.clone(), 1_000_000))), ErrorKind::BadSocket);
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    assert_eq!(kind(c.call(&Request::Attach(QosParams::rate(dev.clone(), 1_000_000)), Some(file.as_fd()))), ErrorKind::BadSocket);
+    // A request that needs a socket but carries none.
+    assert_eq!(kind(c.call(&Request::Info, None)), ErrorKind::Malformed);
+
+    // Per-message errors, before anything is sent.
+    let past = PacketFlags { deadline_ns: Some(qsock::monotonic_now_ns() - 1_000_000), ..Default::default() };
+    let to = "10.77.0.2:9".parse().unwrap();
+    assert_eq!(kind(qsock::qsendto(tx.as_fd(), b"x", &to, &past)), ErrorKind::DeadlineInPast);
+    assert_eq!(kind(qsock::qsendto(tx2.as_fd(), b"x", &to, &PacketFlags::default())), ErrorKind::InvalidParams, "flags on an unattached socket");
+
+    // A second init of the same device through the daemon.
+    let again = InitParams { device: dev.clone(), link_rate_bps: 10_000_000, best_effort_permille: 50, replace: false };
+    assert_eq!(kind(c.init(&again)), ErrorKind::AlreadyInitialized);
+    assert_eq!(kind(c.init(&InitParams { device: "nosuchdev0".into(), ..again.clone() })), ErrorKind::NoSuchDevice);
+
+    // Malformed bytes on the socket: an error answer, same connection still usable.
+    let raw = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    connect(raw.as_raw_fd(), &UnixAddr::new(b.bed.socket_path().as_path()).unwrap()).unwrap();
+    for junk in [&b"{not json"[..], b"\x00\xff\xfe", br#"{"Attach": 5}"#] {
+        sendmsg::<()>(raw.as_raw_fd(), &[IoSlice::new(junk)], &[], MsgFlags::empty(), None).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = recv(raw.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.contains("Malformed"), "{answer}");
+    }
+    sendmsg::<()>(raw.as_raw_fd(), &[IoSlice::new(br#""Ping""#)], &[], MsgFlags::empty(), None).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = recv(raw.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("Pong"));
+
+    // Through all of it the daemon stayed up and the managed socket is intact.
+    assert!(b.bed.daemon_alive());
+    c.ping().unwrap();
+    assert_eq!(c.info(tx.as_fd()).unwrap().guaranteed_rate_bps, 6_000_000);
+}
+
+#[test]
+fn privileged_requests_from_an_unprivileged_peer_are_refused() {
+    let b = Bed::new("priv", "10mbit").unwrap();
+    let path = b.bed.socket_path();
+    let dev = b.bed.server_dev.clone();
+    // setresuid(2) through the raw syscall changes only this thread's credentials,
+    // which SO_PEERCRED records at connect.
+    let (init, teardown) = std::thread::spawn(move || {
+        // SAFETY: plain syscall on this thread only.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(r, 0);
+        let c = Client::connect(&path).unwrap();
+        let p = InitParams { device: dev.clone(), link_rate_bps: 10_000_000, best_effort_permille: 50, replace: true };
+        (c.init(&p).unwrap_err().kind, c.teardown(&dev).unwrap_err().kind)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(init, ErrorKind::PermissionDenied);
+    assert_eq!(teardown, ErrorKind::PermissionDenied);
+    assert!(b.bed.tc_server(&["qdisc", "show", "dev", &b.bed.server_dev]).unwrap().contains("htb 1:"), "device untouched");
+}

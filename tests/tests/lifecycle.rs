@@ -1,0 +1,61 @@
+//! qsockd init / teardown leave the device as it was.
+use qsock_tests::require_root;
+use testbed::{run, Testbed};
+
+fn device_view(bed: &Testbed) -> String {
+    let q = bed.tc_server(&["qdisc", "show", "dev", &bed.server_dev]).unwrap();
+    let f = bed.tc_server(&["filter", "show", "dev", &bed.server_dev, "egress"]).unwrap();
+    let c = bed.tc_server(&["class", "show", "dev", &bed.server_dev]).unwrap();
+    format!("{q}--\n{f}--\n{c}")
+}
+
+#[test]
+fn init_then_teardown_restores_default_qdisc() {
+    require_root();
+    let bed = Testbed::new("life").unwrap();
+    let before = device_view(&bed);
+    bed.init("10mbit").unwrap();
+    let during = device_view(&bed);
+    assert!(during.contains("qdisc htb 1: root"), "{during}");
+    assert!(during.contains("qdisc clsact"), "{during}");
+    assert!(during.contains("qsock_egress"), "{during}");
+    assert!(during.contains("class htb 1:fffe parent 1:1"), "{during}");
+    assert!(bed.pin_root.read_dir().unwrap().next().is_some(), "maps are pinned");
+    run(bed.qsockd().unwrap().args(["teardown", "--device", &bed.server_dev])).unwrap();
+    assert_eq!(device_view(&bed), before);
+    // Nothing pinned is left behind.
+    assert!(bed.pin_root.read_dir().map(|mut d| d.next().is_none()).unwrap_or(true));
+}
+
+#[test]
+fn foreign_root_qdisc_is_refused_then_replaced_and_restored() {
+    require_root();
+    let bed = Testbed::new("fgn").unwrap();
+    bed.tc_server(&["qdisc", "add", "dev", &bed.server_dev, "root", "handle", "5:", "tbf", "rate", "3mbit", "burst", "32kb", "latency", "40ms"]).unwrap();
+    let before = device_view(&bed);
+    let refused = bed.qsockd().unwrap().args(["init", "--device", &bed.server_dev, "--rate", "10mbit"]).output().unwrap();
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("ForeignQdisc") && msg.contains("tbf"), "{msg}");
+    assert_eq!(device_view(&bed), before, "a refused init changes nothing");
+
+    run(bed.qsockd().unwrap().args(["init", "--device", &bed.server_dev, "--rate", "10mbit", "--replace"])).unwrap();
+    assert!(device_view(&bed).contains("qdisc htb 1: root"));
+    run(bed.qsockd().unwrap().args(["teardown", "--device", &bed.server_dev])).unwrap();
+    assert_eq!(device_view(&bed), before, "teardown restores the tbf with its parameters");
+}
+
+#[test]
+fn second_init_and_teardown_of_unknown_device_are_refused() {
+    require_root();
+    let bed = Testbed::new("twice").unwrap();
+    bed.init("10mbit").unwrap();
+    let again = bed.qsockd().unwrap().args(["init", "--device", &bed.server_dev, "--rate", "10mbit"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("AlreadyInitialized"));
+    let none = bed.qsockd().unwrap().args(["teardown", "--device", "nosuchdev0"]).output().unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("NotInitialized"));
+    let nodev = bed.qsockd().unwrap().args(["init", "--device", "nosuchdev0", "--rate", "10mbit"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&nodev.stderr).contains("NoSuchDevice"));
+}
