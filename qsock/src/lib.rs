@@ -81,7 +81,9 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 /// `qattach`). The socket is handed to qsockd as `SCM_RIGHTS`; qsockd keeps
 /// no reference to it. Once qsockd accepted, datagram sockets get `SO_TXTIME`
 /// (`CLOCK_MONOTONIC`, deadline mode) so [`qsend`]/[`qsendto`] can carry
-/// flags; a refused attach leaves the socket untouched.
+/// flags; a refused attach leaves the socket untouched. Management lasts
+/// until [`qclose`], or until the process's connection to qsockd closes
+/// (the process exits).
 ///
 /// Errors: [`ErrorKind::BadSocket`] (closed or not a socket),
 /// [`ErrorKind::InvalidParams`], [`ErrorKind::NotInitialized`],

@@ -147,7 +147,7 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000)));
     let listener = server::bind_listener(&cfg)?;
     log::info!("qsockd serving on {}", cfg.socket.display());
-    tokio::spawn(server::sample_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));
+    tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = server::serve(listener, registry) => r,

@@ -40,6 +40,8 @@ pub struct DeviceRt {
     pub delay_probe: bool,
     free_minors: BTreeSet<u32>,
     guaranteed_bps: u64,
+    /// Classes of released sockets still holding packets: (minor, rate bit/s).
+    draining: Vec<(u32, u64)>,
 }
 
 impl DeviceRt {
@@ -52,14 +54,9 @@ impl DeviceRt {
             .btf(btf.as_ref())
             .load(EBPF_OBJECT)
             .map_err(|e| kernel_err(format!("open data path of {}: {e}", state.device)))?;
-        let delay_probe = match (&btf, attach_probe(&mut ebpf, btf.as_ref())) {
-            (Some(_), Ok(())) => true,
-            (_, Err(e)) => {
-                log::warn!("{}: queuing delay not measured: {e}", state.device);
-                false
-            }
-            (None, _) => false,
-        };
+        let delay_probe = attach_probe(&mut ebpf, btf.as_ref())
+            .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
+            .is_ok();
         let mut policies: BpfHashMap<MapData, u64, SocketPolicy> =
             BpfHashMap::try_from(ebpf.take_map(MAP_POLICIES).ok_or_else(|| kernel_err("policy map missing"))?).map_err(kernel_err)?;
         let mut counters: BpfHashMap<MapData, u64, SocketCounters> =
@@ -80,6 +77,7 @@ impl DeviceRt {
             delay_probe,
             free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
             guaranteed_bps: 0,
+            draining: Vec::new(),
         })
     }
 
@@ -111,6 +109,9 @@ pub struct Managed {
     pub params: QosParams,
     /// uid of the client that attached it.
     pub owner_uid: u32,
+    /// Client connection that attached it; the socket is released when
+    /// that connection closes.
+    pub conn: u64,
     /// Rate samples: (ns of CLOCK_MONOTONIC, bytes dequeued).
     samples: VecDeque<(u64, u64)>,
 }
@@ -181,6 +182,37 @@ fn policy_of(cid: u32, p: &Plan) -> SocketPolicy {
     }
 }
 
+/// Deletes the draining classes of `dev` that hold no packets, then gives
+/// their rate back to best effort.
+async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
+    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
+    let mut freed = false;
+    let mut result = Ok(());
+    let mut keep = Vec::new();
+    for (minor, rate) in std::mem::take(&mut dev.draining) {
+        let cid = DeviceRt::classid(minor);
+        if stats.get(&cid).is_some_and(|c| c.qlen > 0) {
+            keep.push((minor, rate));
+            continue;
+        }
+        if let Err(e) = tc.delete_class(dev.state.ifindex, cid).await {
+            if e.errno() != Some(libc::ENOENT) {
+                result = Err(kernel_err(e));
+                keep.push((minor, rate));
+                continue;
+            }
+        }
+        dev.free_minors.insert(minor);
+        dev.guaranteed_bps -= rate;
+        freed = true;
+    }
+    dev.draining = keep;
+    if freed {
+        resize_best_effort(tc, dev).await?;
+    }
+    result
+}
+
 /// Best effort shrinks, then the class and the map entries appear; on error
 /// what was added is removed again (the caller restores best effort).
 async fn install_socket(tc: &Tc, dev: &mut DeviceRt, cookie: u64, cid: u32, p: &Plan) -> Result<(), QsockError> {
@@ -194,6 +226,15 @@ async fn install_socket(tc: &Tc, dev: &mut DeviceRt, cookie: u64, cid: u32, p: &
         return Err(kernel_err(format!("install policy: {e}")));
     }
     Ok(())
+}
+
+/// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// uid of the connected process.
+    pub uid: u32,
+    /// Connection number, unique while qsockd runs.
+    pub conn: u64,
 }
 
 /// Facts read from a socket a client handed over.
@@ -254,7 +295,7 @@ impl Registry {
     }
 
     /// `qattach`: manage the socket `facts` describes with `params`.
-    pub async fn attach(&mut self, facts: &SocketFacts, uid: u32, params: QosParams) -> Result<AttachInfo, QsockError> {
+    pub async fn attach(&mut self, facts: &SocketFacts, peer: Peer, params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         if self.sockets.contains_key(&facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
@@ -280,7 +321,7 @@ impl Registry {
             return Err(e);
         }
         dev.free_minors.remove(&minor);
-        self.sockets.insert(facts.cookie, Managed { device: params.device.clone(), minor, params, owner_uid: uid, samples: VecDeque::new() });
+        self.sockets.insert(facts.cookie, Managed { device: params.device.clone(), minor, params, owner_uid: peer.uid, conn: peer.conn, samples: VecDeque::new() });
         Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
     }
 
@@ -290,10 +331,11 @@ impl Registry {
 
     /// `qchange`: new parameters; the class (and the packets queued in it)
     /// stays when the device is unchanged.
-    pub async fn change(&mut self, facts: &SocketFacts, uid: u32, params: QosParams) -> Result<AttachInfo, QsockError> {
+    pub async fn change(&mut self, facts: &SocketFacts, params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         let m = self.managed(facts.cookie)?;
-        if m.device != params.device {
+        let (device, owner, minor, old_rate) = (m.device.clone(), Peer { uid: m.owner_uid, conn: m.conn }, m.minor, rate_of(&m.params));
+        if device != params.device {
             // Another device: check the target first so a refusal changes nothing.
             let target = self.device(&params.device).await?;
             let p = plan(&params, facts.sock_type, &target.state)?;
@@ -302,9 +344,8 @@ impl Registry {
                 return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("only {room} bit/s left to guarantee on {}", params.device)));
             }
             self.close(facts.cookie).await?;
-            return self.attach(facts, uid, params).await;
+            return self.attach(facts, owner, params).await;
         }
-        let (minor, old_rate) = (m.minor, rate_of(&m.params));
         let tc = self.tc.clone();
         let dev = self.devices.get_mut(&params.device).expect("managed sockets have open devices");
         let p = plan(&params, facts.sock_type, &dev.state)?;
@@ -328,28 +369,38 @@ impl Registry {
         Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
     }
 
-    /// `qclose` (or cleanup): stop classifying, then remove the class once
-    /// what it holds has left (at most ~1 s), so queued packets are sent.
+    /// `qclose` (or cleanup of a closed socket): classification stops at
+    /// once; the class goes now if it is empty, else once what it holds has
+    /// been sent ([`Registry::sweep`]), and only then is its rate released.
     pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
         let m = self.sockets.remove(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
-        let tc = self.tc.clone();
         let dev = self.devices.get_mut(&m.device).expect("managed sockets have open devices");
         let _ = dev.policies.remove(&cookie);
         let _ = dev.counters.remove(&cookie);
-        dev.guaranteed_bps -= rate_of(&m.params);
-        let cid = DeviceRt::classid(m.minor);
-        let ifindex = dev.state.ifindex;
-        for _ in 0..100 {
-            match tc.class_stats(ifindex).await {
-                Ok(s) if s.get(&cid).is_some_and(|c| c.qlen > 0) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                _ => break,
+        dev.draining.push((m.minor, rate_of(&m.params)));
+        drain(&self.tc, dev).await
+    }
+
+    /// Releases every socket attached over connection `conn` (it closed:
+    /// the client exited or dropped its `Client`).
+    pub async fn release_connection(&mut self, conn: u64) {
+        let orphans: Vec<u64> = self.sockets.iter().filter(|(_, m)| m.conn == conn).map(|(c, _)| *c).collect();
+        for c in orphans {
+            log::info!("client connection {conn} closed; releasing socket {c}");
+            let _ = self.close(c).await;
+        }
+    }
+
+    /// Removes classes that finished draining. Called periodically.
+    pub async fn sweep(&mut self) {
+        let tc = self.tc.clone();
+        for dev in self.devices.values_mut() {
+            if !dev.draining.is_empty() {
+                if let Err(e) = drain(&tc, dev).await {
+                    log::warn!("{}: {e}", dev.state.device);
+                }
             }
         }
-        let r = tc.delete_class(ifindex, cid).await.map_err(kernel_err);
-        let dev = self.devices.get_mut(&m.device).expect("present");
-        dev.free_minors.insert(m.minor);
-        resize_best_effort(&tc, dev).await?;
-        r
     }
 
     /// `qinfo` on a managed socket; `sock` is the socket itself (for stack facts).

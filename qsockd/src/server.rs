@@ -20,7 +20,14 @@ use qsock::{
 };
 use tokio::{io::unix::AsyncFd, sync::Mutex};
 
-use crate::{config::Config, registry::Registry, sockinfo};
+use crate::{
+    config::Config,
+    registry::{Peer, Registry},
+    sockinfo,
+};
+
+/// Numbers client connections.
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Binds the listening socket at `cfg.socket` with `cfg.socket_mode`,
 /// replacing a stale socket file.
@@ -55,10 +62,13 @@ pub async fn serve(listener: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<
                 // SAFETY: accept4 returned a fresh descriptor we now own.
                 let conn = unsafe { OwnedFd::from_raw_fd(raw) };
                 let reg = registry.clone();
+                let id = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
-                    if let Err(e) = client_loop(conn, reg).await {
-                        log::debug!("client connection ended: {e:#}");
+                    if let Err(e) = client_loop(conn, id, reg.clone()).await {
+                        log::debug!("client connection {id} ended: {e:#}");
                     }
+                    // Sockets attached over this connection are released with it.
+                    reg.lock().await.release_connection(id).await;
                 });
             }
             Ok(Err(e)) => log::warn!("accept: {e}"),
@@ -94,8 +104,9 @@ fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
     Ok(Some(Incoming { body: buf, truncated, fds }))
 }
 
-async fn client_loop(conn: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<()> {
+async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<Mutex<Registry>>) -> Result<()> {
     let uid = getsockopt(&conn, sockopt::PeerCredentials).map(|c| c.uid()).unwrap_or(u32::MAX);
+    let peer = Peer { uid, conn: id };
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
     let conn = unsafe { AsyncFd::register(conn) }.map_err(|e| anyhow::anyhow!("register connection: {e}"))?;
     loop {
@@ -108,7 +119,7 @@ async fn client_loop(conn: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<()
         };
         let Some(msg) = incoming else { return Ok(()) };
         let resp = match parse(&msg) {
-            Ok(req) => handle(&registry, uid, req, msg.fds).await,
+            Ok(req) => handle(&registry, peer, req, msg.fds).await,
             Err(e) => Response::Error(e),
         };
         let body = serde_json::to_vec(&resp)?;
@@ -135,18 +146,19 @@ fn parse(msg: &Incoming) -> Result<Request, QsockError> {
     serde_json::from_slice(&msg.body).map_err(|e| QsockError::new(ErrorKind::Malformed, format!("unreadable request: {e}")))
 }
 
-async fn handle(registry: &Mutex<Registry>, uid: u32, req: Request, mut fds: Vec<OwnedFd>) -> Response {
-    match handle_inner(registry, uid, req, &mut fds).await {
+async fn handle(registry: &Mutex<Registry>, peer: Peer, req: Request, mut fds: Vec<OwnedFd>) -> Response {
+    match handle_inner(registry, peer, req, &mut fds).await {
         Ok(r) => r,
         Err(e) => {
-            log::debug!("request from uid {uid} refused: {e}");
+            log::debug!("request from uid {} refused: {e}", peer.uid);
             Response::Error(e)
         }
     }
     // `fds` drops here: qsockd keeps no reference to client sockets.
 }
 
-async fn handle_inner(registry: &Mutex<Registry>, uid: u32, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
+async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
+    let uid = peer.uid;
     let root_only = |what: &str| {
         if uid != 0 {
             Err(QsockError::new(ErrorKind::PermissionDenied, format!("{what} needs root (peer uid {uid})")))
@@ -179,8 +191,8 @@ async fn handle_inner(registry: &Mutex<Registry>, uid: u32, req: Request, fds: &
             reg.teardown(&device).await?;
             Response::Ok
         }
-        Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), uid, p).await?),
-        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), uid, p).await?),
+        Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), peer, p).await?),
+        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), p).await?),
         Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
         Request::Close => {
             reg.close(facts.as_ref().expect("checked").cookie).await?;
@@ -189,12 +201,15 @@ async fn handle_inner(registry: &Mutex<Registry>, uid: u32, req: Request, fds: &
     })
 }
 
-/// Samples every managed socket's counters each `interval` for the rate.
-pub async fn sample_loop(registry: Arc<Mutex<Registry>>, interval: Duration) {
+/// Each `interval`: samples every managed socket's counters for the rate
+/// and removes drained classes.
+pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        registry.lock().await.sample(qsock::monotonic_now_ns());
+        let mut reg = registry.lock().await;
+        reg.sample(qsock::monotonic_now_ns());
+        reg.sweep().await;
     }
 }
 

@@ -155,3 +155,27 @@ fn qchange_resizes_the_class_in_place_and_close_removes_it() {
     assert!(!classes.contains("1:10"), "{classes}");
     assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "{classes}");
 }
+
+#[test]
+fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
+    let b = Bed::new("gc", "10mbit").unwrap();
+    let tx = b.sender().unwrap();
+    let short_lived = qsock::Client::connect(&b.bed.socket_path()).unwrap();
+    assert_eq!(short_lived.attach(tx.as_fd(), &b.rate(4_000_000)).unwrap().classid, "1:10");
+    drop(short_lived); // as when the process exits: no qclose
+    // qsockd sees the connection close and releases the class. Bounded wait
+    // for that asynchronous event.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
+        if !classes.contains("1:10") {
+            assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "rate returned to best effort: {classes}");
+            break;
+        }
+        assert!(std::time::Instant::now() < give_up, "class of the released socket still there: {classes}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(b.client.info(tx.as_fd()).unwrap_err().kind, qsock::ErrorKind::NotManaged);
+    // The freed class id is handed out again.
+    assert_eq!(b.client.attach(tx.as_fd(), &b.rate(4_000_000)).unwrap().classid, "1:10");
+}
