@@ -1,0 +1,169 @@
+//! Dynamic Window-Constrained Scheduling (DWCS), the pure algorithm.
+//!
+//! Sources: R. West, K. Schwan, *Dynamic Window-Constrained Scheduling for
+//! Multimedia Applications*, IEEE ICMCS 1999; R. West, Y. Zhang, K. Schwan,
+//! C. Poellabauer, *Dynamic Window-Constrained Scheduling of Real-Time
+//! Streams in Media Servers*, IEEE Trans. Computers 53(6), 2004; Q.Sockets
+//! §3 (`ipg`, `oln`/`old`, `DWCS_NON_DROPPABLE`). The project's statement of
+//! the rules is `shared/notes/dwcs-edf.md`.
+//!
+//! This crate has no kernel dependency. Wiring it into qsockd as a
+//! scheduler module is the next milestone (issue 3).
+use std::cmp::Ordering;
+
+/// A window constraint x/y: at most `x` of any `y` consecutive deadlines may
+/// be missed (Q.Sockets `oln`/`old`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowConstraint {
+    /// Misses allowed per window (x, `oln`).
+    pub x: u32,
+    /// Window length in deadlines (y, `old`), > 0.
+    pub y: u32,
+}
+
+impl WindowConstraint {
+    /// `x/y`; errors unless `0 <= x <= y` and `y > 0`.
+    pub fn new(x: u32, y: u32) -> Result<Self, String> {
+        if y == 0 || x > y {
+            return Err(format!("window constraint {x}/{y} needs y > 0 and x <= y"));
+        }
+        Ok(Self { x, y })
+    }
+}
+
+/// Per-stream DWCS state: the original and the current window constraint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// Original constraint x/y.
+    pub original: WindowConstraint,
+    /// Current x'.
+    pub x: u32,
+    /// Current y'.
+    pub y: u32,
+    /// The window constraint was violated (a miss with x' = 0).
+    pub violated: bool,
+    /// Every packet is non-droppable (sent late rather than dropped).
+    pub non_droppable: bool,
+}
+
+/// What happens to a head packet that missed its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// Dropped; the loss fits the window.
+    Dropped,
+    /// Sent late: non-droppable, or the window constraint is violated.
+    SentLate,
+}
+
+impl Stream {
+    /// A stream starting at its original constraint.
+    pub fn new(c: WindowConstraint, non_droppable: bool) -> Self {
+        Self { original: c, x: c.x, y: c.y, violated: false, non_droppable }
+    }
+
+    fn reset(&mut self) {
+        self.x = self.original.x;
+        self.y = self.original.y;
+        self.violated = false;
+    }
+
+    /// Adjusts x'/y' after the head packet was sent by its deadline.
+    pub fn on_sent_in_time(&mut self) {
+        if self.y > self.x {
+            self.y -= 1;
+        } else if self.y == self.x && self.x > 0 {
+            self.x -= 1;
+            self.y -= 1;
+        }
+        if (self.x == 0 && self.y == 0) || self.violated {
+            self.reset();
+        }
+    }
+
+    /// Adjusts x'/y' after the head packet missed its deadline and says
+    /// whether it is dropped or sent late.
+    pub fn on_missed(&mut self) -> Miss {
+        if self.x > 0 {
+            self.x -= 1;
+            self.y -= 1;
+            if self.x == 0 && self.y == 0 {
+                self.reset();
+            }
+            if self.non_droppable {
+                Miss::SentLate
+            } else {
+                Miss::Dropped
+            }
+        } else {
+            self.y += 1;
+            self.violated = true;
+            Miss::SentLate
+        }
+    }
+}
+
+/// The head packet of a stream as the precedence rules see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Head {
+    /// Absolute deadline, ns.
+    pub deadline_ns: u64,
+    /// Current x'.
+    pub x: u32,
+    /// Current y'.
+    pub y: u32,
+    /// Arrival order, for first come first served.
+    pub arrival: u64,
+}
+
+/// DWCS precedence: `Less` means `a` goes first. Rules, first that decides:
+/// earlier deadline; lower x'/y'; both x'/y' zero: larger y'; equal non-zero
+/// x'/y': smaller x'; else first come first served.
+pub fn precedence(a: &Head, b: &Head) -> Ordering {
+    a.deadline_ns
+        .cmp(&b.deadline_ns)
+        .then_with(|| {
+            // Compare x_a/y_a with x_b/y_b without division (y > 0 always).
+            (a.x as u64 * b.y as u64).cmp(&(b.x as u64 * a.y as u64))
+        })
+        .then_with(|| if a.x == 0 && b.x == 0 { b.y.cmp(&a.y) } else { a.x.cmp(&b.x) })
+        .then_with(|| a.arrival.cmp(&b.arrival))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(d: u64, x: u32, y: u32, arrival: u64) -> Head {
+        Head { deadline_ns: d, x, y, arrival }
+    }
+
+    #[test]
+    fn precedence_rules_in_order() {
+        assert_eq!(precedence(&head(1, 5, 5, 9), &head(2, 0, 5, 0)), Ordering::Less, "earlier deadline first");
+        assert_eq!(precedence(&head(1, 1, 4, 9), &head(1, 1, 2, 0)), Ordering::Less, "lower x'/y' first");
+        assert_eq!(precedence(&head(1, 0, 7, 9), &head(1, 0, 3, 0)), Ordering::Less, "both zero: larger y' first");
+        assert_eq!(precedence(&head(1, 1, 2, 9), &head(1, 2, 4, 0)), Ordering::Less, "equal non-zero: smaller x' first");
+        assert_eq!(precedence(&head(1, 1, 2, 0), &head(1, 1, 2, 1)), Ordering::Less, "then FCFS");
+    }
+
+    #[test]
+    fn window_adjustment_follows_the_rules() {
+        let mut s = Stream::new(WindowConstraint::new(1, 3).unwrap(), false);
+        s.on_sent_in_time(); // y' > x': y' 3 -> 2
+        assert_eq!((s.x, s.y), (1, 2));
+        assert_eq!(s.on_missed(), Miss::Dropped); // x' 1 -> 0, y' 2 -> 1
+        assert_eq!((s.x, s.y), (0, 1));
+        assert_eq!(s.on_missed(), Miss::SentLate); // violation: y' + 1
+        assert_eq!((s.x, s.y, s.violated), (0, 2, true));
+        s.on_sent_in_time(); // violated: reset
+        assert_eq!((s.x, s.y, s.violated), (1, 3, false));
+        let mut nd = Stream::new(WindowConstraint::new(2, 4).unwrap(), true);
+        assert_eq!(nd.on_missed(), Miss::SentLate, "non-droppable is never dropped");
+    }
+
+    #[test]
+    fn bad_constraints_are_refused() {
+        assert!(WindowConstraint::new(3, 2).is_err());
+        assert!(WindowConstraint::new(0, 0).is_err());
+    }
+}
