@@ -84,3 +84,24 @@ impl Paths {
         self.pin_root.join(format!("net{}", self.netns_id)).join(device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("qsockd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("qsockd.toml");
+        std::fs::write(&f, "socket = \"/tmp/x.sock\"\nsocket_mode = \"0660\"\nrate_window_ms = 500\n").unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.socket, std::path::PathBuf::from("/tmp/x.sock"));
+        assert_eq!(c.socket_mode_bits().unwrap(), 0o660);
+        assert_eq!(c.rate_window_ms, 500);
+        assert_eq!(c.sample_interval_ms, Config::default().sample_interval_ms);
+        std::fs::write(&f, "sokcet = \"/tmp/x.sock\"\n").unwrap();
+        assert!(Config::load(Some(&f)).is_err(), "a misspelt key is an error, not ignored");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

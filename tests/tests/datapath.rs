@@ -179,3 +179,30 @@ fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
     // The freed class id is handed out again.
     assert_eq!(b.client.attach(tx.as_fd(), &b.rate(4_000_000)).unwrap().classid, "1:10");
 }
+
+#[test]
+fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
+    let b = Bed::new("rate", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let tx = b.sender().unwrap();
+    b.client.attach(tx.as_fd(), &b.rate(3_000_000)).unwrap();
+    // About 1 Mbit/s for 1.5 s: 1250-byte datagrams every 10 ms. The expected
+    // rate is what was actually sent over the time it actually took.
+    let start = std::time::Instant::now();
+    let mut bytes = 0u64;
+    for i in 0..150u32 {
+        let due = start + std::time::Duration::from_millis(10 * i as u64);
+        if let Some(w) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(w);
+        }
+        tx.send_to(&[0u8; 1250], to).unwrap();
+        bytes += 1250 + 8 + 20 + 14; // UDP, IPv4, Ethernet headers: skb->len on the veth
+    }
+    let sent_bps = bytes as f64 * 8.0 / start.elapsed().as_secs_f64();
+    let info = b.client.info(tx.as_fd()).unwrap();
+    let ratio = info.rate_bps as f64 / sent_bps;
+    eprintln!("qinfo rate {} bit/s, sent {sent_bps:.0} bit/s, ratio {ratio:.3}", info.rate_bps);
+    assert!(info.rate_window_ns >= 500_000_000, "rate averaged over at least half a second: {info:?}");
+    assert!((0.85..1.15).contains(&ratio), "qinfo {} bit/s vs sent {sent_bps:.0} bit/s", info.rate_bps);
+}
