@@ -3,6 +3,7 @@
 //!
 //! Everything here is `#[repr(C)]`, `Copy` and free of padding surprises so the
 //! same bytes mean the same thing on both sides of a BPF map.
+#![warn(missing_docs)]
 #![no_std]
 
 /// HTB major number of the root qdisc qsock installs (`1:`).

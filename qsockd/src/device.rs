@@ -266,6 +266,7 @@ pub async fn teardown(paths: &Paths, device: &str) -> Result<(), QsockError> {
     let tc = Tc::new().map_err(kernel_err)?;
     let errs = if ifindex(device).is_ok() { uninstall(&tc, &s).await } else { vec![] };
     let _ = fs::remove_file(paths.state_file(device));
+    let _ = fs::remove_dir(paths.state_dir()); // only if no other device is left
     if errs.is_empty() {
         Ok(())
     } else {

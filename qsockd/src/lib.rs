@@ -1,6 +1,7 @@
 //! qsockd: installs qsock's root qdisc and eBPF data path on a device
 //! (`init`), serves applications over a Unix socket (`run`), and restores
 //! the device (`teardown`). See `docs/architecture.md`.
+#![warn(missing_docs)]
 
 pub mod btf;
 pub mod config;

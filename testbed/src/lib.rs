@@ -6,6 +6,7 @@
 //! stops the bed's qsockd, deletes the namespaces (and with them the veths)
 //! and removes the bed's state and pin directories, on success and on panic.
 //! Traffic stays inside the namespaces.
+#![warn(missing_docs)]
 use std::{
     fs::File,
     net::{Ipv4Addr, SocketAddr, UdpSocket},

@@ -1,5 +1,6 @@
 //! Helpers shared by qsock's integration tests (`tests/`): a test bed with
 //! qsockd running, sockets on both sides, and readers of tc's counters.
+#![warn(missing_docs)]
 use std::{
     net::{SocketAddr, UdpSocket},
     os::fd::AsFd,

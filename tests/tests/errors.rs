@@ -86,22 +86,30 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
 }
 
 #[test]
-fn privileged_requests_from_an_unprivileged_peer_are_refused() {
+fn an_unprivileged_peer_manages_its_own_socket_but_cannot_init() {
     let b = Bed::new("priv", "10mbit").unwrap();
     let path = b.bed.socket_path();
     let dev = b.bed.server_dev.clone();
-    // setresuid(2) through the raw syscall changes only this thread's credentials,
-    // which SO_PEERCRED records at connect.
-    let (init, teardown) = std::thread::spawn(move || {
+    let netns = std::fs::File::open(format!("/run/netns/{}", b.bed.server_ns)).unwrap();
+    // setresuid(2) through the raw syscall changes only this thread's
+    // credentials, which SO_PEERCRED records at connect.
+    let (attached, init, teardown) = std::thread::spawn(move || {
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("10.77.0.1:0").unwrap();
         // SAFETY: plain syscall on this thread only.
         let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(r, 0);
         let c = Client::connect(&path).unwrap();
+        let a = c.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 1_000_000)).map(|a| a.classid);
+        let info = c.info(sock.as_fd()).map(|i| i.guaranteed_rate_bps);
+        assert_eq!(info, Ok(1_000_000));
+        c.detach(sock.as_fd()).unwrap();
         let p = InitParams { device: dev.clone(), link_rate_bps: 10_000_000, best_effort_permille: 50, replace: true };
-        (c.init(&p).unwrap_err().kind, c.teardown(&dev).unwrap_err().kind)
+        (a, c.init(&p).unwrap_err().kind, c.teardown(&dev).unwrap_err().kind)
     })
     .join()
     .unwrap();
+    assert_eq!(attached, Ok("1:10".to_string()));
     assert_eq!(init, ErrorKind::PermissionDenied);
     assert_eq!(teardown, ErrorKind::PermissionDenied);
     assert!(b.bed.tc_server(&["qdisc", "show", "dev", &b.bed.server_dev]).unwrap().contains("htb 1:"), "device untouched");

@@ -1,6 +1,7 @@
 //! qsock video example: a real H.264 file streamed as RTP over a qsock
 //! socket (I-frames non-droppable, frame boundaries marked), a receiver that
 //! counts frames, and the side-by-side demo under a bulk TCP perturbation.
+#![warn(missing_docs)]
 pub mod h264;
 pub mod report;
 pub mod rtpstream;

@@ -9,6 +9,7 @@
 //!
 //! This crate has no kernel dependency. Wiring it into qsockd as a
 //! scheduler module is the next milestone (issue 3).
+#![warn(missing_docs)]
 use std::cmp::Ordering;
 
 /// A window constraint x/y: at most `x` of any `y` consecutive deadlines may

@@ -4,6 +4,7 @@
 //!
 //! This crate has no kernel dependency; the scheduler module for qsockd is
 //! the next milestone (issue 3). It holds the admission test now.
+#![warn(missing_docs)]
 
 /// A periodic deadline stream: `bytes` per message, one message per
 /// `period_ns`, deadline equal to the period.
