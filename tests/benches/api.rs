@@ -1,0 +1,72 @@
+//! Cost of each qsock call next to its plain-socket counterpart, as in
+//! Q.Sockets' Table 1 (Abbasi et al. 2002, §4.1): `cargo bench -p qsock-tests`
+//! (root). Runs in a test bed whose 10 Gbit/s root HTB never queues the
+//! benchmark's 100-byte datagrams, so sends measure the call path: syscall,
+//! egress classifier, qdisc, veth.
+use std::{net::UdpSocket, os::fd::AsFd, time::Duration};
+
+use criterion::{black_box, criterion_group, Criterion};
+use qsock::{Client, DropPriority, PacketFlags};
+use qsock_tests::Bed;
+use testbed::CLIENT_IP;
+
+fn api(c: &mut Criterion) {
+    let b = Bed::new("bench", "10gbit").expect("test bed (run as root)");
+    // Sockets are created in this thread's namespace: move it to the server side.
+    let ns = std::fs::File::open(format!("/run/netns/{}", b.bed.server_ns)).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let client: &Client = &b.client;
+    let params = b.rate(1_000_000);
+    let to = std::net::SocketAddr::new(CLIENT_IP.into(), 9);
+    let payload = [0u8; 100];
+
+    let mut g = c.benchmark_group("create+close");
+    g.bench_function("socket+close", |x| x.iter(|| drop(black_box(UdpSocket::bind("0.0.0.0:0").unwrap()))));
+    g.bench_function("socket+qattach+detach+close", |x| {
+        x.iter(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            client.attach(s.as_fd(), &params).unwrap();
+            client.detach(s.as_fd()).unwrap();
+        })
+    });
+    g.finish();
+
+    let managed = UdpSocket::bind("0.0.0.0:0").unwrap();
+    client.attach(managed.as_fd(), &params).unwrap();
+    let mut g = c.benchmark_group("control");
+    g.bench_function("qinfo", |x| x.iter(|| black_box(client.info(managed.as_fd()).unwrap())));
+    let mut flip = false;
+    g.bench_function("qchange", |x| {
+        x.iter(|| {
+            flip = !flip;
+            client.change(managed.as_fd(), &b.rate(if flip { 2_000_000 } else { 1_000_000 })).unwrap()
+        })
+    });
+    g.finish();
+
+    let plain = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let flags = PacketFlags { drop_priority: DropPriority::NON_DROPPABLE, frame_start: true, frame_end: true, ..Default::default() };
+    let mut g = c.benchmark_group("send 100 B");
+    g.bench_function("sendto (unmanaged socket)", |x| x.iter(|| plain.send_to(black_box(&payload), to).unwrap()));
+    g.bench_function("sendto (managed socket)", |x| x.iter(|| managed.send_to(black_box(&payload), to).unwrap()));
+    g.bench_function("qsendto (managed, flags)", |x| x.iter(|| qsock::qsendto(managed.as_fd(), black_box(&payload), &to, &flags).unwrap()));
+    g.bench_function("qsendto (managed, flags + deadline)", |x| {
+        x.iter(|| {
+            let f = PacketFlags { deadline_ns: Some(qsock::monotonic_now_ns() + 1_000_000_000), ..flags };
+            qsock::qsendto(managed.as_fd(), black_box(&payload), &to, &f).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = api
+}
+
+fn main() {
+    // The bed must drop (namespaces removed) before exit, so no criterion_main!.
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
