@@ -7,10 +7,14 @@
 //! §3 (`ipg`, `oln`/`old`, `DWCS_NON_DROPPABLE`). The project's statement of
 //! the rules is `shared/notes/dwcs-edf.md`.
 //!
-//! This crate has no kernel dependency. Wiring it into qsockd as a
-//! scheduler module is the next milestone (issue 3).
+//! This crate has no kernel dependency: [`Stream`] holds the window rules,
+//! [`precedence`] orders head packets, [`scheduler::Dwcs`] schedules many
+//! streams in O(log n) per decision. Wiring it into qsockd as a scheduler
+//! module is the next milestone (issue 3).
 #![warn(missing_docs)]
 use std::cmp::Ordering;
+
+pub mod scheduler;
 
 /// A window constraint x/y: at most `x` of any `y` consecutive deadlines may
 /// be missed (Q.Sockets `oln`/`old`).
