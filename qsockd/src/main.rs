@@ -144,7 +144,7 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000)));
+    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000).await));
     let listener = server::bind_listener(&cfg)?;
     log::info!("qsockd serving on {}", cfg.socket.display());
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));

@@ -182,6 +182,26 @@ fn policy_of(cid: u32, p: &Plan) -> SocketPolicy {
     }
 }
 
+/// Opens a device and removes the socket classes a previous qsockd left
+/// (their sockets are no longer managed: the maps were cleared too).
+async fn open_device(tc: &Tc, st: DeviceState) -> Result<DeviceRt, QsockError> {
+    let dev = DeviceRt::open(st)?;
+    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
+    let stale: Vec<u32> = stats
+        .keys()
+        .copied()
+        .filter(|c| c >> 16 == ROOT_MAJOR && (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&(c & 0xffff)))
+        .collect();
+    for cid in &stale {
+        tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
+    }
+    if !stale.is_empty() {
+        log::info!("{}: removed {} classes left by a previous qsockd", dev.state.device, stale.len());
+        resize_best_effort(tc, &dev).await?;
+    }
+    Ok(dev)
+}
+
 /// Deletes the draining classes of `dev` that hold no packets, then gives
 /// their rate back to best effort.
 async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
@@ -248,11 +268,11 @@ pub struct SocketFacts {
 impl Registry {
     /// A registry for the namespace described by `paths`; opens every device
     /// already initialised there.
-    pub fn new(paths: Paths, tc: Tc, rate_window_ns: u64) -> Self {
+    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64) -> Self {
         let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
-            match DeviceRt::open(st) {
+            match open_device(&r.tc, st).await {
                 Ok(d) => {
                     log::info!("serving {name}");
                     r.devices.insert(name, d);
@@ -273,7 +293,7 @@ impl Registry {
             device::ifindex(name)?;
             let st = DeviceState::load(&self.paths, name)?
                 .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {name}; run qsockd init")))?;
-            let d = DeviceRt::open(st)?;
+            let d = open_device(&self.tc, st).await?;
             self.devices.insert(name.to_string(), d);
         }
         Ok(self.devices.get_mut(name).expect("inserted above"))
@@ -282,7 +302,7 @@ impl Registry {
     /// `qsockinit` on behalf of a root client.
     pub async fn init(&mut self, params: &InitParams) -> Result<(), QsockError> {
         let st = device::init(&self.paths, params).await?;
-        let d = DeviceRt::open(st)?;
+        let d = open_device(&self.tc, st).await?;
         self.devices.insert(params.device.clone(), d);
         Ok(())
     }

@@ -59,3 +59,19 @@ fn second_init_and_teardown_of_unknown_device_are_refused() {
     let nodev = bed.qsockd().unwrap().args(["init", "--device", "nosuchdev0", "--rate", "10mbit"]).output().unwrap();
     assert!(String::from_utf8_lossy(&nodev.stderr).contains("NoSuchDevice"));
 }
+
+#[test]
+fn a_restarted_daemon_cleans_up_and_serves_again() {
+    let mut b = qsock_tests::Bed::new("restart", "10mbit").unwrap();
+    let tx = b.sender().unwrap();
+    b.client.attach(std::os::fd::AsFd::as_fd(&tx), &b.rate(3_000_000)).unwrap();
+    // qsockd leaves classes and map entries in place when it exits.
+    b.bed.stop_daemon();
+    assert!(b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap().contains("1:10"));
+    b.bed.start_daemon().unwrap();
+    let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
+    assert!(!classes.contains("1:10"), "the stale class is removed: {classes}");
+    assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "{classes}");
+    let c = qsock::Client::connect(&b.bed.socket_path()).unwrap();
+    assert_eq!(c.attach(std::os::fd::AsFd::as_fd(&tx), &b.rate(3_000_000)).unwrap().classid, "1:10");
+}
