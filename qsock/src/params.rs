@@ -87,12 +87,19 @@ pub struct DwcsAttrs {
     pub non_droppable: bool,
 }
 
-/// EDF attributes.
+/// EDF attributes for a sporadic stream of deadline messages: at most one
+/// message of `message_bytes` every `min_interval_ns`. Admission reserves
+/// that utilisation (`message_bytes·8 / min_interval`, bit/s) and refuses a
+/// stream that would make the device's deadline traffic unschedulable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EdfAttrs {
     /// Lossy EDF drops messages that can no longer meet their deadline;
     /// lossless sends them late.
     pub lossy: bool,
+    /// Largest message on the wire, bytes (> 0).
+    pub message_bytes: u32,
+    /// Shortest time between two messages, ns (> 0).
+    pub min_interval_ns: u64,
 }
 
 /// Socket Intents (Schmidt, Enghardt, Khalili, Feldmann, CoNEXT 2013, §3).
@@ -245,7 +252,11 @@ impl QosParams {
                     return bad(format!("DWCS needs ipg > 0 and 0 <= oln <= old, old > 0 (got ipg={} oln={} old={})", d.ipg_ns, d.oln, d.old));
                 }
             }
-            SchedulerParams::Edf(_) => {}
+            SchedulerParams::Edf(e) => {
+                if e.message_bytes == 0 || e.min_interval_ns == 0 {
+                    return bad(format!("EDF needs message_bytes > 0 and min_interval_ns > 0 (got {} and {})", e.message_bytes, e.min_interval_ns));
+                }
+            }
         }
         Ok(())
     }

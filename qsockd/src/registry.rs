@@ -12,7 +12,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use qsock::{
-    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, SchedulerParams,
+    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, RateAttrs, SchedulerParams,
 };
 use qsock_common::*;
 
@@ -134,16 +134,21 @@ struct Plan {
     default_drop_prio: u8,
 }
 
-fn plan(params: &QosParams, sock_type: i32, dev: &DeviceState) -> Result<Plan, QsockError> {
-    let r = match &params.scheduler {
-        SchedulerParams::Rate(r) => r,
-        other => {
-            return Err(QsockError::new(
-                ErrorKind::Unsupported,
-                format!("scheduler {:?} is not available yet; use \"rate\"", other.name()),
-            ))
+/// Rate attributes that serve `params`: the rate scheduler's own, or an EDF
+/// stream's utilisation as a guaranteed rate at priority 0, lossy or lossless.
+fn rate_attrs(params: &SchedulerParams) -> Result<RateAttrs, QsockError> {
+    match params {
+        SchedulerParams::Rate(r) => Ok(r.clone()),
+        SchedulerParams::Edf(e) => {
+            let rate = qsock_edf::rate_bps(qsock_edf::PeriodicStream { bytes: e.message_bytes as u64, period_ns: e.min_interval_ns });
+            Ok(RateAttrs { lossless: !e.lossy, ..RateAttrs::guaranteed(rate) })
         }
-    };
+        other => Err(QsockError::new(ErrorKind::Unsupported, format!("scheduler {:?} is not available yet; use \"rate\" or \"edf\"", other.name()))),
+    }
+}
+
+fn plan(params: &QosParams, sock_type: i32, dev: &DeviceState) -> Result<Plan, QsockError> {
+    let r = &rate_attrs(&params.scheduler)?;
     let link = dev.link_rate_bps;
     let ceil = r.ceil_bps.unwrap_or(link).min(link);
     if r.rate_bps > link {
@@ -325,10 +330,14 @@ impl Registry {
         let p = plan(&params, facts.sock_type, &dev.state)?;
         let room = dev.state.guaranteeable_bps().saturating_sub(dev.guaranteed_bps);
         if p.rate_bps > room {
-            return Err(QsockError::new(
-                ErrorKind::CapacityExceeded,
-                format!("{} bit/s requested but only {room} bit/s of {} is left to guarantee", p.rate_bps, dev.state.device),
-            ));
+            let what = match &params.scheduler {
+                SchedulerParams::Edf(_) => format!(
+                    "EDF stream refused: the deadline traffic would be unschedulable (it needs {} bit/s of utilisation, {room} bit/s is left on {})",
+                    p.rate_bps, dev.state.device
+                ),
+                _ => format!("{} bit/s requested but only {room} bit/s of {} is left to guarantee", p.rate_bps, dev.state.device),
+            };
+            return Err(QsockError::new(ErrorKind::CapacityExceeded, what));
         }
         let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
         let cid = DeviceRt::classid(minor);
@@ -491,10 +500,7 @@ async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
 }
 
 fn rate_of(p: &QosParams) -> u64 {
-    match &p.scheduler {
-        SchedulerParams::Rate(r) => r.rate_bps,
-        _ => 0,
-    }
+    rate_attrs(&p.scheduler).map(|r| r.rate_bps).unwrap_or(0)
 }
 
 /// Rate over the sample window: (bit/s, window ns).

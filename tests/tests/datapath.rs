@@ -206,3 +206,41 @@ fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
     assert!(info.rate_window_ns >= 500_000_000, "rate averaged over at least half a second: {info:?}");
     assert!((0.85..1.15).contains(&ratio), "qinfo {} bit/s vs sent {sent_bps:.0} bit/s", info.rate_bps);
 }
+
+#[test]
+fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_late() {
+    let b = Bed::new("edf", "10mbit").unwrap();
+    let edf = |lossy: bool, message_bytes: u32, min_interval_ns: u64| qsock::QosParams {
+        scheduler: qsock::SchedulerParams::Edf(qsock::EdfAttrs { lossy, message_bytes, min_interval_ns }),
+        ..b.rate(1)
+    };
+    // 1250 bytes every 1 ms needs the whole 10 Mbit/s link: unschedulable.
+    let greedy = b.sender().unwrap();
+    let e = b.client.attach(greedy.as_fd(), &edf(true, 1250, 1_000_000)).unwrap_err();
+    assert_eq!(e.kind, qsock::ErrorKind::CapacityExceeded);
+    assert!(e.message.contains("unschedulable"), "{e}");
+
+    // Two sensors of 1042 bytes every 40 ms (208.4 kbit/s each), then the same
+    // overload on both: 20 messages at once, each due in 100 ms.
+    let (rx_lossy, to_lossy) = b.receiver().unwrap();
+    let (rx_lossless, to_lossless) = b.receiver().unwrap();
+    warm_up(&b, to_lossy, &rx_lossy);
+    let lossy = b.sender().unwrap();
+    let lossless = b.sender().unwrap();
+    b.client.attach(lossy.as_fd(), &edf(true, 1042, 40_000_000)).unwrap();
+    b.client.attach(lossless.as_fd(), &edf(false, 1042, 40_000_000)).unwrap();
+    assert_eq!(b.client.info(lossy.as_fd()).unwrap().guaranteed_rate_bps, 208_400);
+    for i in 0..20u16 {
+        for (tx, to) in [(&lossy, to_lossy), (&lossless, to_lossless)] {
+            let flags = PacketFlags { deadline_ns: deadline_in(100), ..Default::default() };
+            qsendto(tx.as_fd(), &payload(b'S', i, 0), &to, &flags).unwrap();
+        }
+    }
+    send_marker(&lossy, to_lossy).unwrap();
+    send_marker(&lossless, to_lossless).unwrap();
+    let got_lossy = recv_until_marker(&rx_lossy).unwrap().len() as u64;
+    let got_lossless = recv_until_marker(&rx_lossless).unwrap().len() as u64;
+    let (il, ill) = (b.client.info(lossy.as_fd()).unwrap(), b.client.info(lossless.as_fd()).unwrap());
+    assert!(got_lossy < 20 && il.drops.deadline_packets == 20 - got_lossy && il.late_kept_packets == 0, "lossy: {got_lossy} arrived, {il:?}");
+    assert!(got_lossless == 20 && ill.drops.total_packets() == 0 && ill.late_kept_packets > 0, "lossless: {got_lossless} arrived, {ill:?}");
+}

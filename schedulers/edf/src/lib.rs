@@ -2,8 +2,9 @@
 //! uses it for the sensor application (lossy and lossless EDF, §4.2.2).
 //! The project's statement of the rules is `shared/notes/dwcs-edf.md`.
 //!
-//! This crate has no kernel dependency; the scheduler module for qsockd is
-//! the next milestone (issue 3). It holds the admission test now.
+//! This crate has no kernel dependency. qsockd uses [`rate_bps`] to reserve
+//! an EDF stream's utilisation as the guaranteed rate of its class; the
+//! admission test ([`admissible`]) follows Liu & Layland.
 #![warn(missing_docs)]
 
 /// A periodic deadline stream: `bytes` per message, one message per
@@ -20,6 +21,12 @@ pub struct PeriodicStream {
 /// Σ (bytes·8 / R) / T. Liu & Layland: EDF meets every deadline iff this is ≤ 1.
 pub fn utilisation(streams: &[PeriodicStream], link_bps: u64) -> f64 {
     streams.iter().map(|s| (s.bytes as f64 * 8.0 / link_bps as f64) / (s.period_ns as f64 / 1e9)).sum()
+}
+
+/// Bandwidth `s` needs to meet every deadline on its own: bytes·8 / T,
+/// bit/s, rounded up (at least 1).
+pub fn rate_bps(s: PeriodicStream) -> u64 {
+    ((s.bytes as u128 * 8 * 1_000_000_000).div_ceil(s.period_ns.max(1) as u128)).max(1) as u64
 }
 
 /// Whether adding `new` to `admitted` keeps the set schedulable by EDF on
@@ -46,5 +53,6 @@ mod tests {
         assert_eq!(admissible(&nine, s, 10_000_000), Ok(true));
         assert_eq!(admissible(&[s; 10], s, 10_000_000), Ok(false));
         assert!(admissible(&[], PeriodicStream { bytes: 1, period_ns: 0 }, 1).is_err());
+        assert_eq!(rate_bps(s), 1_000_000);
     }
 }
