@@ -124,6 +124,9 @@ pub struct SocketPolicy {
     pub default_drop_prio: u8,
     /// Padding, keep zero.
     pub _pad: [u8; 7],
+    /// Burst the class may send at once after idling (HTB's bucket depth),
+    /// as time at `rate_bps`, ns. The lateness prediction models the bucket.
+    pub burst_ns: u64,
 }
 
 // ---------------------------------------------------------------------------

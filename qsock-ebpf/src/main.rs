@@ -100,19 +100,23 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
     if droppable && *frame_state == FRAME_DROPPING {
         verdict = Verdict::DropFrame;
     } else {
-        // Predicted finish if the class drains at its guaranteed rate.
+        // HTB's token bucket as a virtual clock: `vclock` is when the class's
+        // tokens are back to zero (now − tokens), never earlier than now − burst.
+        // A packet leaves once that clock has reached now, then costs len/rate.
         let vclock = (*counters).vclock_ns;
-        let start = if vclock > now { vclock } else { now };
+        let floor = now.saturating_sub(policy.burst_ns);
+        let start = if vclock > floor { vclock } else { floor };
         let rate = if policy.rate_bps == 0 { 1 } else { policy.rate_bps };
         let finish = start + len * 8 * 1_000_000_000 / rate;
+        let wait = start.saturating_sub(now);
         if deadline != 0 {
             // Lower drop priorities give up earlier: a message of priority p
             // may spend (p + 1) / 7 of its slack waiting (p = 6: all of it).
             let slack = if deadline > now { deadline - now } else { 0 };
             let allowed = slack * (prio as u64 + 1) / (DROP_PRIO_NON_DROPPABLE as u64);
-            if droppable && (slack == 0 || finish - now > allowed) {
+            if droppable && (slack == 0 || wait > allowed) {
                 verdict = Verdict::DropDeadline;
-            } else if finish > deadline {
+            } else if wait > slack {
                 add(&mut (*counters).late_kept_packets, 1);
             }
         }

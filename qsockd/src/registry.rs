@@ -135,13 +135,16 @@ struct Plan {
 }
 
 /// Rate attributes that serve `params`: the rate scheduler's own, or an EDF
-/// stream's utilisation as a guaranteed rate at priority 0, lossy or lossless.
+/// stream's utilisation as a guaranteed rate (and ceiling) at priority 0,
+/// lossy or lossless.
 fn rate_attrs(params: &SchedulerParams) -> Result<RateAttrs, QsockError> {
     match params {
         SchedulerParams::Rate(r) => Ok(r.clone()),
         SchedulerParams::Edf(e) => {
             let rate = qsock_edf::rate_bps(qsock_edf::PeriodicStream { bytes: e.message_bytes as u64, period_ns: e.min_interval_ns });
-            Ok(RateAttrs { lossless: !e.lossy, ..RateAttrs::guaranteed(rate) })
+            // No borrowing: the class drains at exactly its reservation, so the
+            // data path's lateness prediction is exact for lossy EDF.
+            Ok(RateAttrs { lossless: !e.lossy, ceil_bps: Some(rate), ..RateAttrs::guaranteed(rate) })
         }
         other => Err(QsockError::new(ErrorKind::Unsupported, format!("scheduler {:?} is not available yet; use \"rate\" or \"edf\"", other.name()))),
     }
@@ -184,6 +187,7 @@ fn policy_of(cid: u32, p: &Plan) -> SocketPolicy {
         delay_budget_ns: p.delay_budget_ns,
         default_drop_prio: p.default_drop_prio,
         _pad: [0; 7],
+        burst_ns: (crate::tc::burst_bytes(p.rate_bps) as u128 * 8 * 1_000_000_000 / p.rate_bps.max(1) as u128) as u64,
     }
 }
 

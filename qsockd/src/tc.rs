@@ -116,7 +116,9 @@ fn xmit_ticks(bytes: u64, rate_bps: u64) -> u32 {
     (ns >> 6).min(u32::MAX as u128) as u32
 }
 
-fn burst_bytes(rate_bps: u64) -> u64 {
+/// Bucket depth qsock gives an HTB class at `rate_bps`: one tick of data at
+/// the rate plus a full frame, bytes.
+pub fn burst_bytes(rate_bps: u64) -> u64 {
     rate_bps / 8 / BURST_HZ + MAX_FRAME
 }
 

@@ -178,10 +178,51 @@ impl Testbed {
         }
     }
 
+    /// Starts an iperf3 server on the client side (stopped on drop).
+    pub fn iperf_server(&self) -> Result<KillOnDrop> {
+        let mut c = self.command_in(&self.client_ns, "iperf3");
+        c.args(["-s", "-B", &CLIENT_IP.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        Ok(KillOnDrop(c.spawn().context("iperf3 server (install iperf3: scripts/setup.sh --demo)")?))
+    }
+
+    /// Bulk TCP from the server side to the client side: `iperf3 -c` with
+    /// `streams` parallel flows for `secs` seconds; returns when it ends.
+    pub fn iperf_client(&self, secs: u64, streams: u32) -> Result<()> {
+        let mut c = self.command_in(&self.server_ns, "iperf3");
+        c.args(["-c", &CLIENT_IP.to_string(), "-t", &secs.to_string(), "-P", &streams.to_string(), "--connect-timeout", "3000"]);
+        run(c.stdout(Stdio::null()))?;
+        Ok(())
+    }
+
     /// `tc <args>` in the server namespace; returns stdout.
     pub fn tc_server(&self, args: &[&str]) -> Result<String> {
         let out = run(Command::new("tc").arg("-n").arg(&self.server_ns).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Spawns `cmd` with stdout piped and stderr written to `log`, and waits
+/// until its first line on stdout is `ready`. Errors with the log's content
+/// if it says anything else or exits.
+pub fn spawn_ready(mut cmd: Command, log: &Path) -> Result<Child> {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(File::create(log)?).spawn().with_context(|| format!("spawn {cmd:?}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        bail!("{cmd:?} did not become ready: {}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    Ok(child)
+}
+
+/// A child process killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

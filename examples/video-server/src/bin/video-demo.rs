@@ -8,7 +8,6 @@
 //! the server's egress (root HTB at `--link-rate`). The qsock sender runs
 //! unprivileged (uid 65534) to show that applications need no privilege.
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -16,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use testbed::{workspace_bin, Testbed, CLIENT_IP};
+use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 use video_server::report::{analyse, FrameRecord, SecondRow, Summary};
 
 #[derive(Parser, Debug)]
@@ -63,12 +62,7 @@ fn run_once(bed: &Testbed, args: &Args, plain: bool) -> Result<RunResult> {
     let mut rx = bed.command_in(&bed.client_ns, workspace_bin("video-receiver")?);
     rx.arg("--reference").arg(&args.input).args(["--bind", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &args.fps.to_string()]);
     rx.arg("--out").arg(&records_path);
-    let mut rx = spawn_logged(rx, &bed.dir.join(format!("receiver-{mode}.log")))?;
-    let mut line = String::new();
-    BufReader::new(rx.stdout.as_mut().expect("piped")).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("receiver did not start: {}", std::fs::read_to_string(bed.dir.join(format!("receiver-{mode}.log")))?);
-    }
+    let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{mode}.log")))?;
 
     // The sender: unprivileged in qsock mode.
     let sender_bin = workspace_bin("video-server")?;
@@ -92,12 +86,7 @@ fn run_once(bed: &Testbed, args: &Args, plain: bool) -> Result<RunResult> {
     // Perturbation: bulk TCP from the server side during the middle third.
     std::thread::sleep(duration / 3);
     let third = (duration.as_secs_f64() / 3.0).round().max(1.0) as u64;
-    let mut iperf = bed.command_in(&bed.server_ns, "iperf3");
-    iperf.args(["-c", &CLIENT_IP.to_string(), "-t", &third.to_string(), "-P", &args.iperf_streams.to_string(), "--connect-timeout", "3000"]);
-    let iperf_out = iperf.stdout(Stdio::null()).stderr(Stdio::piped()).output().context("iperf3 client")?;
-    if !iperf_out.status.success() {
-        bail!("iperf3 failed: {}", String::from_utf8_lossy(&iperf_out.stderr));
-    }
+    bed.iperf_client(third, args.iperf_streams)?;
     let out = tx.wait_with_output()?;
     if !out.status.success() {
         bail!("sender ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("sender-{mode}.log")))?);
@@ -186,15 +175,8 @@ fn main() -> Result<()> {
     let mut bed = Testbed::new("demo")?;
     bed.init(&args.link_rate)?;
     bed.start_daemon()?;
-    let mut iperf_srv = bed.command_in(&bed.client_ns, "iperf3");
-    iperf_srv.args(["-s", "-B", &CLIENT_IP.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
-    let mut iperf_srv = iperf_srv.spawn().context("iperf3 server (install iperf3: scripts/setup.sh)")?;
-    let result = (|| -> Result<()> {
-        let plain = run_once(&bed, &args, true)?;
-        let q = run_once(&bed, &args, false)?;
-        print_and_write(&args, &plain, &q, &args.link_rate)
-    })();
-    let _ = iperf_srv.kill();
-    let _ = iperf_srv.wait();
-    result
+    let _iperf_server = bed.iperf_server()?;
+    let plain = run_once(&bed, &args, true)?;
+    let q = run_once(&bed, &args, false)?;
+    print_and_write(&args, &plain, &q, &args.link_rate)
 }
