@@ -10,9 +10,10 @@ demo=0
 log() { printf '[setup] %s\n' "$*"; }
 
 # System packages: iproute2 (ip, tc) and util-linux (setpriv) always;
-# iperf3 (perturbation) and ffmpeg (H.264 input) for the demo.
+# iperf3 (perturbation), ffmpeg (H.264 input) and a font for the plots, for
+# the demo and the experiments.
 pkgs=(iproute2 util-linux)
-[ "$demo" = 1 ] && pkgs+=(iperf3 ffmpeg)
+[ "$demo" = 1 ] && pkgs+=(iperf3 ffmpeg fonts-dejavu-core)
 need_pkgs=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
