@@ -18,32 +18,25 @@ fn loaded<S: Scheduler + Default>(n: usize) -> S {
     s
 }
 
+/// Steady state: each iteration queues one packet and makes one decision.
+fn one_decision<S: Scheduler + Default>(b: &mut criterion::Bencher<'_>, n: usize) {
+    let mut s: S = loaded(n);
+    let mut out = Vec::with_capacity(4);
+    let mut i = 0usize;
+    b.iter(|| {
+        s.enqueue(i % n, 2_000_000_000 + i as u64, false);
+        out.clear();
+        s.decide(black_box(0), &mut out);
+        i += 1;
+    })
+}
+
 fn decision(c: &mut Criterion) {
     let mut g = c.benchmark_group("dwcs decision");
     for n in [1usize, 100, 10_000] {
-        g.bench_with_input(BenchmarkId::new("heap", n), &n, |b, &n| {
-            let mut s: Dwcs = loaded(n);
-            let mut out = Vec::with_capacity(4);
-            let mut i = 0usize;
-            b.iter(|| {
-                s.enqueue(i % n, 2_000_000_000 + i as u64, false);
-                out.clear();
-                s.decide(black_box(0), &mut out);
-                i += 1;
-            })
-        });
+        g.bench_with_input(BenchmarkId::new("heap", n), &n, |b, &n| one_decision::<Dwcs>(b, n));
         if n <= 100 {
-            g.bench_with_input(BenchmarkId::new("linear scan", n), &n, |b, &n| {
-                let mut s: NaiveDwcs = loaded(n);
-                let mut out = Vec::with_capacity(4);
-                let mut i = 0usize;
-                b.iter(|| {
-                    s.enqueue(i % n, 2_000_000_000 + i as u64, false);
-                    out.clear();
-                    s.decide(black_box(0), &mut out);
-                    i += 1;
-                })
-            });
+            g.bench_with_input(BenchmarkId::new("linear scan", n), &n, |b, &n| one_decision::<NaiveDwcs>(b, n));
         }
     }
     g.finish();
