@@ -31,7 +31,7 @@ fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<u32> {
             };
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         return Err(anyhow!("{root}.{} is a bitfield", path.join(".")));
     }
     Ok(bits / 8)

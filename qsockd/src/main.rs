@@ -78,7 +78,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     };
     let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a rate (e.g. 10mbit)"))?;
     let bps = v * mult;
-    if !(bps >= 1.0 && bps < 1e13) {
+    if !(1.0..1e13).contains(&bps) {
         return Err(format!("rate {s:?} must be between 1 bit/s and 10 Tbit/s"));
     }
     Ok(bps as u64)

@@ -159,12 +159,16 @@ fn tc_message(ifindex: u32, handle: u32, parent: u32, kind: Option<&str>, option
 /// The payload of `TCA_OPTIONS`. For kinds it does not know, rtnetlink keeps
 /// the whole attribute as one opaque NLA whose value is that payload.
 fn raw_options(attr: &TcAttribute, opts: &[TcOption]) -> Vec<u8> {
-    let (len, src): (usize, &dyn Fn(&mut [u8])) = match opts {
-        [o @ TcOption::Other(_)] if o.kind() & 0x3fff == TCA_OPTIONS => (o.value_len(), &|b| o.emit_value(b)),
-        _ => (attr.value_len(), &|b| attr.emit_value(b)),
-    };
-    let mut buf = vec![0u8; len];
-    src(&mut buf);
+    match opts {
+        [o @ TcOption::Other(_)] if o.kind() & 0x3fff == TCA_OPTIONS => nla_value(o),
+        _ => nla_value(attr),
+    }
+}
+
+/// The payload bytes of one netlink attribute.
+fn nla_value(n: &impl Nla) -> Vec<u8> {
+    let mut buf = vec![0u8; n.value_len()];
+    n.emit_value(&mut buf);
     buf
 }
 
