@@ -244,3 +244,34 @@ fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_l
     assert!(got_lossy < 20 && il.drops.deadline_packets == 20 - got_lossy && il.late_kept_packets == 0, "lossy: {got_lossy} arrived, {il:?}");
     assert!(got_lossless == 20 && ill.drops.total_packets() == 0 && ill.late_kept_packets > 0, "lossless: {got_lossless} arrived, {ill:?}");
 }
+
+#[test]
+fn qchange_switches_scheduler_without_losing_queued_packets() {
+    let b = Bed::new("switch", "10mbit").unwrap();
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(&b, to, &rx);
+    let tx = b.sender().unwrap();
+    // 500 kbit/s with a ceiling of 500 kbit/s: 60 datagrams of 1042 bytes queue for ~1 s.
+    let slow = qsock::QosParams {
+        scheduler: qsock::SchedulerParams::Rate(qsock::RateAttrs { ceil_bps: Some(500_000), ..qsock::RateAttrs::guaranteed(500_000) }),
+        ..b.rate(1)
+    };
+    let before = b.client.attach(tx.as_fd(), &slow).unwrap();
+    for i in 0..60u16 {
+        tx.send_to(&payload(b'W', i, 0), to).unwrap();
+    }
+    let queued = b.client.info(tx.as_fd()).unwrap().backlog_packets;
+    assert!(queued > 10, "packets are waiting in the class when the scheduler changes ({queued})");
+    let edf = qsock::QosParams {
+        scheduler: qsock::SchedulerParams::Edf(qsock::EdfAttrs { lossy: false, message_bytes: 1042, min_interval_ns: 5_000_000 }),
+        ..b.rate(1)
+    };
+    let after = b.client.change(tx.as_fd(), &edf).unwrap();
+    assert_eq!(before.classid, after.classid, "same class, same queue");
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert_eq!(info.scheduler.name(), "edf");
+    assert_eq!(info.guaranteed_rate_bps, 1_667_200);
+    send_marker(&tx, to).unwrap();
+    let got: Vec<u16> = recv_until_marker(&rx).unwrap().iter().map(|p| parse(p).1).collect();
+    assert_eq!(got, (0..60).collect::<Vec<_>>(), "every queued packet arrives, in order");
+}
