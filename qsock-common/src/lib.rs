@@ -157,6 +157,8 @@ pub struct SocketCounters {
     pub drop_frame_bytes: u64,
     /// Packets predicted late but sent anyway (non-droppable or lossless).
     pub late_kept_packets: u64,
+    /// Packets with a deadline predicted to meet it (and sent).
+    pub deadline_met_packets: u64,
     /// Packets that left the root qdisc (dequeued towards the device).
     pub deq_packets: u64,
     /// Bytes of those.

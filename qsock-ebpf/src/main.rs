@@ -118,6 +118,8 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
                 verdict = Verdict::DropDeadline;
             } else if wait > slack {
                 add(&mut (*counters).late_kept_packets, 1);
+            } else {
+                add(&mut (*counters).deadline_met_packets, 1);
             }
         }
         if let Verdict::Pass = verdict {

@@ -40,6 +40,10 @@ pub struct QInfo {
     pub drops: Drops,
     /// Packets predicted late but sent anyway (non-droppable or lossless).
     pub late_kept_packets: u64,
+    /// Packets with a deadline predicted to meet it. Together with
+    /// `late_kept_packets` and `drops.deadline_packets` this accounts for
+    /// every packet that carried a deadline (frame drops aside).
+    pub deadline_met_packets: u64,
     /// Queuing delay in the root qdisc, measured per packet.
     pub queuing_delay: DelayStats,
     /// Facts from the network stack.

@@ -468,6 +468,7 @@ impl Registry {
                 qdisc_packets: cls.drops,
             },
             late_kept_packets: c.late_kept_packets,
+            deadline_met_packets: c.deadline_met_packets,
             queuing_delay: delay_stats(&c),
             stack: sockinfo::stack_info(sock.as_fd()),
         })

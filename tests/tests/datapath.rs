@@ -243,6 +243,11 @@ fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_l
     let (il, ill) = (b.client.info(lossy.as_fd()).unwrap(), b.client.info(lossless.as_fd()).unwrap());
     assert!(got_lossy < 20 && il.drops.deadline_packets == 20 - got_lossy && il.late_kept_packets == 0, "lossy: {got_lossy} arrived, {il:?}");
     assert!(got_lossless == 20 && ill.drops.total_packets() == 0 && ill.late_kept_packets > 0, "lossless: {got_lossless} arrived, {ill:?}");
+    // Every message carried a deadline: met + late + dropped accounts for all 20.
+    for i in [&il, &ill] {
+        assert_eq!(i.deadline_met_packets + i.late_kept_packets + i.drops.deadline_packets, 20, "{i:?}");
+    }
+    assert!(il.deadline_met_packets > 0 && il.deadline_met_packets == got_lossy, "lossy: what arrived is what met its deadline");
 }
 
 #[test]
