@@ -17,6 +17,15 @@ fn warm_up(b: &Bed, to: SocketAddr, rx: &UdpSocket) {
     recv_until_marker(rx).unwrap();
 }
 
+/// A receiver, ARP resolved, and a sender attached with `params`: (tx, rx, to).
+fn attached_flow(b: &Bed, params: &qsock::QosParams) -> (UdpSocket, UdpSocket, SocketAddr) {
+    let (rx, to) = b.receiver().unwrap();
+    warm_up(b, to, &rx);
+    let tx = b.sender().unwrap();
+    b.client.attach(tx.as_fd(), params).unwrap();
+    (tx, rx, to)
+}
+
 fn payload(tag: u8, a: u16, b: u16) -> Vec<u8> {
     let mut p = vec![0u8; 1000];
     p[0] = tag;
@@ -59,12 +68,9 @@ fn classification_by_cookie_lands_in_the_socket_class() {
 #[test]
 fn non_droppable_messages_are_never_dropped() {
     let b = Bed::new("nodrop", "10mbit").unwrap();
-    let (rx, to) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
-    let tx = b.sender().unwrap();
     // 200 kbit/s guaranteed: a 1000-byte message takes 40 ms, so a burst
     // overruns 100 ms deadlines quickly.
-    b.client.attach(tx.as_fd(), &b.rate(200_000)).unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
     for i in 0..20u16 {
         let keep = PacketFlags { deadline_ns: deadline_in(100), drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() };
         qsendto(tx.as_fd(), &payload(b'N', i, 0), &to, &keep).unwrap();
@@ -85,10 +91,7 @@ fn non_droppable_messages_are_never_dropped() {
 #[test]
 fn a_frame_is_dropped_from_its_first_dropped_message_to_its_end() {
     let b = Bed::new("frame", "10mbit").unwrap();
-    let (rx, to) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
-    let tx = b.sender().unwrap();
-    b.client.attach(tx.as_fd(), &b.rate(200_000)).unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
     const FRAMES: u16 = 10;
     const PER_FRAME: u16 = 6;
     for f in 0..FRAMES {
@@ -117,10 +120,7 @@ fn a_frame_is_dropped_from_its_first_dropped_message_to_its_end() {
 #[test]
 fn qinfo_agrees_with_what_the_receiver_counted() {
     let b = Bed::new("qinfo", "10mbit").unwrap();
-    let (rx, to) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
-    let tx = b.sender().unwrap();
-    b.client.attach(tx.as_fd(), &b.rate(400_000)).unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(400_000));
     const N: u64 = 100;
     for i in 0..N as u16 {
         let flags = PacketFlags { deadline_ns: deadline_in(150), ..Default::default() };
@@ -183,10 +183,7 @@ fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
 #[test]
 fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
     let b = Bed::new("rate", "10mbit").unwrap();
-    let (rx, to) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
-    let tx = b.sender().unwrap();
-    b.client.attach(tx.as_fd(), &b.rate(3_000_000)).unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(3_000_000));
     // About 1 Mbit/s for 1.5 s: 1250-byte datagrams every 10 ms. The expected
     // rate is what was actually sent over the time it actually took.
     let start = std::time::Instant::now();
