@@ -183,7 +183,7 @@ fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
 #[test]
 fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
     let b = Bed::new("rate", "10mbit").unwrap();
-    let (tx, rx, to) = attached_flow(&b, &b.rate(3_000_000));
+    let (tx, _rx, to) = attached_flow(&b, &b.rate(3_000_000));
     // About 1 Mbit/s for 1.5 s: 1250-byte datagrams every 10 ms. The expected
     // rate is what was actually sent over the time it actually took.
     let start = std::time::Instant::now();
