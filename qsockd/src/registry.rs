@@ -292,10 +292,6 @@ impl Registry {
         r
     }
 
-    /// Names of the devices served.
-    pub fn devices(&self) -> impl Iterator<Item = &DeviceRt> {
-        self.devices.values()
-    }
 
     async fn device(&mut self, name: &str) -> Result<&mut DeviceRt, QsockError> {
         if !self.devices.contains_key(name) {
@@ -488,10 +484,6 @@ impl Registry {
         }
     }
 
-    /// Owner uid of a managed socket (for logs).
-    pub fn owner(&self, cookie: u64) -> Option<u32> {
-        self.sockets.get(&cookie).map(|m| m.owner_uid)
-    }
 }
 
 /// Resizes the best-effort class to what guarantees leave on `dev`, so the
