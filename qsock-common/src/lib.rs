@@ -29,6 +29,13 @@ pub const MAX_SOCKETS: u32 = 65_536;
 pub const MAP_POLICIES: &str = "QSOCK_POLICIES";
 /// Name of the pinned map of [`SocketCounters`] keyed by socket cookie (u64).
 pub const MAP_COUNTERS: &str = "QSOCK_COUNTERS";
+/// Name of the pinned map of [`SharedClock`] keyed by tc classid (u32): the
+/// virtual clock of a class several sockets share (the DWCS class).
+pub const MAP_SHARED_CLOCKS: &str = "QSOCK_SHARED_CLOCKS";
+/// Most shared classes one device can have.
+pub const MAX_SHARED_CLASSES: u32 = 64;
+/// Minor of the class all DWCS streams of a device share (`1:fffd`).
+pub const DWCS_CLASS_MINOR: u32 = 0xfffd;
 /// Name of the array map of kernel struct offsets ([`KernelOffsets`], one entry).
 pub const MAP_OFFSETS: &str = "QSOCK_OFFSETS";
 /// Name of the clsact egress classifier program.
@@ -105,6 +112,10 @@ pub const POLICY_MSG_TAGS: u32 = 1 << 0;
 pub const POLICY_NON_DROPPABLE: u32 = 1 << 1;
 /// Lossless: never drop; a message predicted late is sent and counted late.
 pub const POLICY_LOSSLESS: u32 = 1 << 2;
+/// DWCS stream: deadlines every `ipg_ns`, window constraint `dwcs_x/dwcs_y`
+/// applied per unit (a frame, or a packet outside frames), and the class's
+/// departure predicted from the [`SharedClock`] of `classid`.
+pub const POLICY_DWCS: u32 = 1 << 3;
 
 /// Value of the policy map, keyed by socket cookie (u64). Written by qsockd
 /// only; read by the egress program for every packet of the socket.
@@ -126,6 +137,28 @@ pub struct SocketPolicy {
     pub _pad: [u8; 7],
     /// Burst the class may send at once after idling (HTB's bucket depth),
     /// as time at `rate_bps`, ns. The lateness prediction models the bucket.
+    pub burst_ns: u64,
+    /// DWCS request period (`ipg`): consecutive unit deadlines are this far
+    /// apart, ns. 0 unless [`POLICY_DWCS`].
+    pub ipg_ns: u64,
+    /// DWCS window constraint numerator x (`oln`): misses allowed per window.
+    pub dwcs_x: u32,
+    /// DWCS window constraint denominator y (`old`), > 0 with [`POLICY_DWCS`].
+    pub dwcs_y: u32,
+}
+
+/// Virtual clock of a class shared by several sockets (keyed by classid):
+/// like [`SocketCounters::vclock_ns`], but for the whole FIFO class, so the
+/// predicted departure of a packet accounts for every stream ahead of it.
+/// qsockd writes `rate_bps` and `burst_ns` whenever the class changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SharedClock {
+    /// Virtual finish time of the last packet kept in the class, ns of `CLOCK_MONOTONIC`.
+    pub vclock_ns: u64,
+    /// Rate the class drains at (its HTB rate = ceil), bit/s.
+    pub rate_bps: u64,
+    /// HTB bucket depth as time at `rate_bps`, ns.
     pub burst_ns: u64,
 }
 
@@ -175,6 +208,83 @@ pub struct SocketCounters {
     /// Egress program state: 1 while inside a frame, 2 while inside a frame
     /// whose earlier packet was dropped (the rest is dropped too), else 0.
     pub frame_state: u64,
+    /// DWCS current window constraint x' (`0` with `dwcs_y_now == 0`: not
+    /// started; the program starts it at the policy's x/y).
+    pub dwcs_x_now: u32,
+    /// DWCS current window constraint y'.
+    pub dwcs_y_now: u32,
+    /// DWCS: 1 while the window constraint is marked violated.
+    pub dwcs_violated: u32,
+    /// DWCS: the x/y the current state was started from, packed `x << 16 | y`;
+    /// a `qchange` to another constraint restarts the window.
+    pub dwcs_origin: u32,
+    /// DWCS: deadline of the current (last) unit, ns of `CLOCK_MONOTONIC`.
+    pub dwcs_deadline_ns: u64,
+    /// DWCS: units that missed with x' = 0 (window constraint violations).
+    pub dwcs_violations: u64,
+}
+
+/// DWCS current window constraint of one stream: x'/y' and the violation
+/// mark. The rules below are the only implementation of West & Schwan's
+/// window adjustment (ICMCS 1999, §3; West et al., IEEE TC 53(6) 2004):
+/// the egress program runs them per unit, `qsock-dwcs` runs them in its
+/// scheduler and tests them against a reference model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Current x'.
+    pub x: u32,
+    /// Current y'.
+    pub y: u32,
+    /// Violated: a deadline was missed with x' = 0.
+    pub violated: bool,
+}
+
+impl Window {
+    /// Starts at the original constraint `x/y`.
+    pub const fn new(x: u32, y: u32) -> Self {
+        Self { x, y, violated: false }
+    }
+
+    /// The unit was sent by its deadline: y' − 1 while y' > x', else (y' =
+    /// x' > 0) both − 1; back to `x/y` once both reach 0 or if violated.
+    pub const fn on_met(self, x: u32, y: u32) -> Self {
+        let mut w = self;
+        if w.y > w.x {
+            w.y -= 1;
+        } else if w.y == w.x && w.x > 0 {
+            w.x -= 1;
+            w.y -= 1;
+        }
+        if (w.x == 0 && w.y == 0) || w.violated {
+            w = Self::new(x, y);
+        }
+        w
+    }
+
+    /// The unit missed its deadline. With x' > 0 the loss fits the window
+    /// (x' − 1, y' − 1, back to `x/y` at 0/0) and the unit may be dropped:
+    /// returns `true`. With x' = 0 the constraint is violated (y' + 1, mark)
+    /// and the unit must be sent late: returns `false`.
+    pub const fn on_missed(self, x: u32, y: u32) -> (Self, bool) {
+        let mut w = self;
+        if w.x > 0 {
+            w.x -= 1;
+            w.y -= 1;
+            if w.x == 0 && w.y == 0 {
+                w = Self::new(x, y);
+            }
+            (w, true)
+        } else {
+            w.y += 1;
+            w.violated = true;
+            (w, false)
+        }
+    }
+}
+
+/// Packs a window constraint for [`SocketCounters::dwcs_origin`].
+pub const fn dwcs_origin(x: u32, y: u32) -> u32 {
+    ((x & 0xffff) << 16) | (y & 0xffff)
 }
 
 /// `frame_state` value: inside a frame, nothing dropped so far.
@@ -222,6 +332,7 @@ mod pod {
     unsafe impl aya::Pod for super::SocketPolicy {}
     unsafe impl aya::Pod for super::SocketCounters {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SharedClock {}
 }
 
 #[cfg(test)]
@@ -241,6 +352,19 @@ mod tests {
         let n = encode_tag(None, 200, false, true);
         assert_eq!(n & TAG_HAS_DEADLINE, 0);
         assert_eq!(n & TAG_DROP_PRIO_MASK, DROP_PRIO_NON_DROPPABLE as u64);
+    }
+
+    #[test]
+    fn window_rules() {
+        let w = Window::new(1, 3).on_met(1, 3);
+        assert_eq!((w.x, w.y), (1, 2));
+        let (w, drop) = w.on_missed(1, 3);
+        assert!(drop);
+        assert_eq!((w.x, w.y), (0, 1));
+        let (w, drop) = w.on_missed(1, 3);
+        assert!(!drop);
+        assert_eq!(w, Window { x: 0, y: 2, violated: true });
+        assert_eq!(w.on_met(1, 3), Window::new(1, 3));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! What `qinfo` reports about a managed socket.
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Intents, SchedulerParams};
+use crate::{
+    params::{Intents, SchedulerParams},
+    sched::SchedulerState,
+};
 
 /// Report on one managed socket (Q.Sockets `qinfo`): scheduler facts from
 /// qsockd and the kernel data path, and stack facts from the socket.
@@ -11,10 +14,13 @@ pub struct QInfo {
     pub cookie: u64,
     /// Egress device.
     pub device: String,
-    /// tc classid of the socket's HTB class, e.g. `"1:10"`.
+    /// tc classid of the socket's HTB class, e.g. `"1:10"` (DWCS streams
+    /// share `"1:fffd"`; backlog and qdisc drops are then the class's).
     pub classid: String,
     /// Scheduler and attributes in force.
     pub scheduler: SchedulerParams,
+    /// The scheduler's per-stream state (DWCS: current x'/y', violations).
+    pub scheduler_state: SchedulerState,
     /// Intents the application declared.
     pub intents: Intents,
     /// Guaranteed rate of the class, bit/s.
@@ -42,7 +48,8 @@ pub struct QInfo {
     pub late_kept_packets: u64,
     /// Packets with a deadline predicted to meet it. Together with
     /// `late_kept_packets` and `drops.deadline_packets` this accounts for
-    /// every packet that carried a deadline (frame drops aside).
+    /// every packet that carried a deadline (frame drops aside). DWCS counts
+    /// units (frames, or messages outside frames) in all three.
     pub deadline_met_packets: u64,
     /// Queuing delay in the root qdisc, measured per packet.
     pub queuing_delay: DelayStats,

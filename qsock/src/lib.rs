@@ -16,6 +16,7 @@ pub mod flags;
 pub mod info;
 pub mod params;
 pub mod proto;
+pub mod sched;
 mod send;
 
 use std::{

@@ -73,11 +73,20 @@ impl RateAttrs {
     }
 }
 
-/// DWCS attributes (Q.Sockets' `struct q_dwcs_attr`).
+/// DWCS attributes (Q.Sockets' `struct q_dwcs_attr`). The unit DWCS
+/// schedules is a frame (messages between the frame-start and frame-end
+/// flags of `qsendto`) or, outside frames, one message. Admission reserves
+/// `(1 − oln/old) · unit_bytes · 8 / ipg` bit/s (all of `unit_bytes · 8 /
+/// ipg` for a non-droppable stream): the share of the DWCS feasibility test
+/// Σ (1 − x/y)·C/T ≤ 1 (West et al., IEEE TC 2004) the stream needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DwcsAttrs {
-    /// Inter-packet gap: consecutive packet deadlines are this far apart, ns.
+    /// Inter-packet gap (request period): consecutive unit deadlines are this
+    /// far apart; a unit's deadline is the previous one + ipg, or send time +
+    /// ipg after a pause, ns.
     pub ipg_ns: u64,
+    /// Bytes of one unit on the wire (headers included), bytes (> 0).
+    pub unit_bytes: u32,
     /// Loss numerator x: at most `oln` of any `old` consecutive deadlines may be missed.
     pub oln: u32,
     /// Loss denominator y (> 0, ≥ `oln`).
@@ -248,8 +257,11 @@ impl QosParams {
                 }
             }
             SchedulerParams::Dwcs(d) => {
-                if d.old == 0 || d.oln > d.old || d.ipg_ns == 0 {
-                    return bad(format!("DWCS needs ipg > 0 and 0 <= oln <= old, old > 0 (got ipg={} oln={} old={})", d.ipg_ns, d.oln, d.old));
+                if d.old == 0 || d.oln > d.old || d.ipg_ns == 0 || d.unit_bytes == 0 || d.old > 0xffff {
+                    return bad(format!(
+                        "DWCS needs ipg > 0, unit_bytes > 0 and 0 <= oln <= old, 0 < old <= 65535 (got ipg={} unit_bytes={} oln={} old={})",
+                        d.ipg_ns, d.unit_bytes, d.oln, d.old
+                    ));
                 }
             }
             SchedulerParams::Edf(e) => {

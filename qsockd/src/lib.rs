@@ -7,6 +7,7 @@ pub mod btf;
 pub mod config;
 pub mod device;
 pub mod netns;
+pub mod rate;
 pub mod registry;
 pub mod server;
 pub mod sockinfo;

@@ -12,13 +12,15 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use qsock::{
-    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, RateAttrs, SchedulerParams,
+    sched::{LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan},
+    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError,
 };
 use qsock_common::*;
 
 use crate::{
     config::Paths,
     device::{self, DeviceState, MANAGED_PRIO},
+    rate::RateModule,
     sockinfo,
     tc::{fmt_classid, HtbClass, Tc},
     EBPF_OBJECT,
@@ -34,6 +36,7 @@ pub struct DeviceRt {
     pub state: DeviceState,
     policies: BpfHashMap<MapData, u64, SocketPolicy>,
     counters: BpfHashMap<MapData, u64, SocketCounters>,
+    clocks: BpfHashMap<MapData, u32, SharedClock>,
     /// Keeps the dequeue probe attached while the daemon runs.
     _ebpf: Ebpf,
     /// Whether queuing delay is measured (the dequeue probe attached).
@@ -42,6 +45,15 @@ pub struct DeviceRt {
     guaranteed_bps: u64,
     /// Classes of released sockets still holding packets: (minor, rate bit/s).
     draining: Vec<(u32, u64)>,
+    /// Scheduler modules serving the device, all at once.
+    modules: Vec<Box<dyn SchedulerModule>>,
+}
+
+fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>) {
+    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
+    for k in stale {
+        let _ = m.remove(&k);
+    }
 }
 
 impl DeviceRt {
@@ -57,27 +69,24 @@ impl DeviceRt {
         let delay_probe = attach_probe(&mut ebpf, btf.as_ref())
             .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
             .is_ok();
-        let mut policies: BpfHashMap<MapData, u64, SocketPolicy> =
-            BpfHashMap::try_from(ebpf.take_map(MAP_POLICIES).ok_or_else(|| kernel_err("policy map missing"))?).map_err(kernel_err)?;
-        let mut counters: BpfHashMap<MapData, u64, SocketCounters> =
-            BpfHashMap::try_from(ebpf.take_map(MAP_COUNTERS).ok_or_else(|| kernel_err("counter map missing"))?).map_err(kernel_err)?;
-        let stale: Vec<u64> = policies.keys().filter_map(|k| k.ok()).collect();
-        for k in stale {
-            let _ = policies.remove(&k);
-        }
-        let stale: Vec<u64> = counters.keys().filter_map(|k| k.ok()).collect();
-        for k in stale {
-            let _ = counters.remove(&k);
-        }
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| kernel_err(format!("map {name} missing")));
+        let mut policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?).map_err(kernel_err)?;
+        let mut counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?).map_err(kernel_err)?;
+        let mut clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?).map_err(kernel_err)?;
+        clear(&mut policies);
+        clear(&mut counters);
+        clear(&mut clocks);
         Ok(Self {
             state,
             policies,
             counters,
+            clocks,
             _ebpf: ebpf,
             delay_probe,
             free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
             guaranteed_bps: 0,
             draining: Vec::new(),
+            modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::default())],
         })
     }
 
@@ -88,6 +97,28 @@ impl DeviceRt {
     /// Counters of `cookie` as the data path has them now.
     pub fn counters(&self, cookie: u64) -> Option<SocketCounters> {
         self.counters.get(&cookie, 0).ok()
+    }
+
+    /// What modules plan against; `own_bps` (the stream's current
+    /// reservation, on a change) counts as free.
+    fn link(&self, sock_type: i32, own_bps: u64) -> LinkFacts {
+        LinkFacts {
+            device: self.state.device.clone(),
+            link_rate_bps: self.state.link_rate_bps,
+            room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own_bps),
+            msg_tags: sock_type == libc::SOCK_DGRAM,
+        }
+    }
+
+    fn module(&mut self, name: &str) -> Result<&mut Box<dyn SchedulerModule>, QsockError> {
+        self.modules
+            .iter_mut()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| QsockError::new(ErrorKind::Unsupported, format!("no scheduler module {name:?} on this daemon")))
+    }
+
+    fn shared_classes(&self) -> Vec<SharedClass> {
+        self.modules.iter().flat_map(|m| m.shared_classes()).collect()
     }
 }
 
@@ -103,8 +134,12 @@ fn attach_probe(ebpf: &mut Ebpf, btf: Option<&Btf>) -> anyhow::Result<()> {
 pub struct Managed {
     /// Device its class lives on.
     pub device: String,
-    /// HTB minor of its class.
+    /// HTB minor of its class (own or shared).
     pub minor: u32,
+    /// The class is the socket's own (else a module's shared class).
+    own_class: bool,
+    /// Rate reserved for it, bit/s.
+    reserved_bps: u64,
     /// Parameters in force.
     pub params: QosParams,
     /// uid of the client that attached it.
@@ -125,89 +160,79 @@ pub struct Registry {
     rate_window_ns: u64,
 }
 
-/// What the rate scheduler needs to set up a socket's class and policy.
-struct Plan {
-    class: HtbClass,
-    policy_flags: u32,
-    rate_bps: u64,
-    delay_budget_ns: u64,
-    default_drop_prio: u8,
+fn htb_class(rate_bps: u64, ceil_bps: u64) -> HtbClass {
+    HtbClass { rate_bps: rate_bps.max(1), ceil_bps: ceil_bps.max(rate_bps).max(1), prio: MANAGED_PRIO }
 }
 
-/// Rate attributes that serve `params`: the rate scheduler's own, or an EDF
-/// stream's utilisation as a guaranteed rate (and ceiling) at priority 0,
-/// lossy or lossless.
-fn rate_attrs(params: &SchedulerParams) -> Result<RateAttrs, QsockError> {
-    match params {
-        SchedulerParams::Rate(r) => Ok(r.clone()),
-        SchedulerParams::Edf(e) => {
-            let rate = qsock_edf::rate_bps(qsock_edf::PeriodicStream { bytes: e.message_bytes as u64, period_ns: e.min_interval_ns });
-            // No borrowing: the class drains at exactly its reservation, so the
-            // data path's lateness prediction is exact for lossy EDF.
-            Ok(RateAttrs { lossless: !e.lossy, ceil_bps: Some(rate), ..RateAttrs::guaranteed(rate) })
-        }
-        other => Err(QsockError::new(ErrorKind::Unsupported, format!("scheduler {:?} is not available yet; use \"rate\" or \"edf\"", other.name()))),
-    }
+fn burst_ns(rate_bps: u64) -> u64 {
+    (crate::tc::burst_bytes(rate_bps) as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128) as u64
 }
 
-fn plan(params: &QosParams, sock_type: i32, dev: &DeviceState) -> Result<Plan, QsockError> {
-    let r = &rate_attrs(&params.scheduler)?;
-    let link = dev.link_rate_bps;
-    let ceil = r.ceil_bps.unwrap_or(link).min(link);
-    if r.rate_bps > link {
-        return Err(QsockError::new(
-            ErrorKind::CapacityExceeded,
-            format!("guaranteed rate {} bit/s exceeds the link rate {} bit/s of {}", r.rate_bps, link, dev.device),
-        ));
+/// The data-path policy of a planned stream in class `minor`.
+fn policy_of(plan: &StreamPlan, minor: u32, msg_tags: bool) -> SocketPolicy {
+    let mut p = plan.policy;
+    p.classid = DeviceRt::classid(minor);
+    if msg_tags {
+        p.flags |= POLICY_MSG_TAGS;
     }
-    let mut flags = 0;
-    if sock_type == libc::SOCK_DGRAM {
-        flags |= POLICY_MSG_TAGS;
+    if let StreamClass::Own { rate_bps, .. } = plan.class {
+        p.rate_bps = rate_bps;
+        p.burst_ns = burst_ns(rate_bps);
     }
-    if r.non_droppable {
-        flags |= POLICY_NON_DROPPABLE;
-    }
-    if r.lossless {
-        flags |= POLICY_LOSSLESS;
-    }
-    Ok(Plan {
-        class: HtbClass { rate_bps: r.rate_bps, ceil_bps: ceil.max(r.rate_bps), prio: MANAGED_PRIO },
-        policy_flags: flags,
-        rate_bps: r.rate_bps,
-        delay_budget_ns: r.delay_budget_ns.unwrap_or(0),
-        default_drop_prio: if r.non_droppable { DROP_PRIO_NON_DROPPABLE } else { DROP_PRIO_MAX_DROPPABLE },
-    })
+    p
 }
 
-fn policy_of(cid: u32, p: &Plan) -> SocketPolicy {
-    SocketPolicy {
-        classid: cid,
-        flags: p.policy_flags,
-        rate_bps: p.rate_bps,
-        delay_budget_ns: p.delay_budget_ns,
-        default_drop_prio: p.default_drop_prio,
-        _pad: [0; 7],
-        burst_ns: (crate::tc::burst_bytes(p.rate_bps) as u128 * 8 * 1_000_000_000 / p.rate_bps.max(1) as u128) as u64,
+/// Sets every shared class of `dev` to what its module needs now and hands
+/// the new rate to the data path's shared clock (its vclock is kept).
+async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
+    for c in dev.shared_classes() {
+        let cid = DeviceRt::classid(c.minor);
+        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &htb_class(c.rate_bps, c.ceil_bps), create)
+            .await
+            .map_err(kernel_err)?;
+        let vclock_ns = dev.clocks.get(&cid, 0).map(|k| k.vclock_ns).unwrap_or(0);
+        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(c.rate_bps) }, 0).map_err(kernel_err)?;
+    }
+    Ok(())
+}
+
+/// After the reservations on `dev` changed by `grew` (true: grew): resize
+/// best effort and the shared classes in the order that keeps the assured
+/// rates within the link.
+async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), QsockError> {
+    if grew {
+        resize_best_effort(tc, dev).await?;
+        sync_shared(tc, dev, false).await
+    } else {
+        sync_shared(tc, dev, false).await?;
+        resize_best_effort(tc, dev).await
     }
 }
 
-/// Opens a device and removes the socket classes a previous qsockd left
-/// (their sockets are no longer managed: the maps were cleared too).
+/// Opens a device, removes the classes a previous qsockd left (their
+/// sockets are no longer managed: the maps were cleared too) and
+/// initialises every scheduler module on it.
 async fn open_device(tc: &Tc, st: DeviceState) -> Result<DeviceRt, QsockError> {
-    let dev = DeviceRt::open(st)?;
+    let mut dev = DeviceRt::open(st)?;
     let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
     let stale: Vec<u32> = stats
         .keys()
         .copied()
-        .filter(|c| c >> 16 == ROOT_MAJOR && (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&(c & 0xffff)))
+        .filter(|c| c >> 16 == ROOT_MAJOR && ![0, ROOT_CLASS_MINOR, BEST_EFFORT_MINOR].contains(&(c & 0xffff)))
         .collect();
     for cid in &stale {
         tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
     }
     if !stale.is_empty() {
         log::info!("{}: removed {} classes left by a previous qsockd", dev.state.device, stale.len());
-        resize_best_effort(tc, &dev).await?;
     }
+    resize_best_effort(tc, &dev).await?;
+    let link = dev.link(libc::SOCK_DGRAM, 0);
+    for m in dev.modules.iter_mut() {
+        let classes = m.init(&link);
+        log::debug!("{}: module {} owns {} shared classes", dev.state.device, m.name(), classes.len());
+    }
+    sync_shared(tc, &mut dev, true).await?;
     Ok(dev)
 }
 
@@ -242,19 +267,54 @@ async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
     result
 }
 
-/// Best effort shrinks, then the class and the map entries appear; on error
-/// what was added is removed again (the caller restores best effort).
-async fn install_socket(tc: &Tc, dev: &mut DeviceRt, cookie: u64, cid: u32, p: &Plan) -> Result<(), QsockError> {
-    resize_best_effort(tc, dev).await?;
-    tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &p.class, true).await.map_err(kernel_err)?;
-    // Counters before policy: the program only acts on sockets that have both.
-    let installed = dev.counters.insert(cookie, SocketCounters::default(), 0).and_then(|_| dev.policies.insert(cookie, policy_of(cid, p), 0));
+/// Puts a planned stream's class in place: a new own class (best effort
+/// shrinks first), or the module's shared class resized. Returns the minor.
+/// `reuse`: an own class the stream already has, changed in place.
+async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, QsockError> {
+    match plan.class {
+        StreamClass::Own { rate_bps, ceil_bps } => {
+            let class = htb_class(rate_bps, ceil_bps);
+            let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
+            if let Some(minor) = reuse {
+                tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await.map_err(kernel_err)?;
+                return Ok(minor);
+            }
+            let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
+            tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await.map_err(kernel_err)?;
+            dev.free_minors.remove(&minor);
+            Ok(minor)
+        }
+        StreamClass::Shared { minor } => Ok(minor),
+    }
+}
+
+/// Installs a planned new stream: reservation, class, then counters and
+/// policy (the program only acts on sockets that have both). On error the
+/// reservation and an own class are undone; the caller rebalances.
+async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, QsockError> {
+    dev.guaranteed_bps += plan.reserved_bps;
+    if let Err(e) = rebalance(tc, dev, true).await {
+        dev.guaranteed_bps -= plan.reserved_bps;
+        return Err(e);
+    }
+    let minor = match place(tc, dev, plan, None).await {
+        Ok(m) => m,
+        Err(e) => {
+            dev.guaranteed_bps -= plan.reserved_bps;
+            return Err(e);
+        }
+    };
+    let installed = dev.counters.insert(cookie, SocketCounters::default(), 0).and_then(|_| dev.policies.insert(cookie, policy_of(plan, minor, msg_tags), 0));
     if let Err(e) = installed {
         let _ = dev.counters.remove(&cookie);
-        let _ = tc.delete_class(dev.state.ifindex, cid).await;
+        if let StreamClass::Own { .. } = plan.class {
+            let _ = tc.delete_class(dev.state.ifindex, DeviceRt::classid(minor)).await;
+            dev.free_minors.insert(minor);
+        }
+        dev.guaranteed_bps -= plan.reserved_bps;
         return Err(kernel_err(format!("install policy: {e}")));
     }
-    Ok(())
+    Ok(minor)
 }
 
 /// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
@@ -327,87 +387,127 @@ impl Registry {
         }
         let tc = self.tc.clone();
         let dev = self.device(&params.device).await?;
-        let p = plan(&params, facts.sock_type, &dev.state)?;
-        let room = dev.state.guaranteeable_bps().saturating_sub(dev.guaranteed_bps);
-        if p.rate_bps > room {
-            let what = match &params.scheduler {
-                SchedulerParams::Edf(_) => format!(
-                    "EDF stream refused: the deadline traffic would be unschedulable (it needs {} bit/s of utilisation, {room} bit/s is left on {})",
-                    p.rate_bps, dev.state.device
-                ),
-                _ => format!("{} bit/s requested but only {room} bit/s of {} is left to guarantee", p.rate_bps, dev.state.device),
-            };
-            return Err(QsockError::new(ErrorKind::CapacityExceeded, what));
-        }
-        let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
-        let cid = DeviceRt::classid(minor);
-        // Shrink best effort first so the sum of assured rates never exceeds the link.
-        dev.guaranteed_bps += p.rate_bps;
-        let result = install_socket(&tc, dev, facts.cookie, cid, &p).await;
-        if let Err(e) = result {
-            dev.guaranteed_bps -= p.rate_bps;
-            let _ = resize_best_effort(&tc, dev).await;
-            return Err(e);
-        }
-        dev.free_minors.remove(&minor);
-        self.sockets.insert(facts.cookie, Managed { device: params.device.clone(), minor, params, owner_uid: peer.uid, conn: peer.conn, samples: VecDeque::new() });
-        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
+        let link = dev.link(facts.sock_type, 0);
+        let name = params.scheduler.name();
+        let plan = dev.module(name)?.add(facts.cookie, &params.scheduler, &link)?;
+        let minor = match install(&tc, dev, facts.cookie, &plan, link.msg_tags).await {
+            Ok(minor) => minor,
+            Err(e) => {
+                dev.module(name)?.remove(facts.cookie);
+                if let Err(e2) = rebalance(&tc, dev, false).await {
+                    log::error!("{}: restoring classes after a failed attach: {e2}", dev.state.device);
+                }
+                return Err(e);
+            }
+        };
+        let own_class = matches!(plan.class, StreamClass::Own { .. });
+        self.sockets.insert(
+            facts.cookie,
+            Managed {
+                device: params.device.clone(),
+                minor,
+                own_class,
+                reserved_bps: plan.reserved_bps,
+                params,
+                owner_uid: peer.uid,
+                conn: peer.conn,
+                samples: VecDeque::new(),
+            },
+        );
+        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(minor)) })
     }
 
     fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
         self.sockets.get(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock; qattach it first"))
     }
 
-    /// `qchange`: new parameters; the class (and the packets queued in it)
-    /// stays when the device is unchanged.
+    /// `qchange`: new parameters or another scheduler. On the same device the
+    /// packets already queued stay: an own class is changed in place, or
+    /// left to drain when the stream moves to another class.
     pub async fn change(&mut self, facts: &SocketFacts, params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         let m = self.managed(facts.cookie)?;
-        let (device, owner, minor, old_rate) = (m.device.clone(), Peer { uid: m.owner_uid, conn: m.conn }, m.minor, rate_of(&m.params));
-        if device != params.device {
-            // Another device: check the target first so a refusal changes nothing.
+        let old_params = m.params.clone();
+        let (owner, minor, own_class, old_reserved) = (Peer { uid: m.owner_uid, conn: m.conn }, m.minor, m.own_class, m.reserved_bps);
+        let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
+        if old_params.device != params.device {
+            // Another device: a dry run on the target first, so a refusal changes nothing.
             let target = self.device(&params.device).await?;
-            let p = plan(&params, facts.sock_type, &target.state)?;
-            let room = target.state.guaranteeable_bps().saturating_sub(target.guaranteed_bps);
-            if p.rate_bps > room {
-                return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("only {room} bit/s left to guarantee on {}", params.device)));
-            }
+            let link = target.link(facts.sock_type, 0);
+            target.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
+            target.module(new_name)?.remove(facts.cookie);
             self.close(facts.cookie).await?;
             return self.attach(facts, owner, params).await;
         }
         let tc = self.tc.clone();
         let dev = self.devices.get_mut(&params.device).expect("managed sockets have open devices");
-        let p = plan(&params, facts.sock_type, &dev.state)?;
-        let room = dev.state.guaranteeable_bps().saturating_sub(dev.guaranteed_bps - old_rate);
-        if p.rate_bps > room {
-            return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("only {room} bit/s left to guarantee on {}", params.device)));
+        let link = dev.link(facts.sock_type, old_reserved);
+        let plan = if old_name == new_name {
+            dev.module(new_name)?.change(facts.cookie, &params.scheduler, &link)?
+        } else {
+            let plan = dev.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
+            dev.module(old_name)?.remove(facts.cookie);
+            plan
+        };
+        dev.guaranteed_bps = dev.guaranteed_bps - old_reserved + plan.reserved_bps;
+        let grew = plan.reserved_bps > old_reserved;
+        let reuse = if own_class && matches!(plan.class, StreamClass::Own { .. }) { Some(minor) } else { None };
+        let applied = async {
+            if grew {
+                rebalance(&tc, dev, true).await?;
+            }
+            let new_minor = place(&tc, dev, &plan, reuse).await?;
+            dev.policies.insert(facts.cookie, policy_of(&plan, new_minor, link.msg_tags), 0).map_err(kernel_err)?;
+            if own_class && new_minor != minor {
+                // Its reservation moved with the stream; the old class drains what it holds.
+                dev.draining.push((minor, 0));
+            }
+            if !grew {
+                rebalance(&tc, dev, false).await?;
+            }
+            Ok::<u32, QsockError>(new_minor)
         }
-        let cid = DeviceRt::classid(minor);
-        let grows = p.rate_bps > old_rate;
-        dev.guaranteed_bps = dev.guaranteed_bps - old_rate + p.rate_bps;
-        // Order the two class changes so assured rates never exceed the link.
-        if grows {
-            resize_best_effort(&tc, dev).await?;
+        .await;
+        match applied {
+            Ok(new_minor) => {
+                let _ = drain(&tc, dev).await;
+                let m = self.sockets.get_mut(&facts.cookie).expect("managed");
+                (m.params, m.minor, m.own_class, m.reserved_bps) = (params, new_minor, reuse.is_some() || matches!(plan.class, StreamClass::Own { .. }), plan.reserved_bps);
+                Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(new_minor)) })
+            }
+            Err(e) => {
+                // Put the modules and reservations back as they were.
+                let old_link = dev.link(facts.sock_type, plan.reserved_bps);
+                if old_name != new_name {
+                    dev.module(new_name)?.remove(facts.cookie);
+                }
+                if let Err(e2) = dev.module(old_name)?.change(facts.cookie, &old_params.scheduler, &old_link) {
+                    log::error!("{}: restoring socket {} after a failed change: {e2}", dev.state.device, facts.cookie);
+                }
+                dev.guaranteed_bps = dev.guaranteed_bps - plan.reserved_bps + old_reserved;
+                let _ = rebalance(&tc, dev, true).await;
+                Err(e)
+            }
         }
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &p.class, false).await.map_err(kernel_err)?;
-        dev.policies.insert(facts.cookie, policy_of(cid, &p), 0).map_err(kernel_err)?;
-        if !grows {
-            resize_best_effort(&tc, dev).await?;
-        }
-        self.sockets.get_mut(&facts.cookie).expect("managed").params = params;
-        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(cid) })
     }
 
     /// `qclose` (or cleanup of a closed socket): classification stops at
-    /// once; the class goes now if it is empty, else once what it holds has
-    /// been sent ([`Registry::sweep`]), and only then is its rate released.
+    /// once; an own class goes now if it is empty, else once what it holds
+    /// has been sent ([`Registry::sweep`]), and only then is its rate
+    /// released. A shared class shrinks at once.
     pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
         let m = self.sockets.remove(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
         let dev = self.devices.get_mut(&m.device).expect("managed sockets have open devices");
         let _ = dev.policies.remove(&cookie);
         let _ = dev.counters.remove(&cookie);
-        dev.draining.push((m.minor, rate_of(&m.params)));
-        drain(&self.tc, dev).await
+        dev.module(m.params.scheduler.name())?.remove(cookie);
+        if m.own_class {
+            dev.draining.push((m.minor, m.reserved_bps));
+            drain(&self.tc, dev).await
+        } else {
+            dev.guaranteed_bps -= m.reserved_bps;
+            rebalance(&self.tc, dev, false).await
+        }
     }
 
     /// Releases every socket attached over connection `conn` (it closed:
@@ -446,8 +546,14 @@ impl Registry {
             device: m.device.clone(),
             classid: fmt_classid(cid),
             scheduler: m.params.scheduler.clone(),
+            scheduler_state: dev
+                .modules
+                .iter()
+                .find(|x| x.name() == m.params.scheduler.name())
+                .map(|x| x.report(facts.cookie, &c))
+                .unwrap_or(qsock::sched::SchedulerState::Rate),
             intents: m.params.intents.clone(),
-            guaranteed_rate_bps: rate_of(&m.params),
+            guaranteed_rate_bps: m.reserved_bps,
             rate_bps,
             rate_window_ns,
             enqueued_packets: c.enq_packets,
@@ -494,10 +600,6 @@ async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
     tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false)
         .await
         .map_err(kernel_err)
-}
-
-fn rate_of(p: &QosParams) -> u64 {
-    rate_attrs(&p.scheduler).map(|r| r.rate_bps).unwrap_or(0)
 }
 
 /// Rate over the sample window: (bit/s, window ns).

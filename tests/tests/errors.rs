@@ -34,9 +34,13 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
     assert_eq!(kind(c.info(tx2.as_fd())), ErrorKind::NotManaged);
     assert_eq!(kind(c.change(tx2.as_fd(), &QosParams::rate(dev.clone(), 1_000_000))), ErrorKind::NotManaged);
     assert_eq!(kind(c.detach(tx2.as_fd())), ErrorKind::NotManaged);
-    // Scheduler not available in this build.
-    let dwcs = QosParams { scheduler: SchedulerParams::Dwcs(qsock::DwcsAttrs { ipg_ns: 50_000_000, oln: 1, old: 10, non_droppable: false }), ..QosParams::rate(dev.clone(), 1) };
-    assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs)), ErrorKind::Unsupported);
+    // A DWCS stream that makes the DWCS set infeasible: (1 - 1/10) x 12500 bytes per 10 ms = 9 Mbit/s.
+    let dwcs = |oln, old| QosParams {
+        scheduler: SchedulerParams::Dwcs(qsock::DwcsAttrs { ipg_ns: 10_000_000, unit_bytes: 12_500, oln, old, non_droppable: false }),
+        ..QosParams::rate(dev.clone(), 1)
+    };
+    assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs(1, 10))), ErrorKind::CapacityExceeded);
+    assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs(11, 10))), ErrorKind::InvalidParams);
     // A ceil below the guarantee.
     let bad_ceil = QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(1000), ..RateAttrs::guaranteed(2000) }), ..QosParams::rate(dev.clone(), 1) };
     assert_eq!(kind(c.attach(tx2.as_fd(), &bad_ceil)), ErrorKind::InvalidParams);

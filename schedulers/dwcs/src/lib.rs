@@ -9,11 +9,15 @@
 //!
 //! This crate has no kernel dependency: [`Stream`] holds the window rules,
 //! [`precedence`] orders head packets, [`scheduler::Dwcs`] schedules many
-//! streams in O(log n) per decision. Wiring it into qsockd as a scheduler
-//! module is the next milestone (issue 3).
+//! streams in O(log n) per decision, and [`module::DwcsModule`] is the
+//! qsockd scheduler module that runs the same window rules per frame in the
+//! kernel data path.
 #![warn(missing_docs)]
 use std::cmp::Ordering;
 
+pub use qsock_common::Window;
+
+pub mod module;
 pub mod scheduler;
 
 /// A window constraint x/y: at most `x` of any `y` consecutive deadlines may
@@ -66,42 +70,28 @@ impl Stream {
         Self { original: c, x: c.x, y: c.y, violated: false, non_droppable }
     }
 
-    fn reset(&mut self) {
-        self.x = self.original.x;
-        self.y = self.original.y;
-        self.violated = false;
+    fn window(&self) -> Window {
+        Window { x: self.x, y: self.y, violated: self.violated }
     }
 
-    /// Adjusts x'/y' after the head packet was sent by its deadline.
+    fn set(&mut self, w: Window) {
+        (self.x, self.y, self.violated) = (w.x, w.y, w.violated);
+    }
+
+    /// Adjusts x'/y' after the head packet was sent by its deadline
+    /// ([`Window::on_met`], the rules the kernel data path runs too).
     pub fn on_sent_in_time(&mut self) {
-        if self.y > self.x {
-            self.y -= 1;
-        } else if self.y == self.x && self.x > 0 {
-            self.x -= 1;
-            self.y -= 1;
-        }
-        if (self.x == 0 && self.y == 0) || self.violated {
-            self.reset();
-        }
+        self.set(self.window().on_met(self.original.x, self.original.y));
     }
 
-    /// Adjusts x'/y' after the head packet missed its deadline and says
-    /// whether it is dropped or sent late.
+    /// Adjusts x'/y' after the head packet missed its deadline
+    /// ([`Window::on_missed`]) and says whether it is dropped or sent late.
     pub fn on_missed(&mut self) -> Miss {
-        if self.x > 0 {
-            self.x -= 1;
-            self.y -= 1;
-            if self.x == 0 && self.y == 0 {
-                self.reset();
-            }
-            if self.non_droppable {
-                Miss::SentLate
-            } else {
-                Miss::Dropped
-            }
+        let (w, may_drop) = self.window().on_missed(self.original.x, self.original.y);
+        self.set(w);
+        if may_drop && !self.non_droppable {
+            Miss::Dropped
         } else {
-            self.y += 1;
-            self.violated = true;
             Miss::SentLate
         }
     }

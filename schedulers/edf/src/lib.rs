@@ -2,10 +2,13 @@
 //! uses it for the sensor application (lossy and lossless EDF, §4.2.2).
 //! The project's statement of the rules is `shared/notes/dwcs-edf.md`.
 //!
-//! This crate has no kernel dependency. qsockd uses [`rate_bps`] to reserve
-//! an EDF stream's utilisation as the guaranteed rate of its class; the
-//! admission test ([`admissible`]) follows Liu & Layland.
+//! The algorithms have no kernel dependency; the admission test
+//! ([`admissible`]) follows Liu & Layland. [`module::EdfModule`] is the
+//! qsockd scheduler module: it reserves an EDF stream's utilisation
+//! ([`rate_bps`]) as the guaranteed rate of its class.
 #![warn(missing_docs)]
+
+pub mod module;
 
 /// A periodic deadline stream: `bytes` per message, one message per
 /// `period_ns`, deadline equal to the period.

@@ -1,0 +1,79 @@
+//! The `rate` scheduler module: a guaranteed rate in a class of the socket's
+//! own, borrowing up to its ceiling, with per-message drop decisions
+//! (deadline, drop priority, frames) in the egress program.
+use std::collections::HashSet;
+
+use qsock::{
+    sched::{LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    ErrorKind, QsockError, SchedulerParams,
+};
+use qsock_common::*;
+
+/// The rate module of one device.
+#[derive(Default)]
+pub struct RateModule {
+    streams: HashSet<u64>,
+}
+
+impl SchedulerModule for RateModule {
+    fn name(&self) -> &'static str {
+        "rate"
+    }
+
+    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
+        Vec::new()
+    }
+
+    fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
+        let SchedulerParams::Rate(r) = params else {
+            return Err(QsockError::new(ErrorKind::InvalidParams, format!("the rate module cannot serve scheduler {:?}", params.name())));
+        };
+        if r.rate_bps == 0 {
+            return Err(QsockError::new(ErrorKind::InvalidParams, "guaranteed rate must be > 0 bit/s"));
+        }
+        if r.rate_bps > link.link_rate_bps {
+            return Err(QsockError::new(
+                ErrorKind::CapacityExceeded,
+                format!("guaranteed rate {} bit/s exceeds the link rate {} bit/s of {}", r.rate_bps, link.link_rate_bps, link.device),
+            ));
+        }
+        if r.rate_bps > link.room_bps {
+            return Err(QsockError::new(
+                ErrorKind::CapacityExceeded,
+                format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device),
+            ));
+        }
+        let ceil = r.ceil_bps.unwrap_or(link.link_rate_bps).min(link.link_rate_bps).max(r.rate_bps);
+        let mut flags = 0;
+        if r.non_droppable {
+            flags |= POLICY_NON_DROPPABLE;
+        }
+        if r.lossless {
+            flags |= POLICY_LOSSLESS;
+        }
+        let policy = SocketPolicy {
+            flags,
+            delay_budget_ns: r.delay_budget_ns.unwrap_or(0),
+            default_drop_prio: if r.non_droppable { DROP_PRIO_NON_DROPPABLE } else { DROP_PRIO_MAX_DROPPABLE },
+            ..SocketPolicy::default()
+        };
+        self.streams.insert(cookie);
+        Ok(StreamPlan { class: StreamClass::Own { rate_bps: r.rate_bps, ceil_bps: ceil }, policy, reserved_bps: r.rate_bps })
+    }
+
+    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
+        self.add(cookie, params, link)
+    }
+
+    fn remove(&mut self, cookie: u64) {
+        self.streams.remove(&cookie);
+    }
+
+    fn shared_classes(&self) -> Vec<SharedClass> {
+        Vec::new()
+    }
+
+    fn report(&self, _cookie: u64, _c: &SocketCounters) -> SchedulerState {
+        SchedulerState::Rate
+    }
+}

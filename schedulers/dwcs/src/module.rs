@@ -1,0 +1,158 @@
+//! DWCS as a qsockd scheduler module: all DWCS streams of a device share one
+//! FIFO class (`1:fffd`) whose guaranteed rate (and ceiling) is the sum of
+//! the streams' reservations; the egress program runs the window rules per
+//! unit against the class's shared virtual clock (see `qsock-ebpf`).
+use std::collections::HashMap;
+
+use qsock::{
+    sched::{LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    DwcsAttrs, ErrorKind, QsockError, SchedulerParams,
+};
+use qsock_common::{
+    dwcs_origin, SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, DROP_PRIO_NON_DROPPABLE, DWCS_CLASS_MINOR, POLICY_DWCS,
+    POLICY_NON_DROPPABLE,
+};
+
+use crate::WindowConstraint;
+
+/// Rate of the shared class while no stream reserves anything, bit/s (HTB
+/// needs a rate > 0; nothing is queued there without a DWCS stream).
+pub const IDLE_CLASS_RATE_BPS: u64 = 8_000;
+
+/// Rate a DWCS stream reserves, bit/s, rounded up: `(1 − x/y) · unit_bytes ·
+/// 8 / ipg`, or `unit_bytes · 8 / ipg` when non-droppable. The sum over a
+/// device's streams is the DWCS feasibility test Σ (1 − x_i/y_i)·C_i/T_i ≤ 1
+/// (West et al., IEEE TC 53(6), 2004) scaled to the class's rate.
+pub fn reservation_bps(d: &DwcsAttrs) -> u64 {
+    let kept = if d.non_droppable { d.old } else { d.old - d.oln } as u128;
+    let num = d.unit_bytes as u128 * 8 * 1_000_000_000 * kept;
+    let den = d.ipg_ns.max(1) as u128 * d.old.max(1) as u128;
+    num.div_ceil(den) as u64
+}
+
+/// The DWCS module of one device.
+#[derive(Default)]
+pub struct DwcsModule {
+    streams: HashMap<u64, (DwcsAttrs, u64)>,
+}
+
+impl DwcsModule {
+    fn class_rate(&self) -> u64 {
+        self.streams.values().map(|(_, r)| r).sum::<u64>().max(IDLE_CLASS_RATE_BPS)
+    }
+
+    fn plan(&self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<(DwcsAttrs, StreamPlan), QsockError> {
+        let SchedulerParams::Dwcs(d) = params else {
+            return Err(QsockError::new(ErrorKind::InvalidParams, format!("the dwcs module cannot serve scheduler {:?}", params.name())));
+        };
+        let c = WindowConstraint::new(d.oln, d.old).map_err(|m| QsockError::new(ErrorKind::InvalidParams, m))?;
+        let reserved = reservation_bps(d);
+        let _ = cookie; // on a change the daemon's room already counts the stream's own reservation
+        if reserved > link.room_bps {
+            return Err(QsockError::new(
+                ErrorKind::CapacityExceeded,
+                format!(
+                    "DWCS stream refused: with it the DWCS set on {} is infeasible (it needs (1 - {}/{}) x {} bytes per {} ns = {reserved} bit/s, {} bit/s is left)",
+                    link.device, d.oln, d.old, d.unit_bytes, d.ipg_ns, link.room_bps
+                ),
+            ));
+        }
+        let mut flags = POLICY_DWCS;
+        if d.non_droppable {
+            flags |= POLICY_NON_DROPPABLE;
+        }
+        let policy = SocketPolicy {
+            flags,
+            default_drop_prio: if d.non_droppable { DROP_PRIO_NON_DROPPABLE } else { DROP_PRIO_MAX_DROPPABLE },
+            ipg_ns: d.ipg_ns,
+            dwcs_x: c.x,
+            dwcs_y: c.y,
+            ..SocketPolicy::default()
+        };
+        Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved }))
+    }
+}
+
+impl SchedulerModule for DwcsModule {
+    fn name(&self) -> &'static str {
+        "dwcs"
+    }
+
+    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
+        self.shared_classes()
+    }
+
+    fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
+        let (d, plan) = self.plan(cookie, params, link)?;
+        self.streams.insert(cookie, (d, plan.reserved_bps));
+        Ok(plan)
+    }
+
+    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
+        self.add(cookie, params, link)
+    }
+
+    fn remove(&mut self, cookie: u64) {
+        self.streams.remove(&cookie);
+    }
+
+    fn shared_classes(&self) -> Vec<SharedClass> {
+        let rate = self.class_rate();
+        // ceil = rate: the class never borrows, so the shared virtual clock
+        // predicts departures exactly.
+        vec![SharedClass { minor: DWCS_CLASS_MINOR, rate_bps: rate, ceil_bps: rate }]
+    }
+
+    fn report(&self, cookie: u64, c: &SocketCounters) -> SchedulerState {
+        let (x, y) = self.streams.get(&cookie).map_or((0, 0), |(d, _)| (d.oln, d.old));
+        // Before the first unit (or right after a change) the data path has
+        // not started the window yet: it starts at x/y.
+        let started = c.dwcs_origin == dwcs_origin(x, y);
+        SchedulerState::Dwcs {
+            x,
+            y,
+            x_now: if started { c.dwcs_x_now } else { x },
+            y_now: if started { c.dwcs_y_now } else { y },
+            violated: started && c.dwcs_violated != 0,
+            violations: c.dwcs_violations,
+            deadline_ns: c.dwcs_deadline_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(x: u32, y: u32, nd: bool) -> DwcsAttrs {
+        DwcsAttrs { ipg_ns: 10_000_000, unit_bytes: 1250, oln: x, old: y, non_droppable: nd }
+    }
+
+    fn link(room: u64) -> LinkFacts {
+        LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: room, msg_tags: true }
+    }
+
+    #[test]
+    fn reservation_is_the_feasible_share() {
+        // 1250 bytes per 10 ms = 1 Mbit/s; 1/4 may be lost: 750 kbit/s.
+        assert_eq!(reservation_bps(&attrs(1, 4, false)), 750_000);
+        assert_eq!(reservation_bps(&attrs(1, 4, true)), 1_000_000, "non-droppable reserves everything");
+        assert_eq!(reservation_bps(&attrs(0, 1, false)), 1_000_000);
+    }
+
+    #[test]
+    fn class_grows_and_shrinks_with_streams_and_refuses_infeasible_sets() {
+        let mut m = DwcsModule::default();
+        assert_eq!(m.shared_classes()[0].rate_bps, IDLE_CLASS_RATE_BPS);
+        let p = m.add(1, &SchedulerParams::Dwcs(attrs(1, 4, false)), &link(5_000_000)).unwrap();
+        assert_eq!(p.class, StreamClass::Shared { minor: DWCS_CLASS_MINOR });
+        assert_eq!((p.policy.dwcs_x, p.policy.dwcs_y, p.policy.ipg_ns), (1, 4, 10_000_000));
+        m.add(2, &SchedulerParams::Dwcs(attrs(0, 1, false)), &link(4_250_000)).unwrap();
+        assert_eq!(m.shared_classes()[0].rate_bps, 1_750_000);
+        let e = m.add(3, &SchedulerParams::Dwcs(attrs(0, 1, false)), &link(999_999)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::CapacityExceeded);
+        assert_eq!(m.shared_classes()[0].rate_bps, 1_750_000, "a refusal changes nothing");
+        m.remove(1);
+        assert_eq!(m.shared_classes()[0].rate_bps, 1_000_000);
+    }
+}
