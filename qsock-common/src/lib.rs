@@ -222,6 +222,9 @@ pub struct SocketCounters {
     pub dwcs_deadline_ns: u64,
     /// DWCS: units that missed with x' = 0 (window constraint violations).
     pub dwcs_violations: u64,
+    /// DWCS: outcome of the last 64 deadlines, bit 0 the latest, 1 = missed
+    /// (see [`window_allows_miss`]).
+    pub dwcs_history: u64,
 }
 
 /// DWCS current window constraint of one stream: x'/y' and the violation
@@ -280,6 +283,30 @@ impl Window {
             (w, false)
         }
     }
+}
+
+/// Number of set bits (SWAR; the BPF instruction set has no popcount).
+pub const fn popcount(v: u64) -> u64 {
+    let v = v - ((v >> 1) & 0x5555_5555_5555_5555);
+    let v = (v & 0x3333_3333_3333_3333) + ((v >> 2) & 0x3333_3333_3333_3333);
+    let v = (v + (v >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    v.wrapping_mul(0x0101_0101_0101_0101) >> 56
+}
+
+/// Whether one more miss keeps every window of `y` consecutive deadlines
+/// ending now at ≤ `x` misses, given `history` (bit 0 the latest deadline,
+/// 1 = missed). DWCS's x'/y' rules restart their window when x' and y'
+/// reach 0, so on their own they bound misses per window *from a reset*:
+/// for 1/2 they allow met, miss, miss. The receiver checks sliding windows,
+/// so the data path drops a unit only when this also allows it. Windows
+/// longer than 64 deadlines are checked over the last 64.
+pub const fn window_allows_miss(history: u64, x: u32, y: u32) -> bool {
+    if x == 0 {
+        return false;
+    }
+    let earlier = if y == 0 { 0 } else { y - 1 };
+    let mask = if earlier >= 64 { u64::MAX } else { (1u64 << earlier) - 1 };
+    popcount(history & mask) < x as u64
 }
 
 /// Packs a window constraint for [`SocketCounters::dwcs_origin`].
@@ -365,6 +392,23 @@ mod tests {
         assert!(!drop);
         assert_eq!(w, Window { x: 0, y: 2, violated: true });
         assert_eq!(w.on_met(1, 3), Window::new(1, 3));
+    }
+
+    #[test]
+    fn sliding_window_guard() {
+        assert_eq!(popcount(0), 0);
+        assert_eq!(popcount(u64::MAX), 64);
+        assert_eq!(popcount(0b1011), 3);
+        // 1/2: after a miss, the next deadline must be met.
+        assert!(window_allows_miss(0b0, 1, 2));
+        assert!(!window_allows_miss(0b1, 1, 2));
+        assert!(window_allows_miss(0b10, 1, 2));
+        // 2/5: at most one miss among the last four.
+        assert!(window_allows_miss(0b1000, 2, 5));
+        assert!(!window_allows_miss(0b1001, 2, 5));
+        assert!(window_allows_miss(0b1_0001, 2, 5));
+        assert!(!window_allows_miss(0, 0, 5));
+        assert!(window_allows_miss(u64::MAX, 100, 100));
     }
 
     #[test]

@@ -170,12 +170,15 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
 /// the unit's deadline is the previous one + ipg; its departure is predicted
 /// from the class's shared virtual clock, so every stream ahead of it counts.
 /// Met or missed, the window rules of `qsock_common::Window` (West & Schwan,
-/// ICMCS 1999) adjust x'/y'; a miss with x' > 0 drops the whole unit, a miss
-/// with x' = 0 (violation) or of a non-droppable unit sends it late.
+/// ICMCS 1999) adjust x'/y'; a missed unit is dropped whole, unless it is
+/// non-droppable (then it is sent late). Unlike DWCS proper, a unit that
+/// would be late with x' = 0 is dropped too: in one FIFO a late unit delays
+/// every stream behind it.
 /// Precedence (lower x'/y' first) becomes graded patience: while x' > 0 a
 /// unit gives up once it would wait more than slack · (1 − x'/(2y')), so the
 /// loosest current constraints lose first and keep the FIFO short for the
-/// tight ones.
+/// tight ones. A unit is only dropped when the last y deadlines leave room
+/// for one more miss (`window_allows_miss`): windows slide.
 #[inline(always)]
 unsafe fn dwcs(
     skb: *mut aya_ebpf::bindings::__sk_buff,
@@ -223,16 +226,24 @@ unsafe fn dwcs(
         };
         (*c).dwcs_deadline_ns = deadline;
         let slack = deadline.saturating_sub(now);
-        let patience = if droppable && w.x > 0 { slack - (slack * w.x as u64).checked_div(2 * w.y as u64).unwrap_or(0) } else { slack };
-        if finish - now <= patience {
+        let history = (*c).dwcs_history;
+        let room = window_allows_miss(history, x, y);
+        let patience = if droppable && w.x > 0 && room { slack - (slack * w.x as u64).checked_div(2 * w.y as u64).unwrap_or(0) } else { slack };
+        let met = finish.saturating_sub(now) <= patience;
+        (*c).dwcs_history = (history << 1) | !met as u64;
+        if met {
             w = w.on_met(x, y);
             add(&mut (*c).deadline_met_packets, 1);
             drop = false;
         } else {
-            let (next, may_drop) = w.on_missed(x, y);
-            w = next;
-            drop = may_drop && droppable;
-            if !may_drop {
+            // Past its patience the unit is given up while the window has room;
+            // past its deadline it is dropped even without room (a late unit
+            // is a miss anyway, and sent it would delay every stream behind it
+            // in the FIFO); only non-droppable units are sent late.
+            w = w.on_missed(x, y).0;
+            drop = droppable;
+            if !room {
+                // This miss makes a window of y deadlines hold more than x.
                 add(&mut (*c).dwcs_violations, 1);
             }
             if !drop {

@@ -92,7 +92,8 @@ pub enum SchedulerState {
         y_now: u32,
         /// The window constraint is marked violated.
         violated: bool,
-        /// Units that missed a deadline with x' = 0.
+        /// Units that missed a deadline when the last y deadlines already
+        /// held x misses: predicted window-constraint violations.
         violations: u64,
         /// Deadline of the stream's last unit, ns of `CLOCK_MONOTONIC` (0: none yet).
         deadline_ns: u64,

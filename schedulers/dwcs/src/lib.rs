@@ -124,6 +124,22 @@ pub fn precedence(a: &Head, b: &Head) -> Ordering {
         .then_with(|| a.arrival.cmp(&b.arrival))
 }
 
+/// The worst window of a stream as a receiver sees it: the largest number
+/// of misses (lost or late) among any `y` consecutive deadlines of `missed`
+/// (one entry per deadline, in order). With fewer than `y` deadlines, the
+/// misses among all of them. The window constraint x/y holds iff this is ≤ x.
+pub fn worst_window(missed: &[bool], y: usize) -> usize {
+    let y = y.max(1);
+    let mut in_window = missed.iter().take(y).filter(|m| **m).count();
+    let mut worst = in_window;
+    for i in y..missed.len() {
+        in_window += missed[i] as usize;
+        in_window -= missed[i - y] as usize;
+        worst = worst.max(in_window);
+    }
+    worst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +170,16 @@ mod tests {
         assert_eq!((s.x, s.y, s.violated), (1, 3, false));
         let mut nd = Stream::new(WindowConstraint::new(2, 4).unwrap(), true);
         assert_eq!(nd.on_missed(), Miss::SentLate, "non-droppable is never dropped");
+    }
+
+    #[test]
+    fn worst_window_slides() {
+        let m = [true, false, false, true, true, false, false, false];
+        assert_eq!(worst_window(&m, 2), 2);
+        assert_eq!(worst_window(&m, 3), 2);
+        assert_eq!(worst_window(&m, 1), 1);
+        assert_eq!(worst_window(&m[..2], 4), 1);
+        assert_eq!(worst_window(&[], 4), 0);
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Sender of the DWCS window test: one thread per stream, each sending one
+//! datagram of `--bytes` every `--ipg-us` on its own socket, attached to
+//! DWCS with its window constraint x/y (or plain with `--plain`). Each
+//! datagram carries its deadline (nominal send time + ipg, the DWCS
+//! deadline). Prints JSON: datagrams sent per stream and `qinfo` of each.
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::OwnedFd,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
+use qsock::{DropPriority, DwcsAttrs, PacketFlags, QosParams, SchedulerParams};
+use video_server::streams::{encode, parse_specs, END_SEQ, HEADER_BYTES, WIRE_OVERHEAD_BYTES};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Receiver address.
+    #[arg(long)]
+    dest: SocketAddr,
+    /// Egress device for qsock.
+    #[arg(long, default_value = "eth0")]
+    device: String,
+    /// Window constraints x/y, one stream each, e.g. "1/2,1/4,1/8,0/1".
+    #[arg(long, default_value = "1/2,1/4,1/8,0/1")]
+    streams: String,
+    /// Period of every stream (DWCS ipg), µs.
+    #[arg(long, default_value_t = 4000)]
+    ipg_us: u64,
+    /// UDP payload per datagram, bytes (≥ 20).
+    #[arg(long, default_value_t = 1000)]
+    bytes: usize,
+    /// How long to send, s.
+    #[arg(long, default_value_t = 30)]
+    duration_s: u64,
+    /// Plain UDP sockets instead of DWCS.
+    #[arg(long)]
+    plain: bool,
+}
+
+fn sleep_until(t_ns: u64) {
+    let ts = nix::sys::time::TimeSpec::new((t_ns / 1_000_000_000) as i64, (t_ns % 1_000_000_000) as i64);
+    while let Err(nix::errno::Errno::EINTR) = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts) {}
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let specs = parse_specs(&a.streams)?;
+    anyhow::ensure!(a.bytes >= HEADER_BYTES, "--bytes must be at least {HEADER_BYTES}");
+    let ipg_ns = a.ipg_us * 1000;
+    let mut socks = Vec::new();
+    for s in &specs {
+        let sock = if a.plain {
+            UdpSocket::bind("0.0.0.0:0")?
+        } else {
+            let params = QosParams {
+                device: a.device.clone(),
+                scheduler: SchedulerParams::Dwcs(DwcsAttrs {
+                    ipg_ns,
+                    unit_bytes: a.bytes as u32 + WIRE_OVERHEAD_BYTES,
+                    oln: s.x,
+                    old: s.y,
+                    non_droppable: false,
+                }),
+                intents: Default::default(),
+            };
+            UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).with_context(|| format!("qsocket for {}/{}", s.x, s.y))?)
+        };
+        socks.push(sock);
+    }
+    let n = specs.len() as u64;
+    let t0 = qsock::monotonic_now_ns() + 100_000_000;
+    let count = a.duration_s * 1_000_000_000 / ipg_ns;
+    let sent: Vec<u64> = std::thread::scope(|sc| {
+        let handles: Vec<_> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, sock)| {
+                let (dest, bytes, plain) = (a.dest, a.bytes, a.plain);
+                sc.spawn(move || -> Result<u64> {
+                    let mut buf = vec![0u8; bytes];
+                    // Streams are spread over the period so arrivals interleave.
+                    let phase = t0 + i as u64 * ipg_ns / n;
+                    for k in 0..count {
+                        let nominal = phase + k * ipg_ns;
+                        sleep_until(nominal);
+                        encode(&mut buf, i as u32, k, nominal + ipg_ns);
+                        sock.send_to(&buf, dest)?;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    encode(&mut buf, i as u32, END_SEQ, 0);
+                    if plain {
+                        sock.send_to(&buf[..HEADER_BYTES], dest)?;
+                    } else {
+                        qsock::qsendto(sock, &buf[..HEADER_BYTES], &dest, &PacketFlags { drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() })?;
+                    }
+                    Ok(count)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("sender thread")).collect::<Result<Vec<u64>>>()
+    })?;
+    let infos = if a.plain { Vec::new() } else { socks.iter().map(qsock::qinfo).collect::<qsock::Result<Vec<_>>>()? };
+    println!("{}", serde_json::json!({ "sent": sent, "qinfo": infos }));
+    for s in socks {
+        if !a.plain {
+            qsock::qclose(OwnedFd::from(s))?;
+        }
+    }
+    Ok(())
+}

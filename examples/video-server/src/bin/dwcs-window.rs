@@ -1,0 +1,154 @@
+//! DWCS window test: several periodic streams with different window
+//! constraints x/y share a 10 Mbit/s link that bulk TCP (iperf3) loads past
+//! capacity for the whole run. The streams' DWCS reservations add up to
+//! Σ (1 − x/y)·C/T, less than they offer, so DWCS must drop; the receiver
+//! checks each stream's worst window (most misses in any y consecutive
+//! deadlines) against x. The same streams on plain sockets run first, under
+//! the same load, for comparison. Prints a table, writes CSV and an SVG of
+//! the worst window per second per stream.
+use std::{path::PathBuf, process::Stdio};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use video_server::{
+    plot::{line_chart, Series},
+    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSpec},
+};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Bottleneck: root HTB rate on the server's egress.
+    #[arg(long, default_value = "10mbit")]
+    link_rate: String,
+    /// Window constraints x/y, one stream each.
+    #[arg(long, default_value = "1/2,1/4,1/8,0/1")]
+    streams: String,
+    /// Period of every stream (DWCS ipg), µs.
+    #[arg(long, default_value_t = 4000)]
+    ipg_us: u64,
+    /// UDP payload per datagram, bytes.
+    #[arg(long, default_value_t = 1000)]
+    bytes: usize,
+    /// Length of each run, s.
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Parallel TCP streams loading the link.
+    #[arg(long, default_value_t = 4)]
+    iperf_streams: u32,
+    /// Directory for CSV and SVG.
+    #[arg(long, default_value = "results")]
+    out_dir: PathBuf,
+}
+
+const PORT: u16 = 7000;
+
+struct Run {
+    outcomes: Vec<StreamOutcome>,
+    sender: serde_json::Value,
+}
+
+fn run_once(bed: &Testbed, a: &Args, specs: &[StreamSpec], plain: bool) -> Result<Run> {
+    let mode = if plain { "plain" } else { "dwcs" };
+    let out = bed.dir.join(format!("arrivals-{mode}.json"));
+    let mut rx = bed.command_in(&bed.client_ns, workspace_bin("stream-receiver")?);
+    rx.args(["--bind", &format!("{CLIENT_IP}:{PORT}"), "--streams", &specs.len().to_string()]).arg("--out").arg(&out);
+    let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{mode}.log")))?;
+    let bin = workspace_bin("dwcs-streams")?;
+    // Applications need no privilege: the sender runs as uid 65534.
+    let mut tx = bed.command_in(&bed.server_ns, "setpriv");
+    tx.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+    tx.args(["--dest", &format!("{CLIENT_IP}:{PORT}"), "--device", &bed.server_dev, "--streams", &a.streams]);
+    tx.args(["--ipg-us", &a.ipg_us.to_string(), "--bytes", &a.bytes.to_string(), "--duration-s", &a.duration_s.to_string()]);
+    if plain {
+        tx.arg("--plain");
+    }
+    tx.env("QSOCK_SOCKET", bed.socket_path()).stdout(Stdio::piped()).stderr(std::fs::File::create(bed.dir.join(format!("sender-{mode}.log")))?);
+    // The link is loaded before the first datagram and until after the last.
+    let sender = std::thread::scope(|s| -> Result<serde_json::Value> {
+        let load = s.spawn(|| bed.iperf_client(a.duration_s + 2, a.iperf_streams));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let o = tx.spawn()?.wait_with_output()?;
+        load.join().map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))??;
+        if !o.status.success() {
+            bail!("dwcs-streams ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("sender-{mode}.log")))?);
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    })?;
+    if !rx.wait()?.success() {
+        bail!("stream-receiver ({mode}) failed");
+    }
+    let arrivals: Vec<Arrival> = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let sent: Vec<u64> = serde_json::from_value(sender["sent"].clone())?;
+    Ok(Run { outcomes: outcomes(specs, &sent, &arrivals), sender })
+}
+
+/// Worst window among the deadlines of each second (for the plot).
+fn worst_per_second(o: &StreamOutcome, per_second: usize) -> Vec<(f64, f64)> {
+    let y = o.spec.y as usize;
+    let mut in_window = 0usize;
+    let mut worst = vec![0usize; o.missed.len().div_ceil(per_second.max(1))];
+    for (i, &m) in o.missed.iter().enumerate() {
+        in_window += m as usize;
+        if i >= y {
+            in_window -= o.missed[i - y] as usize;
+        }
+        let s = i / per_second.max(1);
+        worst[s] = worst[s].max(in_window);
+    }
+    worst.into_iter().enumerate().map(|(s, w)| (s as f64, w as f64)).collect()
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let specs = parse_specs(&a.streams)?;
+    let mut bed = Testbed::new("window")?;
+    bed.init(&a.link_rate)?;
+    bed.start_daemon()?;
+    let _iperf = bed.iperf_server()?;
+    eprintln!("[window] plain run ({} s under iperf3 -P {})", a.duration_s, a.iperf_streams);
+    let plain = run_once(&bed, &a, &specs, true)?;
+    eprintln!("[window] DWCS run ({} s under iperf3 -P {})", a.duration_s, a.iperf_streams);
+    let dwcs = run_once(&bed, &a, &specs, false)?;
+
+    let offered = (a.bytes as u64 + 42) * 8 * 1_000_000 / a.ipg_us;
+    let reserved: f64 = specs.iter().map(|s| (1.0 - s.x as f64 / s.y as f64) * offered as f64).sum();
+    println!(
+        "\nDWCS window test: {} streams of {} B every {} us ({} bit/s each on the wire), DWCS reserves {:.0} bit/s of {} (offered {} bit/s); iperf3 -P {} loads the link throughout",
+        specs.len(), a.bytes, a.ipg_us, offered, reserved, a.link_rate, offered * specs.len() as u64, a.iperf_streams
+    );
+    println!("{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}", "stream", "x/y", "plain ok", "late", "lost", "worst", "holds", "dwcs ok", "late", "lost", "worst", "holds", "viol.");
+    std::fs::create_dir_all(&a.out_dir)?;
+    let csv_path = a.out_dir.join("dwcs-window.csv");
+    let mut w = csv::Writer::from_path(&csv_path)?;
+    w.write_record(["stream", "x", "y", "mode", "sent", "on_time", "late", "lost", "worst_window", "holds"])?;
+    for (i, (p, d)) in plain.outcomes.iter().zip(&dwcs.outcomes).enumerate() {
+        let viol = &dwcs.sender["qinfo"][i]["scheduler_state"]["violations"];
+        let holds = |o: &StreamOutcome| o.worst_window <= o.spec.x as usize;
+        println!(
+            "{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+            i,
+            format!("{}/{}", p.spec.x, p.spec.y),
+            p.on_time, p.late, p.lost, p.worst_window, holds(p),
+            d.on_time, d.late, d.lost, d.worst_window, holds(d), viol
+        );
+        for (mode, o) in [("plain", p), ("dwcs", d)] {
+            w.write_record([i.to_string(), o.spec.x.to_string(), o.spec.y.to_string(), mode.into(), o.sent.to_string(), o.on_time.to_string(), o.late.to_string(), o.lost.to_string(), o.worst_window.to_string(), holds(o).to_string()])?;
+        }
+    }
+    w.flush()?;
+    let per_second = (1_000_000 / a.ipg_us) as usize;
+    let labels: Vec<String> = specs.iter().map(|s| format!("DWCS {}/{}", s.x, s.y)).collect();
+    let mut series = Vec::new();
+    for (i, d) in dwcs.outcomes.iter().enumerate() {
+        let pts = worst_per_second(d, per_second);
+        let n = pts.len() as f64;
+        series.push(Series { label: &labels[i], points: pts, dashed: false, color: i });
+        series.push(Series { label: "", points: vec![(0.0, d.spec.x as f64), (n, d.spec.x as f64)], dashed: true, color: i });
+    }
+    let svg = a.out_dir.join("dwcs-window.svg");
+    line_chart(&svg, "DWCS window test: worst window per second (dashed: constraint x)", "second", "misses in y consecutive deadlines", &series)?;
+    println!("\nworst window = most deadlines missed (late or lost) in any y consecutive ones; holds = worst <= x; viol. = violations qinfo counted");
+    println!("wrote {} and {}", csv_path.display(), svg.display());
+    Ok(())
+}
