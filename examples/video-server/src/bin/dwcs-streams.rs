@@ -1,8 +1,7 @@
 //! Sender of the DWCS window test: one thread per stream, each sending one
 //! datagram of `--bytes` every `--ipg-us` on its own socket, attached to
 //! DWCS with its window constraint x/y (or plain with `--plain`). Each
-//! datagram carries its deadline (nominal send time + ipg, the DWCS
-//! deadline). Prints JSON: datagrams sent per stream and `qinfo` of each.
+//! datagram carries its DWCS deadline, computed as the data path does. Prints JSON: datagrams sent per stream and `qinfo` of each.
 use std::{
     net::{SocketAddr, UdpSocket},
     os::fd::OwnedFd,
@@ -83,10 +82,14 @@ fn main() -> Result<()> {
                     let mut buf = vec![0u8; bytes];
                     // Streams are spread over the period so arrivals interleave.
                     let phase = t0 + i as u64 * ipg_ns / n;
+                    let mut deadline = 0;
                     for k in 0..count {
-                        let nominal = phase + k * ipg_ns;
-                        sleep_until(nominal);
-                        encode(&mut buf, i as u32, k, nominal + ipg_ns);
+                        sleep_until(phase + k * ipg_ns);
+                        // The DWCS deadline as the data path sets it: the previous
+                        // one + ipg, or send time + ipg when the stream lags behind.
+                        let now = qsock::monotonic_now_ns();
+                        deadline = if deadline != 0 && deadline + ipg_ns >= now { deadline + ipg_ns } else { now + ipg_ns };
+                        encode(&mut buf, i as u32, k, deadline);
                         sock.send_to(&buf, dest)?;
                     }
                     std::thread::sleep(Duration::from_millis(200));

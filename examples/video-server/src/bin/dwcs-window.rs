@@ -10,10 +10,11 @@ use std::{path::PathBuf, process::Stdio};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use qsock::DwcsAttrs;
 use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
-    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSpec},
+    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSpec, WIRE_OVERHEAD_BYTES},
 };
 
 #[derive(Parser, Debug)]
@@ -111,10 +112,16 @@ fn main() -> Result<()> {
     eprintln!("[window] DWCS run ({} s under iperf3 -P {})", a.duration_s, a.iperf_streams);
     let dwcs = run_once(&bed, &a, &specs, false)?;
 
-    let offered = (a.bytes as u64 + 42) * 8 * 1_000_000 / a.ipg_us;
-    let reserved: f64 = specs.iter().map(|s| (1.0 - s.x as f64 / s.y as f64) * offered as f64).sum();
+    let offered = (a.bytes as u64 + WIRE_OVERHEAD_BYTES as u64) * 8 * 1_000_000 / a.ipg_us;
+    let reserved: u64 = specs
+        .iter()
+        .map(|s| {
+            let d = DwcsAttrs { ipg_ns: a.ipg_us * 1000, unit_bytes: a.bytes as u32 + WIRE_OVERHEAD_BYTES, oln: s.x, old: s.y, non_droppable: false };
+            qsock_dwcs::module::reservation_bps(&d)
+        })
+        .sum();
     println!(
-        "\nDWCS window test: {} streams of {} B every {} us ({} bit/s each on the wire), DWCS reserves {:.0} bit/s of {} (offered {} bit/s); iperf3 -P {} loads the link throughout",
+        "\nDWCS window test: {} streams of {} B every {} us ({} bit/s each on the wire), DWCS reserves {} bit/s of {} (offered {} bit/s); iperf3 -P {} loads the link throughout",
         specs.len(), a.bytes, a.ipg_us, offered, reserved, a.link_rate, offered * specs.len() as u64, a.iperf_streams
     );
     println!("{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}", "stream", "x/y", "plain ok", "late", "lost", "worst", "holds", "dwcs ok", "late", "lost", "worst", "holds", "viol.");

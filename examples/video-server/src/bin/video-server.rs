@@ -1,8 +1,11 @@
 //! Streams an H.264 Annex-B file as RTP over UDP, paced at the file's frame
 //! rate. With qsock (default) the socket gets a guaranteed rate, I-frames are
 //! non-droppable, P- and B-frames droppable (B first), every packet carries
-//! its frame's deadline and frame-start/end marks. `--plain` uses a plain
-//! socket. Prints a JSON summary (with `qinfo` in qsock mode) on stdout.
+//! its frame's deadline and frame-start/end marks. `--scheduler dwcs` puts
+//! the socket under DWCS instead (ipg = 1/fps, window constraint
+//! `--oln`/`--old` over frames, reservation from the file's mean frame size).
+//! `--plain` uses a plain socket. Prints a JSON summary (with `qinfo` in qsock
+//! mode) on stdout.
 use std::{
     net::{SocketAddr, UdpSocket},
     path::PathBuf,
@@ -11,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use qsock::{DropPriority, PacketFlags, QosParams, RateAttrs, SchedulerParams};
+use qsock::{DropPriority, DwcsAttrs, PacketFlags, QosParams, RateAttrs, SchedulerParams};
 use video_server::{h264::FrameKind, rtpstream};
 
 #[derive(Parser, Debug)]
@@ -34,9 +37,18 @@ struct Args {
     /// Egress device for qsock.
     #[arg(long, default_value = "eth0")]
     device: String,
-    /// Guaranteed rate for qsock, bit/s.
+    /// Guaranteed rate for qsock, bit/s (rate scheduler).
     #[arg(long, default_value_t = 2_500_000)]
     rate: u64,
+    /// qsock scheduler: "rate" or "dwcs".
+    #[arg(long, default_value = "rate")]
+    scheduler: String,
+    /// DWCS: frames that may be lost in any `--old` consecutive frames.
+    #[arg(long, default_value_t = 1)]
+    oln: u32,
+    /// DWCS: window length, frames.
+    #[arg(long, default_value_t = 10)]
+    old: u32,
     /// Playout budget: each frame's deadline is its send time plus this, ms.
     #[arg(long, default_value_t = 300)]
     playout_ms: u64,
@@ -57,9 +69,24 @@ fn main() -> Result<()> {
     let sock: UdpSocket = if args.plain {
         UdpSocket::bind("0.0.0.0:0")?
     } else {
+        let scheduler = match args.scheduler.as_str() {
+            "rate" => SchedulerParams::Rate(RateAttrs { rate_bps: args.rate, ..RateAttrs::guaranteed(args.rate) }),
+            "dwcs" => {
+                // One DWCS unit per frame: its mean size on the wire (IPv4 + UDP + Ethernet headers added).
+                let wire: usize = stream.iter().flat_map(|f| f.packets.iter().map(|p| p.len() + 42)).sum();
+                SchedulerParams::Dwcs(DwcsAttrs {
+                    ipg_ns: 1_000_000_000 / args.fps as u64,
+                    unit_bytes: (wire / stream.len().max(1)) as u32,
+                    oln: args.oln,
+                    old: args.old,
+                    non_droppable: false,
+                })
+            }
+            other => anyhow::bail!("unknown scheduler {other:?}; use rate or dwcs"),
+        };
         let params = QosParams {
             device: args.device.clone(),
-            scheduler: SchedulerParams::Rate(RateAttrs { rate_bps: args.rate, ..RateAttrs::guaranteed(args.rate) }),
+            scheduler,
             intents: qsock::Intents {
                 category: Some(qsock::Category::Stream),
                 bitrate_bps: Some(args.rate),
