@@ -175,9 +175,9 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
 /// would be late with x' = 0 is dropped too: in one FIFO a late unit delays
 /// every stream behind it.
 /// Precedence (lower x'/y' first) becomes graded patience: while x' > 0 a
-/// unit gives up once it would wait more than slack · (1 − x'/(2y')), so the
-/// loosest current constraints lose first and keep the FIFO short for the
-/// tight ones. A unit is only dropped when the last y deadlines leave room
+/// unit gives up once it would finish later than slack · max(1 − x'/y', 1/4)
+/// or than slack minus two units' transmission, so the loosest current
+/// constraints lose first and keep the FIFO short for the tight ones. A unit is only dropped when the last y deadlines leave room
 /// for one more miss (`window_allows_miss`): windows slide.
 #[inline(always)]
 unsafe fn dwcs(
@@ -228,7 +228,17 @@ unsafe fn dwcs(
         let slack = deadline.saturating_sub(now);
         let history = (*c).dwcs_history;
         let room = window_allows_miss(history, x, y);
-        let patience = if droppable && w.x > 0 && room { slack - (slack * w.x as u64).checked_div(2 * w.y as u64).unwrap_or(0) } else { slack };
+        let patience = if droppable && w.x > 0 && room {
+            let give = (slack * w.x as u64).checked_div(w.y as u64).unwrap_or(0);
+            let floor = slack / 4;
+            let graded = if slack - give > floor { slack - give } else { floor };
+            // Keep room for two more units, so a stream that may not miss
+            // (no room in its window) still finds its deadline reachable.
+            let reserve = slack.saturating_sub(2 * (finish - start));
+            if graded < reserve { graded } else { reserve }
+        } else {
+            slack
+        };
         let met = finish.saturating_sub(now) <= patience;
         (*c).dwcs_history = (history << 1) | !met as u64;
         if met {
