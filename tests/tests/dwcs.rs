@@ -37,7 +37,8 @@ fn window_constraints_hold_at_the_receiver_on_an_overloaded_dwcs_class() {
     let mut recv = spawn_ready(recv, &b.bed.dir.join("receiver.log")).unwrap();
     let mut send = b.bed.command_in(&b.bed.server_ns, workspace_bin("dwcs-streams").unwrap());
     send.args(["--dest", &format!("{CLIENT_IP}:{port}"), "--device", &b.bed.server_dev, "--streams", specs]);
-    send.args(["--ipg-us", "4000", "--bytes", "1000", "--duration-s", "4"]);
+    // SCHED_FIFO senders: the streams stay periodic even on a busy machine.
+    send.args(["--ipg-us", "4000", "--bytes", "1000", "--duration-s", "4", "--realtime"]);
     let o = send.env("QSOCK_SOCKET", b.bed.socket_path()).stderr(Stdio::inherit()).output().unwrap();
     assert!(o.status.success(), "dwcs-streams failed");
     assert!(recv.wait().unwrap().success(), "stream-receiver failed");

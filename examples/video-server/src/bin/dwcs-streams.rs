@@ -37,6 +37,20 @@ struct Args {
     /// Plain UDP sockets instead of DWCS.
     #[arg(long)]
     plain: bool,
+    /// Run the sender threads under SCHED_FIFO (needs CAP_SYS_NICE), so a
+    /// busy CPU does not bunch their datagrams.
+    #[arg(long)]
+    realtime: bool,
+}
+
+/// Moves the calling thread to SCHED_FIFO priority 10.
+fn realtime() -> std::io::Result<()> {
+    let p = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn sleep_until(t_ns: u64) {
@@ -77,8 +91,11 @@ fn main() -> Result<()> {
             .iter()
             .enumerate()
             .map(|(i, sock)| {
-                let (dest, bytes, plain) = (a.dest, a.bytes, a.plain);
+                let (dest, bytes, plain, rt) = (a.dest, a.bytes, a.plain, a.realtime);
                 sc.spawn(move || -> Result<u64> {
+                    if rt {
+                        realtime().context("SCHED_FIFO")?;
+                    }
                     let mut buf = vec![0u8; bytes];
                     // Streams are spread over the period so arrivals interleave.
                     let phase = t0 + i as u64 * ipg_ns / n;
