@@ -122,4 +122,44 @@ proptest! {
         prop_assert_eq!(events.len(), ys.len() * 40);
         prop_assert!(events.iter().all(|e| matches!(e, Event::Sent { on_time: true, .. })), "{:?}", events);
     }
+
+    /// Under overload the losses land on the loosest constraints: tight
+    /// streams (x = 0) whose demand fits the link and loose streams (x = y,
+    /// every deadline may be missed) share T unit slots per period; more
+    /// packets arrive than slots exist, and every miss is a loose stream's.
+    #[test]
+    fn under_overload_losses_land_on_the_loosest_constraints(
+        (period, tight, loose) in (1u64..8).prop_flat_map(|t| (
+            Just(t),
+            prop::collection::vec(1u32..8, 1..=t as usize),
+            prop::collection::vec(1u32..8, 1..4),
+        )),
+    ) {
+        let mut s = Dwcs::default();
+        for y in &tight {
+            s.add_stream(WindowConstraint::new(0, *y).unwrap(), false);
+        }
+        for y in &loose {
+            s.add_stream(WindowConstraint::new(*y, *y).unwrap(), false);
+        }
+        let n = tight.len() + loose.len();
+        let mut events = Vec::new();
+        for slot in 0..period * 40 {
+            if slot % period == 0 {
+                for i in 0..n {
+                    s.enqueue(i, slot + period, false);
+                }
+            }
+            s.decide(slot, &mut events);
+        }
+        let missed = |e: &Event| match *e {
+            Event::Sent { stream, on_time } => (!on_time).then_some(stream),
+            Event::Dropped { stream } => Some(stream),
+        };
+        let misses: Vec<usize> = events.iter().filter_map(missed).collect();
+        prop_assert!(misses.iter().all(|&i| i >= tight.len()), "a tight stream missed: {:?}", misses);
+        if n as u64 > period {
+            prop_assert!(!misses.is_empty(), "overload without a single miss");
+        }
+    }
 }
