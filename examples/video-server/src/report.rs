@@ -34,6 +34,8 @@ pub struct SecondRow {
     pub second: u32,
     /// Frames completed whose last packet arrived in this second.
     pub fps: u32,
+    /// Of those, frames within the playout budget.
+    pub on_time_fps: u32,
     /// Frames of this second's send schedule lost (incomplete), by type.
     pub lost_i: u32,
     /// P-frames lost.
@@ -106,6 +108,8 @@ pub fn analyse(records: &[FrameRecord], fps: u32, playout_ms: u64) -> (Vec<Secon
         if rel.saturating_sub(r.index as u64 * period_ns) > playout_ms * 1_000_000 {
             rows[sched_sec].late += 1;
             sum.late += 1;
+        } else {
+            rows[arr_sec].on_time_fps += 1;
         }
         if let Some((j, rj)) = prev {
             let d = (arr as i128 - rj as i128) - ((r.index - j) as i128 * period_ns as i128);
@@ -142,6 +146,7 @@ mod tests {
         assert_eq!(s.mean_fps, 20.0);
         assert!(s.jitter_p99_ms <= 0.001);
         assert_eq!(rows[0].fps + rows[1].fps, 40);
+        assert_eq!(rows[0].on_time_fps + rows[1].on_time_fps, 40);
         assert_eq!(s.late, 0);
     }
 
