@@ -5,6 +5,8 @@
 //!   HTB class through `skb->priority`, applies the per-message tag carried in
 //!   `skb->tstamp` (deadline, drop priority, frame marks), drops what the
 //!   policy allows, keeps per-socket counters and stamps the enqueue time.
+//!   DWCS streams share one class and its virtual clock; their units go
+//!   through the window rules (`dwcs`).
 //! * `qsock_dequeue` (BTF tracepoint `qdisc_dequeue`, where a packet leaves
 //!   the root qdisc): measures each managed packet's queuing delay as
 //!   dequeue time minus the enqueue stamp.

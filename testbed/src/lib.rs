@@ -178,11 +178,24 @@ impl Testbed {
         }
     }
 
-    /// Starts an iperf3 server on the client side (stopped on drop).
+    /// Starts an iperf3 server on the client side and waits until it listens
+    /// (bounded by iperf3 itself exiting); stopped on drop.
     pub fn iperf_server(&self) -> Result<KillOnDrop> {
+        use std::io::BufRead;
         let mut c = self.command_in(&self.client_ns, "iperf3");
-        c.args(["-s", "-B", &CLIENT_IP.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
-        Ok(KillOnDrop(c.spawn().context("iperf3 server (install iperf3: scripts/setup.sh --demo)")?))
+        c.args(["-s", "--forceflush", "-B", &CLIENT_IP.to_string()]).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = KillOnDrop(c.spawn().context("iperf3 server (install iperf3: scripts/setup.sh --demo)")?);
+        let mut out = std::io::BufReader::new(child.0.stdout.take().expect("piped"));
+        let mut line = String::new();
+        while !line.contains("Server listening") {
+            line.clear();
+            if out.read_line(&mut line)? == 0 {
+                bail!("iperf3 server exited before listening");
+            }
+        }
+        // Keep draining its reports so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Ok(child)
     }
 
     /// Bulk TCP from the server side to the client side: `iperf3 -c` with
