@@ -2,13 +2,14 @@
 //! uses it for the sensor application (lossy and lossless EDF, §4.2.2).
 //! The project's statement of the rules is `shared/notes/dwcs-edf.md`.
 //!
-//! The algorithms have no kernel dependency; the admission test
-//! ([`admissible`]) follows Liu & Layland. [`module::EdfModule`] is the
+//! The algorithms have no kernel dependency: lossy and lossless EDF
+//! ([`scheduler`]) and the admission test ([`admissible`], Liu & Layland). [`module::EdfModule`] is the
 //! qsockd scheduler module: it reserves an EDF stream's utilisation
 //! ([`rate_bps`]) as the guaranteed rate of its class.
 #![warn(missing_docs)]
 
 pub mod module;
+pub mod scheduler;
 
 /// A periodic deadline stream: `bytes` per message, one message per
 /// `period_ns`, deadline equal to the period.
