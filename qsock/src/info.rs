@@ -137,4 +137,8 @@ pub struct AttachInfo {
     pub cookie: u64,
     /// tc classid of the socket's class, e.g. `"1:10"`.
     pub classid: String,
+    /// Set when qsockd's admission is configured to warn and let the socket
+    /// in with less than it needs.
+    #[serde(default)]
+    pub warning: Option<String>,
 }

@@ -13,7 +13,21 @@
 use qsock_common::{SocketCounters, SocketPolicy};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Result, params::SchedulerParams};
+use crate::{
+    error::{ErrorKind, QsockError, Result},
+    params::SchedulerParams,
+};
+
+/// What admission does with a stream that does not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    /// Refuse it with [`ErrorKind::CapacityExceeded`] (the default).
+    #[default]
+    Refuse,
+    /// Admit it with what is left (possibly nothing) and a warning.
+    Warn,
+}
 
 /// What a module plans against when it admits a stream.
 #[derive(Clone, Debug)]
@@ -27,6 +41,25 @@ pub struct LinkFacts {
     pub room_bps: u64,
     /// The socket is a datagram socket whose messages carry qsock tags.
     pub msg_tags: bool,
+    /// Refuse or warn when a stream does not fit.
+    pub admission: Admission,
+}
+
+/// Admission of a stream that needs `need_bps` bit/s: all of it when it
+/// fits in `link.room_bps`; otherwise [`ErrorKind::CapacityExceeded`] with
+/// `refusal`, or, with [`Admission::Warn`], what is left and a warning.
+/// Returns (granted bit/s, warning).
+pub fn admit(need_bps: u64, link: &LinkFacts, refusal: impl FnOnce() -> String) -> Result<(u64, Option<String>)> {
+    if need_bps <= link.room_bps {
+        return Ok((need_bps, None));
+    }
+    match link.admission {
+        Admission::Refuse => Err(QsockError::new(ErrorKind::CapacityExceeded, refusal())),
+        Admission::Warn => Ok((
+            link.room_bps,
+            Some(format!("{}; admitted anyway with {} bit/s because admission is \"warn\"", refusal(), link.room_bps)),
+        )),
+    }
 }
 
 /// An HTB class a module owns on a device, shared by several of its streams.
@@ -58,7 +91,7 @@ pub enum StreamClass {
 }
 
 /// How qsockd installs one stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamPlan {
     /// The stream's class.
     pub class: StreamClass,
@@ -67,6 +100,8 @@ pub struct StreamPlan {
     pub policy: SocketPolicy,
     /// Rate reserved for the stream out of the link, bit/s.
     pub reserved_bps: u64,
+    /// Set when admission let the stream in with less than it needs.
+    pub warning: Option<String>,
 }
 
 /// Per-stream scheduler state, as `qinfo` reports it.
@@ -98,6 +133,22 @@ pub enum SchedulerState {
         /// Deadline of the stream's last unit, ns of `CLOCK_MONOTONIC` (0: none yet).
         deadline_ns: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_refuses_or_warns() {
+        let mut link = LinkFacts { device: "d".into(), link_rate_bps: 10, room_bps: 4, msg_tags: false, admission: Admission::Refuse };
+        assert_eq!(admit(4, &link, || "no".into()).unwrap(), (4, None));
+        assert_eq!(admit(5, &link, || "no".into()).unwrap_err().kind, ErrorKind::CapacityExceeded);
+        link.admission = Admission::Warn;
+        let (granted, warning) = admit(5, &link, || "no".into()).unwrap();
+        assert_eq!(granted, 4);
+        assert!(warning.unwrap().starts_with("no; admitted anyway with 4 bit/s"));
+    }
 }
 
 /// A scheduler module (Q.Sockets §3). Every method checks its input first

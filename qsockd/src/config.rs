@@ -23,6 +23,9 @@ pub struct Config {
     pub sample_interval_ms: u64,
     /// Window the reported rate is averaged over, ms.
     pub rate_window_ms: u64,
+    /// What admission does with a stream that does not fit: "refuse"
+    /// (default) or "warn" (admit it with what is left, and say so).
+    pub admission: qsock::sched::Admission,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             pin_root: PathBuf::from("/sys/fs/bpf/qsock"),
             sample_interval_ms: 100,
             rate_window_ms: 1000,
+            admission: qsock::sched::Admission::Refuse,
         }
     }
 }
@@ -94,11 +98,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("qsockd-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("qsockd.toml");
-        std::fs::write(&f, "socket = \"/tmp/x.sock\"\nsocket_mode = \"0660\"\nrate_window_ms = 500\n").unwrap();
+        std::fs::write(&f, "socket = \"/tmp/x.sock\"\nsocket_mode = \"0660\"\nrate_window_ms = 500\nadmission = \"warn\"\n").unwrap();
         let c = Config::load(Some(&f)).unwrap();
         assert_eq!(c.socket, std::path::PathBuf::from("/tmp/x.sock"));
         assert_eq!(c.socket_mode_bits().unwrap(), 0o660);
         assert_eq!(c.rate_window_ms, 500);
+        assert_eq!(c.admission, qsock::sched::Admission::Warn);
         assert_eq!(c.sample_interval_ms, Config::default().sample_interval_ms);
         std::fs::write(&f, "sokcet = \"/tmp/x.sock\"\n").unwrap();
         assert!(Config::load(Some(&f)).is_err(), "a misspelt key is an error, not ignored");

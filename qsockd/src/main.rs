@@ -33,6 +33,9 @@ struct Cli {
     /// bpffs directory for pinned maps.
     #[arg(long, global = true)]
     pin_root: Option<PathBuf>,
+    /// What admission does with a stream that does not fit: refuse (default) or warn.
+    #[arg(long, global = true, value_parser = parse_admission)]
+    admission: Option<qsock::sched::Admission>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -84,6 +87,14 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
+fn parse_admission(s: &str) -> Result<qsock::sched::Admission, String> {
+    match s {
+        "refuse" => Ok(qsock::sched::Admission::Refuse),
+        "warn" => Ok(qsock::sched::Admission::Warn),
+        _ => Err(format!("admission {s:?} must be \"refuse\" or \"warn\"")),
+    }
+}
+
 fn config(cli: &Cli) -> Result<Config> {
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(s) = &cli.socket {
@@ -94,6 +105,9 @@ fn config(cli: &Cli) -> Result<Config> {
     }
     if let Some(s) = &cli.pin_root {
         cfg.pin_root = s.clone();
+    }
+    if let Some(a) = cli.admission {
+        cfg.admission = a;
     }
     Ok(cfg)
 }
@@ -144,7 +158,7 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000).await));
+    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, cfg.admission).await));
     let listener = server::bind_listener(&cfg)?;
     log::info!("qsockd serving on {}", cfg.socket.display());
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));

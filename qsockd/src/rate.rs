@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use qsock::{
-    sched::{LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::*;
@@ -37,13 +37,10 @@ impl SchedulerModule for RateModule {
                 format!("guaranteed rate {} bit/s exceeds the link rate {} bit/s of {}", r.rate_bps, link.link_rate_bps, link.device),
             ));
         }
-        if r.rate_bps > link.room_bps {
-            return Err(QsockError::new(
-                ErrorKind::CapacityExceeded,
-                format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device),
-            ));
-        }
-        let ceil = r.ceil_bps.unwrap_or(link.link_rate_bps).min(link.link_rate_bps).max(r.rate_bps);
+        let (rate, warning) = admit(r.rate_bps, link, || {
+            format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device)
+        })?;
+        let ceil = r.ceil_bps.unwrap_or(link.link_rate_bps).min(link.link_rate_bps).max(rate);
         let mut flags = 0;
         if r.non_droppable {
             flags |= POLICY_NON_DROPPABLE;
@@ -58,7 +55,7 @@ impl SchedulerModule for RateModule {
             ..SocketPolicy::default()
         };
         self.streams.insert(cookie);
-        Ok(StreamPlan { class: StreamClass::Own { rate_bps: r.rate_bps, ceil_bps: ceil }, policy, reserved_bps: r.rate_bps })
+        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: ceil }, policy, reserved_bps: rate, warning })
     }
 
     fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {

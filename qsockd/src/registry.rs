@@ -12,7 +12,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use qsock::{
-    sched::{LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan},
+    sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan},
     AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError,
 };
 use qsock_common::*;
@@ -47,6 +47,8 @@ pub struct DeviceRt {
     draining: Vec<(u32, u64)>,
     /// Scheduler modules serving the device, all at once.
     modules: Vec<Box<dyn SchedulerModule>>,
+    /// What admission does with a stream that does not fit.
+    admission: Admission,
 }
 
 fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>) {
@@ -59,7 +61,7 @@ fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<Map
 impl DeviceRt {
     /// Opens the pinned maps of an initialised device and attaches the
     /// dequeue probe. Stale entries (from a previous daemon) are removed.
-    fn open(state: DeviceState) -> Result<Self, QsockError> {
+    fn open(state: DeviceState, admission: Admission) -> Result<Self, QsockError> {
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&state.pin_dir)
@@ -87,6 +89,7 @@ impl DeviceRt {
             guaranteed_bps: 0,
             draining: Vec::new(),
             modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::default())],
+            admission,
         })
     }
 
@@ -107,6 +110,7 @@ impl DeviceRt {
             link_rate_bps: self.state.link_rate_bps,
             room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own_bps),
             msg_tags: sock_type == libc::SOCK_DGRAM,
+            admission: self.admission,
         }
     }
 
@@ -158,6 +162,7 @@ pub struct Registry {
     devices: HashMap<String, DeviceRt>,
     sockets: HashMap<u64, Managed>,
     rate_window_ns: u64,
+    admission: Admission,
 }
 
 fn htb_class(rate_bps: u64, ceil_bps: u64) -> HtbClass {
@@ -212,8 +217,8 @@ async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), QsockE
 /// Opens a device, removes the classes a previous qsockd left (their
 /// sockets are no longer managed: the maps were cleared too) and
 /// initialises every scheduler module on it.
-async fn open_device(tc: &Tc, st: DeviceState) -> Result<DeviceRt, QsockError> {
-    let mut dev = DeviceRt::open(st)?;
+async fn open_device(tc: &Tc, st: DeviceState, admission: Admission) -> Result<DeviceRt, QsockError> {
+    let mut dev = DeviceRt::open(st, admission)?;
     let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
     let stale: Vec<u32> = stats
         .keys()
@@ -337,11 +342,12 @@ pub struct SocketFacts {
 impl Registry {
     /// A registry for the namespace described by `paths`; opens every device
     /// already initialised there.
-    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64) -> Self {
-        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns };
+    /// `admission` says what to do with a stream that does not fit.
+    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64, admission: Admission) -> Self {
+        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns, admission };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
-            match open_device(&r.tc, st).await {
+            match open_device(&r.tc, st, r.admission).await {
                 Ok(d) => {
                     log::info!("serving {name}");
                     r.devices.insert(name, d);
@@ -358,7 +364,7 @@ impl Registry {
             device::ifindex(name)?;
             let st = DeviceState::load(&self.paths, name)?
                 .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {name}; run qsockd init")))?;
-            let d = open_device(&self.tc, st).await?;
+            let d = open_device(&self.tc, st, self.admission).await?;
             self.devices.insert(name.to_string(), d);
         }
         Ok(self.devices.get_mut(name).expect("inserted above"))
@@ -367,7 +373,7 @@ impl Registry {
     /// `qsockinit` on behalf of a root client.
     pub async fn init(&mut self, params: &InitParams) -> Result<(), QsockError> {
         let st = device::init(&self.paths, params).await?;
-        let d = open_device(&self.tc, st).await?;
+        let d = open_device(&self.tc, st, self.admission).await?;
         self.devices.insert(params.device.clone(), d);
         Ok(())
     }
@@ -414,7 +420,10 @@ impl Registry {
                 samples: VecDeque::new(),
             },
         );
-        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(minor)) })
+        if let Some(w) = &plan.warning {
+            log::warn!("socket {}: {w}", facts.cookie);
+        }
+        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(minor)), warning: plan.warning })
     }
 
     fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
@@ -473,7 +482,10 @@ impl Registry {
                 let _ = drain(&tc, dev).await;
                 let m = self.sockets.get_mut(&facts.cookie).expect("managed");
                 (m.params, m.minor, m.own_class, m.reserved_bps) = (params, new_minor, reuse.is_some() || matches!(plan.class, StreamClass::Own { .. }), plan.reserved_bps);
-                Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(new_minor)) })
+                if let Some(w) = &plan.warning {
+                    log::warn!("socket {}: {w}", facts.cookie);
+                }
+                Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(new_minor)), warning: plan.warning })
             }
             Err(e) => {
                 // Put the modules and reservations back as they were.

@@ -147,8 +147,13 @@ impl Testbed {
     /// Starts `qsockd run` and waits until it answers a ping (bounded: 10 s).
     /// Its log goes to `dir/qsockd.log`.
     pub fn start_daemon(&mut self) -> Result<()> {
+        self.start_daemon_with(&[])
+    }
+
+    /// [`Testbed::start_daemon`] with extra `qsockd run` flags (e.g. `--admission warn`).
+    pub fn start_daemon_with(&mut self, flags: &[&str]) -> Result<()> {
         let log = File::create(self.dir.join("qsockd.log"))?;
-        let child = self.qsockd()?.arg("run").stdout(Stdio::null()).stderr(log).spawn()?;
+        let child = self.qsockd()?.arg("run").args(flags).stdout(Stdio::null()).stderr(log).spawn()?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

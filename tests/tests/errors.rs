@@ -118,3 +118,24 @@ fn an_unprivileged_peer_manages_its_own_socket_but_cannot_init() {
     assert_eq!(teardown, ErrorKind::PermissionDenied);
     assert!(b.bed.tc_server(&["qdisc", "show", "dev", &b.bed.server_dev]).unwrap().contains("htb 1:"), "device untouched");
 }
+
+#[test]
+fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
+    qsock_tests::require_root();
+    let mut bed = testbed::Testbed::new("warn").unwrap();
+    bed.init("10mbit").unwrap();
+    bed.start_daemon_with(&["--admission", "warn"]).unwrap();
+    let c = Client::connect(&bed.socket_path()).unwrap();
+    let sock = |b: &testbed::Testbed| b.udp_socket(&b.server_ns, "10.77.0.1:0".parse().unwrap()).unwrap();
+    let (a, b) = (sock(&bed), sock(&bed));
+    let dev = bed.server_dev.clone();
+    // 9.5 Mbit/s of the 10 can be guaranteed (5 % best-effort reserve).
+    let first = c.attach(a.as_fd(), &QosParams::rate(dev.clone(), 6_000_000)).unwrap();
+    assert_eq!(first.warning, None);
+    // 1250 B every 2 ms = 5 Mbit/s of EDF utilisation, but 3.5 Mbit/s is left.
+    let edf = QosParams { scheduler: SchedulerParams::Edf(qsock::EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 2_000_000 }), ..QosParams::rate(dev, 1) };
+    let second = c.attach(b.as_fd(), &edf).unwrap();
+    let w = second.warning.expect("admitted with a warning");
+    assert!(w.contains("unschedulable") && w.contains("admitted anyway with 3500000 bit/s"), "{w}");
+    assert_eq!(c.info(b.as_fd()).unwrap().guaranteed_rate_bps, 3_500_000);
+}

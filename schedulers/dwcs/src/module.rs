@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use qsock::{
-    sched::{LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
     DwcsAttrs, ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::{
@@ -48,22 +48,17 @@ impl DwcsModule {
         self.streams.values().map(|(_, r)| r).sum::<u64>().max(IDLE_CLASS_RATE_BPS)
     }
 
-    fn plan(&self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<(DwcsAttrs, StreamPlan), QsockError> {
+    fn plan(params: &SchedulerParams, link: &LinkFacts) -> Result<(DwcsAttrs, StreamPlan), QsockError> {
         let SchedulerParams::Dwcs(d) = params else {
             return Err(QsockError::new(ErrorKind::InvalidParams, format!("the dwcs module cannot serve scheduler {:?}", params.name())));
         };
         let c = WindowConstraint::new(d.oln, d.old).map_err(|m| QsockError::new(ErrorKind::InvalidParams, m))?;
-        let reserved = reservation_bps(d);
-        let _ = cookie; // on a change the daemon's room already counts the stream's own reservation
-        if reserved > link.room_bps {
-            return Err(QsockError::new(
-                ErrorKind::CapacityExceeded,
-                format!(
-                    "DWCS stream refused: with it the DWCS set on {} is infeasible (it needs (1 - {}/{}) x {} bytes per {} ns + 10 % = {reserved} bit/s, {} bit/s is left)",
-                    link.device, d.oln, d.old, d.unit_bytes, d.ipg_ns, link.room_bps
-                ),
-            ));
-        }
+        let (reserved, warning) = admit(reservation_bps(d), link, || {
+            format!(
+                "DWCS stream refused: with it the DWCS set on {} is infeasible (it needs (1 - {}/{}) x {} bytes per {} ns + 10 % = {} bit/s, {} bit/s is left)",
+                link.device, d.oln, d.old, d.unit_bytes, d.ipg_ns, reservation_bps(d), link.room_bps
+            )
+        })?;
         let mut flags = POLICY_DWCS;
         if d.non_droppable {
             flags |= POLICY_NON_DROPPABLE;
@@ -76,7 +71,7 @@ impl DwcsModule {
             dwcs_y: c.y,
             ..SocketPolicy::default()
         };
-        Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved }))
+        Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved, warning }))
     }
 }
 
@@ -90,7 +85,7 @@ impl SchedulerModule for DwcsModule {
     }
 
     fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
-        let (d, plan) = self.plan(cookie, params, link)?;
+        let (d, plan) = Self::plan(params, link)?;
         self.streams.insert(cookie, (d, plan.reserved_bps));
         Ok(plan)
     }
@@ -136,7 +131,7 @@ mod tests {
     }
 
     fn link(room: u64) -> LinkFacts {
-        LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: room, msg_tags: true }
+        LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: room, msg_tags: true, admission: Default::default() }
     }
 
     #[test]

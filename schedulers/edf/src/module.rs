@@ -4,7 +4,7 @@
 //! lossy EDF drops a message predicted to miss its deadline, lossless sends
 //! it late. Admission keeps the device's deadline traffic schedulable.
 use qsock::{
-    sched::{LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::{SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, POLICY_LOSSLESS};
@@ -35,15 +35,12 @@ impl SchedulerModule for EdfModule {
             return Err(QsockError::new(ErrorKind::InvalidParams, "EDF needs message_bytes > 0 and min_interval_ns > 0"));
         }
         let rate = rate_bps(PeriodicStream { bytes: e.message_bytes as u64, period_ns: e.min_interval_ns });
-        if rate > link.room_bps {
-            return Err(QsockError::new(
-                ErrorKind::CapacityExceeded,
-                format!(
-                    "EDF stream refused: the deadline traffic would be unschedulable (it needs {rate} bit/s of utilisation, {} bit/s is left on {})",
-                    link.room_bps, link.device
-                ),
-            ));
-        }
+        let (rate, warning) = admit(rate, link, || {
+            format!(
+                "EDF stream refused: the deadline traffic would be unschedulable (it needs {rate} bit/s of utilisation, {} bit/s is left on {})",
+                link.room_bps, link.device
+            )
+        })?;
         self.lossy.insert(cookie, e.lossy);
         let policy = SocketPolicy {
             flags: if e.lossy { 0 } else { POLICY_LOSSLESS },
@@ -51,7 +48,7 @@ impl SchedulerModule for EdfModule {
             ..SocketPolicy::default()
         };
         // No borrowing: the class drains at exactly its reservation.
-        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: rate }, policy, reserved_bps: rate })
+        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: rate }, policy, reserved_bps: rate, warning })
     }
 
     fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
@@ -79,7 +76,7 @@ mod tests {
     #[test]
     fn admission_refuses_an_unschedulable_stream() {
         let mut m = EdfModule::default();
-        let link = LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: 1_000_000, msg_tags: true };
+        let link = LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: 1_000_000, msg_tags: true, admission: Default::default() };
         let ok = SchedulerParams::Edf(EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 10_000_000 });
         let p = m.add(1, &ok, &link).unwrap();
         assert_eq!(p.class, StreamClass::Own { rate_bps: 1_000_000, ceil_bps: 1_000_000 });
