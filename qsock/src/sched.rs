@@ -135,22 +135,6 @@ pub enum SchedulerState {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admission_refuses_or_warns() {
-        let mut link = LinkFacts { device: "d".into(), link_rate_bps: 10, room_bps: 4, msg_tags: false, admission: Admission::Refuse };
-        assert_eq!(admit(4, &link, || "no".into()).unwrap(), (4, None));
-        assert_eq!(admit(5, &link, || "no".into()).unwrap_err().kind, ErrorKind::CapacityExceeded);
-        link.admission = Admission::Warn;
-        let (granted, warning) = admit(5, &link, || "no".into()).unwrap();
-        assert_eq!(granted, 4);
-        assert!(warning.unwrap().starts_with("no; admitted anyway with 4 bit/s"));
-    }
-}
-
 /// A scheduler module (Q.Sockets §3). Every method checks its input first
 /// and changes nothing when it fails; errors carry
 /// [`crate::ErrorKind::InvalidParams`], [`crate::ErrorKind::CapacityExceeded`]
@@ -171,4 +155,20 @@ pub trait SchedulerModule: Send + Sync {
     fn shared_classes(&self) -> Vec<SharedClass>;
     /// The stream's state, from the data path's counters.
     fn report(&self, cookie: u64, counters: &SocketCounters) -> SchedulerState;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_refuses_or_warns() {
+        let mut link = LinkFacts { device: "d".into(), link_rate_bps: 10, room_bps: 4, msg_tags: false, admission: Admission::Refuse };
+        assert_eq!(admit(4, &link, || "no".into()).unwrap(), (4, None));
+        assert_eq!(admit(5, &link, || "no".into()).unwrap_err().kind, ErrorKind::CapacityExceeded);
+        link.admission = Admission::Warn;
+        let (granted, warning) = admit(5, &link, || "no".into()).unwrap();
+        assert_eq!(granted, 4);
+        assert!(warning.unwrap().starts_with("no; admitted anyway with 4 bit/s"));
+    }
 }
