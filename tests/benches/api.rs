@@ -45,10 +45,19 @@ fn api(c: &mut Criterion) {
     g.finish();
 
     let plain = UdpSocket::bind("0.0.0.0:0").unwrap();
+    // A DWCS stream reserved far above what the loop sends, so every datagram
+    // runs the whole DWCS branch (deadline, prediction, window rules) and none is dropped.
+    let dwcs = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let dwcs_params = qsock::QosParams {
+        scheduler: qsock::SchedulerParams::Dwcs(qsock::DwcsAttrs { ipg_ns: 2_000, unit_bytes: 1000, oln: 1, old: 2, non_droppable: false }),
+        ..b.rate(1)
+    };
+    client.attach(dwcs.as_fd(), &dwcs_params).unwrap();
     let flags = PacketFlags { drop_priority: DropPriority::NON_DROPPABLE, frame_start: true, frame_end: true, ..Default::default() };
     let mut g = c.benchmark_group("send 100 B");
     g.bench_function("sendto (unmanaged socket)", |x| x.iter(|| plain.send_to(black_box(&payload), to).unwrap()));
     g.bench_function("sendto (managed socket)", |x| x.iter(|| managed.send_to(black_box(&payload), to).unwrap()));
+    g.bench_function("sendto (DWCS socket)", |x| x.iter(|| dwcs.send_to(black_box(&payload), to).unwrap()));
     g.bench_function("qsendto (managed, flags)", |x| x.iter(|| qsock::qsendto(managed.as_fd(), black_box(&payload), &to, &flags).unwrap()));
     g.bench_function("qsendto (managed, flags + deadline)", |x| {
         x.iter(|| {
@@ -57,6 +66,9 @@ fn api(c: &mut Criterion) {
         })
     });
     g.finish();
+    let d = client.info(dwcs.as_fd()).unwrap();
+    assert_eq!(d.drops.total_packets(), 0, "the DWCS row measured the kept path: {d:?}");
+    assert!(d.deadline_met_packets > 0 && d.late_kept_packets == 0, "{d:?}");
 }
 
 criterion_group! {
