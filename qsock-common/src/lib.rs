@@ -126,8 +126,10 @@ pub struct SocketPolicy {
     pub classid: u32,
     /// `POLICY_*` bits.
     pub flags: u32,
-    /// Guaranteed rate of the socket's class, bit/s (> 0). The egress program
-    /// predicts each message's departure as if the class drained at this rate.
+    /// Guaranteed rate of the socket's own class, bit/s (> 0). The egress
+    /// program predicts each message's departure as if the class drained at
+    /// this rate. 0 for DWCS streams: their shared class's rate is in its
+    /// [`SharedClock`].
     pub rate_bps: u64,
     /// Deadline given to messages that carry none: now + this, ns. 0: none.
     pub delay_budget_ns: u64,
@@ -137,6 +139,7 @@ pub struct SocketPolicy {
     pub _pad: [u8; 7],
     /// Burst the class may send at once after idling (HTB's bucket depth),
     /// as time at `rate_bps`, ns. The lateness prediction models the bucket.
+    /// 0 for DWCS streams (see [`SharedClock::burst_ns`]).
     pub burst_ns: u64,
     /// DWCS request period (`ipg`): consecutive unit deadlines are this far
     /// apart, ns. 0 unless [`POLICY_DWCS`].

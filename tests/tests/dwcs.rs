@@ -104,6 +104,16 @@ fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
     assert_eq!(b.client.info(tx_rate.as_fd()).unwrap().scheduler_state, SchedulerState::Rate);
     let st = b.client.info(tx_dwcs.as_fd()).unwrap().scheduler_state;
     assert!(matches!(st, SchedulerState::Dwcs { x: 1, y: 4, x_now: 1, y_now: 4, violated: false, .. }), "{st:?}");
+    // A unit on time moves y' down; a new constraint starts a fresh window.
+    tx_dwcs.send_to(&[0u8; 100], to).unwrap();
+    let st = b.client.info(tx_dwcs.as_fd()).unwrap().scheduler_state;
+    assert!(matches!(st, SchedulerState::Dwcs { x_now: 1, y_now: 3, deadline_ns, .. } if deadline_ns > 0), "{st:?}");
+    b.client.change(tx_dwcs.as_fd(), &dwcs(&b, 2, 5, 1042, 10_000_000, false)).unwrap();
+    let st = b.client.info(tx_dwcs.as_fd()).unwrap().scheduler_state;
+    assert!(matches!(st, SchedulerState::Dwcs { x: 2, y: 5, x_now: 2, y_now: 5, .. }), "{st:?}");
+    tx_dwcs.send_to(&[0u8; 100], to).unwrap();
+    let st = b.client.info(tx_dwcs.as_fd()).unwrap().scheduler_state;
+    assert!(matches!(st, SchedulerState::Dwcs { x: 2, y: 5, x_now: 2, y_now: 4, .. }), "{st:?}");
 
     // 60 datagrams queue behind the 500 kbit/s ceiling; then the socket moves
     // to DWCS (non-droppable, so nothing is dropped) and its own class drains.
@@ -122,5 +132,6 @@ fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
     let back = b.client.change(tx_rate.as_fd(), &slow).unwrap();
     assert!(back.classid != "1:fffd");
     let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
-    assert!(classes.contains("rate 687720bit ceil 687720bit"), "{classes}");
+    // Only the 2/5 stream is left in it: 1.1 × 3/5 × 1042 B per 10 ms.
+    assert!(classes.contains("rate 550176bit ceil 550176bit"), "{classes}");
 }
