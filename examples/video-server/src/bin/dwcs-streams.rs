@@ -37,8 +37,9 @@ struct Args {
     /// Plain UDP sockets instead of DWCS.
     #[arg(long)]
     plain: bool,
-    /// Run the sender threads under SCHED_FIFO (needs CAP_SYS_NICE), so a
-    /// busy CPU does not bunch their datagrams.
+    /// Run the sender threads under SCHED_FIFO (needs CAP_SYS_NICE; said on
+    /// stderr and skipped where refused), so a busy CPU does not bunch their
+    /// datagrams.
     #[arg(long)]
     realtime: bool,
 }
@@ -94,7 +95,10 @@ fn main() -> Result<()> {
                 let (dest, bytes, plain, rt) = (a.dest, a.bytes, a.plain, a.realtime);
                 sc.spawn(move || -> Result<u64> {
                     if rt {
-                        realtime().context("SCHED_FIFO")?;
+                        if let Err(e) = realtime() {
+                            // Still a valid run, only more exposed to a busy CPU.
+                            eprintln!("dwcs-streams: stream {i} stays SCHED_OTHER: SCHED_FIFO refused ({e})");
+                        }
                     }
                     let mut buf = vec![0u8; bytes];
                     // Streams are spread over the period so arrivals interleave.
