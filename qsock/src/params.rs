@@ -208,6 +208,10 @@ fn default_best_effort_permille() -> u32 {
     50
 }
 
+/// Longest DWCS ipg or delay budget accepted, ns (1 h): deadlines are
+/// computed in 64-bit ns of `CLOCK_MONOTONIC` in the data path.
+pub const MAX_INTERVAL_NS: u64 = 3_600_000_000_000;
+
 /// Longest interface name Linux accepts, bytes (IFNAMSIZ − 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -252,14 +256,14 @@ impl QosParams {
                         return bad(format!("ceil {c} bit/s is below the guaranteed rate {} bit/s", r.rate_bps));
                     }
                 }
-                if r.delay_budget_ns == Some(0) {
-                    return bad("delay budget must be > 0 ns (or unset)".into());
+                if r.delay_budget_ns.is_some_and(|b| b == 0 || b > MAX_INTERVAL_NS) {
+                    return bad("delay budget must be > 0 ns and at most 1 h (or unset)".into());
                 }
             }
             SchedulerParams::Dwcs(d) => {
-                if d.old == 0 || d.oln > d.old || d.ipg_ns == 0 || d.unit_bytes == 0 || d.old > 0xffff {
+                if d.old == 0 || d.oln > d.old || d.ipg_ns == 0 || d.ipg_ns > MAX_INTERVAL_NS || d.unit_bytes == 0 || d.old > 0xffff {
                     return bad(format!(
-                        "DWCS needs ipg > 0, unit_bytes > 0 and 0 <= oln <= old, 0 < old <= 65535 (got ipg={} unit_bytes={} oln={} old={})",
+                        "DWCS needs 0 < ipg <= 1 h, unit_bytes > 0 and 0 <= oln <= old, 0 < old <= 65535 (got ipg={} ns, unit_bytes={} oln={} old={})",
                         d.ipg_ns, d.unit_bytes, d.oln, d.old
                     ));
                 }

@@ -34,7 +34,8 @@ pub fn reservation_bps(d: &DwcsAttrs) -> u64 {
     let kept = if d.non_droppable { d.old } else { d.old - d.oln } as u128;
     let num = d.unit_bytes as u128 * 8 * 1_000_000_000 * kept * (1000 + HEADROOM_PERMILLE);
     let den = d.ipg_ns.max(1) as u128 * d.old.max(1) as u128 * 1000;
-    num.div_ceil(den) as u64
+    // Saturate: an absurd request must be refused, not wrap to a small rate.
+    num.div_ceil(den).min(u64::MAX as u128) as u64
 }
 
 /// The DWCS module of one device.
@@ -140,6 +141,14 @@ mod tests {
         assert_eq!(reservation_bps(&attrs(1, 4, false)), 825_000);
         assert_eq!(reservation_bps(&attrs(1, 4, true)), 1_100_000, "non-droppable reserves everything");
         assert_eq!(reservation_bps(&attrs(0, 1, false)), 1_100_000);
+    }
+
+    #[test]
+    fn an_absurd_request_saturates_and_is_refused() {
+        let huge = DwcsAttrs { ipg_ns: 1, unit_bytes: u32::MAX, oln: 0, old: 1, non_droppable: false };
+        assert_eq!(reservation_bps(&huge), u64::MAX);
+        let e = DwcsModule::default().add(1, &SchedulerParams::Dwcs(huge), &link(9_000_000)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::CapacityExceeded);
     }
 
     #[test]

@@ -28,9 +28,10 @@ pub fn utilisation(streams: &[PeriodicStream], link_bps: u64) -> f64 {
 }
 
 /// Bandwidth `s` needs to meet every deadline on its own: bytes·8 / T,
-/// bit/s, rounded up (at least 1).
+/// bit/s, rounded up (at least 1, at most `u64::MAX`).
 pub fn rate_bps(s: PeriodicStream) -> u64 {
-    ((s.bytes as u128 * 8 * 1_000_000_000).div_ceil(s.period_ns.max(1) as u128)).max(1) as u64
+    // Saturate: an absurd request must be refused, not wrap to a small rate.
+    ((s.bytes as u128 * 8 * 1_000_000_000).div_ceil(s.period_ns.max(1) as u128)).clamp(1, u64::MAX as u128) as u64
 }
 
 /// Whether adding `new` to `admitted` keeps the set schedulable by EDF on
