@@ -69,6 +69,9 @@ pub struct Summary {
     pub jitter_p50_ms: f64,
     /// 99th percentile |jitter|, ms.
     pub jitter_p99_ms: f64,
+    /// Per frame, in index order: lost or late (a missed deadline).
+    #[serde(skip)]
+    pub missed: Vec<bool>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -88,11 +91,14 @@ pub fn analyse(records: &[FrameRecord], fps: u32, playout_ms: u64) -> (Vec<Secon
     let mut rows: Vec<SecondRow> = (0..seconds).map(|s| SecondRow { second: s as u32, ..Default::default() }).collect();
     let mut row_hist: Vec<Histogram<u64>> = (0..seconds).map(|_| hist()).collect();
     let mut all = hist();
-    let mut sum = Summary { frames: records.len(), ..Default::default() };
+    let mut sum = Summary { frames: records.len(), missed: vec![false; records.len()], ..Default::default() };
     let mut prev: Option<(usize, u64)> = None;
     for r in records {
         let sched_sec = (r.index / fps as usize).min(seconds - 1);
         if !r.complete() {
+            if let Some(m) = sum.missed.get_mut(r.index) {
+                *m = true;
+            }
             match r.kind {
                 FrameKind::I => (rows[sched_sec].lost_i += 1, sum.lost_i += 1),
                 FrameKind::P => (rows[sched_sec].lost_p += 1, sum.lost_p += 1),
@@ -108,6 +114,9 @@ pub fn analyse(records: &[FrameRecord], fps: u32, playout_ms: u64) -> (Vec<Secon
         if rel.saturating_sub(r.index as u64 * period_ns) > playout_ms * 1_000_000 {
             rows[sched_sec].late += 1;
             sum.late += 1;
+            if let Some(m) = sum.missed.get_mut(r.index) {
+                *m = true;
+            }
         } else {
             rows[arr_sec].on_time_fps += 1;
         }
@@ -161,5 +170,7 @@ mod tests {
         assert_eq!(s.completed, 18);
         assert_eq!(s.late, 1);
         assert!(s.jitter_p99_ms >= 290.0, "{}", s.jitter_p99_ms);
+        let missed: Vec<usize> = s.missed.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| i).collect();
+        assert_eq!(missed, vec![3, 5, 10]);
     }
 }
