@@ -148,6 +148,12 @@ pub struct SocketPolicy {
     pub dwcs_x: u32,
     /// DWCS window constraint denominator y (`old`), > 0 with [`POLICY_DWCS`].
     pub dwcs_y: u32,
+    /// DWCS: declared size of a unit on the wire, bytes. A unit is judged at
+    /// its first packet as if it were at least this large (a frame's later
+    /// packets are not there yet).
+    pub dwcs_unit_bytes: u32,
+    /// Padding, keep zero.
+    pub _pad2: u32,
 }
 
 /// Virtual clock of a class shared by several sockets (keyed by classid):

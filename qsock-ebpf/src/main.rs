@@ -228,6 +228,10 @@ unsafe fn dwcs(
         };
         (*c).dwcs_deadline_ns = deadline;
         let slack = deadline.saturating_sub(now);
+        // The unit is judged at its first packet, as if it were at least as
+        // large as the stream declared (the rest of a frame is not here yet).
+        let unit_len = if (policy.dwcs_unit_bytes as u64) > len { policy.dwcs_unit_bytes as u64 } else { len };
+        let unit_finish = start + (unit_len * 8 * 1_000_000_000).checked_div(k.rate_bps).unwrap_or(0);
         let history = (*c).dwcs_history;
         let room = window_allows_miss(history, x, y);
         let patience = if droppable && w.x > 0 && room {
@@ -236,12 +240,12 @@ unsafe fn dwcs(
             let graded = if slack - give > floor { slack - give } else { floor };
             // Keep room for two more units, so a stream that may not miss
             // (no room in its window) still finds its deadline reachable.
-            let reserve = slack.saturating_sub(2 * (finish - start));
+            let reserve = slack.saturating_sub(2 * (unit_finish - start));
             if graded < reserve { graded } else { reserve }
         } else {
             slack
         };
-        let met = finish.saturating_sub(now) <= patience;
+        let met = unit_finish.saturating_sub(now) <= patience;
         (*c).dwcs_history = (history << 1) | !met as u64;
         if met {
             w = w.on_met(x, y);

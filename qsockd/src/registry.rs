@@ -187,15 +187,27 @@ fn policy_of(plan: &StreamPlan, minor: u32, msg_tags: bool) -> SocketPolicy {
     p
 }
 
+/// The shared clock's backlog (vclock − now, ns) holds bytes queued at
+/// `old_bps`; at `new_bps` the same bytes take `backlog · old / new`.
+fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps: u64) -> u64 {
+    if vclock_ns <= now_ns || old_bps == 0 || new_bps == 0 || old_bps == new_bps {
+        return vclock_ns;
+    }
+    let backlog = (vclock_ns - now_ns) as u128 * old_bps as u128 / new_bps as u128;
+    now_ns.saturating_add(backlog.min(u64::MAX as u128) as u64)
+}
+
 /// Sets every shared class of `dev` to what its module needs now and hands
-/// the new rate to the data path's shared clock (its vclock is kept).
+/// the new rate to the data path's shared clock, its backlog rescaled to
+/// the new rate.
 async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
     for c in dev.shared_classes() {
         let cid = DeviceRt::classid(c.minor);
         tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &htb_class(c.rate_bps, c.ceil_bps), create)
             .await
             .map_err(kernel_err)?;
-        let vclock_ns = dev.clocks.get(&cid, 0).map(|k| k.vclock_ns).unwrap_or(0);
+        let old = dev.clocks.get(&cid, 0).unwrap_or_default();
+        let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
         dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(c.rate_bps) }, 0).map_err(kernel_err)?;
     }
     Ok(())
@@ -654,6 +666,14 @@ mod tests {
         let s: VecDeque<_> = [(0u64, 0u64), (500_000_000, 62_500), (1_000_000_000, 125_000)].into();
         assert_eq!(rate_from(&s), (1_000_000, 1_000_000_000));
         assert_eq!(rate_from(&VecDeque::new()), (0, 0));
+    }
+
+    #[test]
+    fn shared_clock_backlog_rescales_with_the_rate() {
+        // 10 ms of backlog at 2 Mbit/s is 20 ms at 1 Mbit/s.
+        assert_eq!(rescale_vclock(1_010_000_000, 1_000_000_000, 2_000_000, 1_000_000), 1_020_000_000);
+        assert_eq!(rescale_vclock(900, 1_000, 2, 1), 900, "no backlog, nothing to rescale");
+        assert_eq!(rescale_vclock(2_000, 1_000, 0, 1), 2_000);
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl DwcsModule {
             ipg_ns: d.ipg_ns,
             dwcs_x: c.x,
             dwcs_y: c.y,
+            dwcs_unit_bytes: d.unit_bytes,
             ..SocketPolicy::default()
         };
         Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved, warning }))
