@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod config;
 pub mod device;
+pub mod devrt;
 pub mod netns;
 pub mod rate;
 pub mod registry;

@@ -1,138 +1,25 @@
-//! The daemon's state: initialised devices with their maps and classes, and
-//! the managed sockets. Every operation checks its input first and changes
-//! nothing when it fails.
+//! The daemon's state: the devices it serves ([`DeviceRt`]) and the managed
+//! sockets, and the requests on them (attach, change, close, info). Every
+//! operation checks its input first and changes nothing when it fails.
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     os::fd::{AsFd, BorrowedFd},
 };
 
-use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
-    programs::BtfTracePoint,
-    Btf, Ebpf, EbpfLoader,
-};
 use qsock::{
-    sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan},
+    sched::{Admission, StreamClass},
     AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError,
 };
 use qsock_common::*;
 
 use crate::{
     config::Paths,
-    device::{self, DeviceState, MANAGED_PRIO},
-    rate::RateModule,
+    device::{self, DeviceState},
+    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, DeviceRt},
     sockinfo,
-    tc::{fmt_classid, HtbClass, Tc},
-    EBPF_OBJECT,
+    tc::{fmt_classid, Tc},
 };
 
-fn kernel_err(e: impl std::fmt::Display) -> QsockError {
-    QsockError::new(ErrorKind::Kernel, e.to_string())
-}
-
-/// An initialised device opened by this daemon.
-pub struct DeviceRt {
-    /// What init recorded.
-    pub state: DeviceState,
-    policies: BpfHashMap<MapData, u64, SocketPolicy>,
-    counters: BpfHashMap<MapData, u64, SocketCounters>,
-    clocks: BpfHashMap<MapData, u32, SharedClock>,
-    /// Keeps the dequeue probe attached while the daemon runs.
-    _ebpf: Ebpf,
-    /// Whether queuing delay is measured (the dequeue probe attached).
-    pub delay_probe: bool,
-    free_minors: BTreeSet<u32>,
-    guaranteed_bps: u64,
-    /// Classes of released sockets still holding packets: (minor, rate bit/s).
-    draining: Vec<(u32, u64)>,
-    /// Scheduler modules serving the device, all at once.
-    modules: Vec<Box<dyn SchedulerModule>>,
-    /// What admission does with a stream that does not fit.
-    admission: Admission,
-}
-
-fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>) {
-    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
-    for k in stale {
-        let _ = m.remove(&k);
-    }
-}
-
-impl DeviceRt {
-    /// Opens the pinned maps of an initialised device and attaches the
-    /// dequeue probe. Stale entries (from a previous daemon) are removed.
-    fn open(state: DeviceState, admission: Admission) -> Result<Self, QsockError> {
-        let btf = Btf::from_sys_fs().ok();
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(&state.pin_dir)
-            .btf(btf.as_ref())
-            .load(EBPF_OBJECT)
-            .map_err(|e| kernel_err(format!("open data path of {}: {e}", state.device)))?;
-        let delay_probe = attach_probe(&mut ebpf, btf.as_ref())
-            .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
-            .is_ok();
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| kernel_err(format!("map {name} missing")));
-        let mut policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?).map_err(kernel_err)?;
-        let mut counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?).map_err(kernel_err)?;
-        let mut clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?).map_err(kernel_err)?;
-        clear(&mut policies);
-        clear(&mut counters);
-        clear(&mut clocks);
-        Ok(Self {
-            state,
-            policies,
-            counters,
-            clocks,
-            _ebpf: ebpf,
-            delay_probe,
-            free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
-            guaranteed_bps: 0,
-            draining: Vec::new(),
-            modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::default())],
-            admission,
-        })
-    }
-
-    fn classid(minor: u32) -> u32 {
-        classid(ROOT_MAJOR, minor)
-    }
-
-    /// Counters of `cookie` as the data path has them now.
-    pub fn counters(&self, cookie: u64) -> Option<SocketCounters> {
-        self.counters.get(&cookie, 0).ok()
-    }
-
-    /// What modules plan against; `own_bps` (the stream's current
-    /// reservation, on a change) counts as free.
-    fn link(&self, sock_type: i32, own_bps: u64) -> LinkFacts {
-        LinkFacts {
-            device: self.state.device.clone(),
-            link_rate_bps: self.state.link_rate_bps,
-            room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own_bps),
-            msg_tags: sock_type == libc::SOCK_DGRAM,
-            admission: self.admission,
-        }
-    }
-
-    fn module(&mut self, name: &str) -> Result<&mut Box<dyn SchedulerModule>, QsockError> {
-        self.modules
-            .iter_mut()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| QsockError::new(ErrorKind::Unsupported, format!("no scheduler module {name:?} on this daemon")))
-    }
-
-    fn shared_classes(&self) -> Vec<SharedClass> {
-        self.modules.iter().flat_map(|m| m.shared_classes()).collect()
-    }
-}
-
-fn attach_probe(ebpf: &mut Ebpf, btf: Option<&Btf>) -> anyhow::Result<()> {
-    let btf = btf.ok_or_else(|| anyhow::anyhow!("kernel has no BTF"))?;
-    let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_DEQUEUE).ok_or_else(|| anyhow::anyhow!("probe missing"))?.try_into()?;
-    prog.load("qdisc_dequeue", btf)?;
-    prog.attach()?;
-    Ok(())
-}
 
 /// One managed socket.
 pub struct Managed {
@@ -165,174 +52,6 @@ pub struct Registry {
     admission: Admission,
 }
 
-fn htb_class(rate_bps: u64, ceil_bps: u64) -> HtbClass {
-    HtbClass { rate_bps: rate_bps.max(1), ceil_bps: ceil_bps.max(rate_bps).max(1), prio: MANAGED_PRIO }
-}
-
-fn burst_ns(rate_bps: u64) -> u64 {
-    (crate::tc::burst_bytes(rate_bps) as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128) as u64
-}
-
-/// The data-path policy of a planned stream in class `minor`.
-fn policy_of(plan: &StreamPlan, minor: u32, msg_tags: bool) -> SocketPolicy {
-    let mut p = plan.policy;
-    p.classid = DeviceRt::classid(minor);
-    if msg_tags {
-        p.flags |= POLICY_MSG_TAGS;
-    }
-    if let StreamClass::Own { rate_bps, .. } = plan.class {
-        p.rate_bps = rate_bps;
-        p.burst_ns = burst_ns(rate_bps);
-    }
-    p
-}
-
-/// The shared clock's backlog (vclock − now, ns) holds bytes queued at
-/// `old_bps`; at `new_bps` the same bytes take `backlog · old / new`.
-fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps: u64) -> u64 {
-    if vclock_ns <= now_ns || old_bps == 0 || new_bps == 0 || old_bps == new_bps {
-        return vclock_ns;
-    }
-    let backlog = (vclock_ns - now_ns) as u128 * old_bps as u128 / new_bps as u128;
-    now_ns.saturating_add(backlog.min(u64::MAX as u128) as u64)
-}
-
-/// Sets every shared class of `dev` to what its module needs now and hands
-/// the new rate to the data path's shared clock, its backlog rescaled to
-/// the new rate.
-async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
-    for c in dev.shared_classes() {
-        let cid = DeviceRt::classid(c.minor);
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &htb_class(c.rate_bps, c.ceil_bps), create)
-            .await
-            .map_err(kernel_err)?;
-        let old = dev.clocks.get(&cid, 0).unwrap_or_default();
-        let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
-        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(c.rate_bps) }, 0).map_err(kernel_err)?;
-    }
-    Ok(())
-}
-
-/// After the reservations on `dev` changed by `grew` (true: grew): resize
-/// best effort and the shared classes in the order that keeps the assured
-/// rates within the link.
-async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), QsockError> {
-    if grew {
-        resize_best_effort(tc, dev).await?;
-        sync_shared(tc, dev, false).await
-    } else {
-        sync_shared(tc, dev, false).await?;
-        resize_best_effort(tc, dev).await
-    }
-}
-
-/// Opens a device, removes the classes a previous qsockd left (their
-/// sockets are no longer managed: the maps were cleared too) and
-/// initialises every scheduler module on it.
-async fn open_device(tc: &Tc, st: DeviceState, admission: Admission) -> Result<DeviceRt, QsockError> {
-    let mut dev = DeviceRt::open(st, admission)?;
-    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
-    let stale: Vec<u32> = stats
-        .keys()
-        .copied()
-        .filter(|c| c >> 16 == ROOT_MAJOR && ![0, ROOT_CLASS_MINOR, BEST_EFFORT_MINOR].contains(&(c & 0xffff)))
-        .collect();
-    for cid in &stale {
-        tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
-    }
-    if !stale.is_empty() {
-        log::info!("{}: removed {} classes left by a previous qsockd", dev.state.device, stale.len());
-    }
-    resize_best_effort(tc, &dev).await?;
-    let link = dev.link(libc::SOCK_DGRAM, 0);
-    for m in dev.modules.iter_mut() {
-        let classes = m.init(&link);
-        log::debug!("{}: module {} owns {} shared classes", dev.state.device, m.name(), classes.len());
-    }
-    sync_shared(tc, &mut dev, true).await?;
-    Ok(dev)
-}
-
-/// Deletes the draining classes of `dev` that hold no packets, then gives
-/// their rate back to best effort.
-async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
-    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
-    let mut freed = false;
-    let mut result = Ok(());
-    let mut keep = Vec::new();
-    for (minor, rate) in std::mem::take(&mut dev.draining) {
-        let cid = DeviceRt::classid(minor);
-        if stats.get(&cid).is_some_and(|c| c.qlen > 0) {
-            keep.push((minor, rate));
-            continue;
-        }
-        if let Err(e) = tc.delete_class(dev.state.ifindex, cid).await {
-            if e.errno() != Some(libc::ENOENT) {
-                result = Err(kernel_err(e));
-                keep.push((minor, rate));
-                continue;
-            }
-        }
-        dev.free_minors.insert(minor);
-        dev.guaranteed_bps -= rate;
-        freed = true;
-    }
-    dev.draining = keep;
-    if freed {
-        resize_best_effort(tc, dev).await?;
-    }
-    result
-}
-
-/// Puts a planned stream's class in place: a new own class (best effort
-/// shrinks first), or the module's shared class resized. Returns the minor.
-/// `reuse`: an own class the stream already has, changed in place.
-async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, QsockError> {
-    match plan.class {
-        StreamClass::Own { rate_bps, ceil_bps } => {
-            let class = htb_class(rate_bps, ceil_bps);
-            let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
-            if let Some(minor) = reuse {
-                tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await.map_err(kernel_err)?;
-                return Ok(minor);
-            }
-            let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
-            tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await.map_err(kernel_err)?;
-            dev.free_minors.remove(&minor);
-            Ok(minor)
-        }
-        StreamClass::Shared { minor } => Ok(minor),
-    }
-}
-
-/// Installs a planned new stream: reservation, class, then counters and
-/// policy (the program only acts on sockets that have both). On error the
-/// reservation and an own class are undone; the caller rebalances.
-async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, QsockError> {
-    dev.guaranteed_bps += plan.reserved_bps;
-    if let Err(e) = rebalance(tc, dev, true).await {
-        dev.guaranteed_bps -= plan.reserved_bps;
-        return Err(e);
-    }
-    let minor = match place(tc, dev, plan, None).await {
-        Ok(m) => m,
-        Err(e) => {
-            dev.guaranteed_bps -= plan.reserved_bps;
-            return Err(e);
-        }
-    };
-    let installed = dev.counters.insert(cookie, SocketCounters::default(), 0).and_then(|_| dev.policies.insert(cookie, policy_of(plan, minor, msg_tags), 0));
-    if let Err(e) = installed {
-        let _ = dev.counters.remove(&cookie);
-        if let StreamClass::Own { .. } = plan.class {
-            let _ = tc.delete_class(dev.state.ifindex, DeviceRt::classid(minor)).await;
-            dev.free_minors.insert(minor);
-        }
-        dev.guaranteed_bps -= plan.reserved_bps;
-        return Err(kernel_err(format!("install policy: {e}")));
-    }
-    Ok(minor)
-}
 
 /// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
 #[derive(Clone, Copy, Debug)]
@@ -616,15 +335,6 @@ impl Registry {
 
 }
 
-/// Resizes the best-effort class to what guarantees leave on `dev`, so the
-/// assured rates of all classes never add up to more than the link.
-async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
-    let link = dev.state.link_rate_bps;
-    let be = HtbClass { rate_bps: (link - dev.guaranteed_bps).max(1), ceil_bps: link, prio: device::BEST_EFFORT_PRIO };
-    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false)
-        .await
-        .map_err(kernel_err)
-}
 
 /// Rate over the sample window: (bit/s, window ns).
 fn rate_from(samples: &VecDeque<(u64, u64)>) -> (u64, u64) {
@@ -666,14 +376,6 @@ mod tests {
         let s: VecDeque<_> = [(0u64, 0u64), (500_000_000, 62_500), (1_000_000_000, 125_000)].into();
         assert_eq!(rate_from(&s), (1_000_000, 1_000_000_000));
         assert_eq!(rate_from(&VecDeque::new()), (0, 0));
-    }
-
-    #[test]
-    fn shared_clock_backlog_rescales_with_the_rate() {
-        // 10 ms of backlog at 2 Mbit/s is 20 ms at 1 Mbit/s.
-        assert_eq!(rescale_vclock(1_010_000_000, 1_000_000_000, 2_000_000, 1_000_000), 1_020_000_000);
-        assert_eq!(rescale_vclock(900, 1_000, 2, 1), 900, "no backlog, nothing to rescale");
-        assert_eq!(rescale_vclock(2_000, 1_000, 0, 1), 2_000);
     }
 
     #[test]
