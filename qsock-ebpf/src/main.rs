@@ -168,19 +168,24 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
 }
 
 /// DWCS per unit (a frame, or one packet outside frames), at enqueue into the
-/// device's shared DWCS class (a FIFO drained at exactly its rate):
-/// the unit's deadline is the previous one + ipg; its departure is predicted
-/// from the class's shared virtual clock, so every stream ahead of it counts.
+/// device's shared DWCS class (a FIFO drained at exactly its rate). The
+/// unit's deadline is the previous one + ipg (or the message's own); its
+/// departure is predicted from the class's shared virtual clock, so every
+/// stream ahead of it counts, and as if the unit were at least the declared
+/// `dwcs_unit_bytes` (the rest of a frame is not here yet).
+///
 /// Met or missed, the window rules of `qsock_common::Window` (West & Schwan,
-/// ICMCS 1999) adjust x'/y'; a missed unit is dropped whole, unless it is
+/// ICMCS 1999) adjust x'/y'. A missed unit is dropped whole unless it is
 /// non-droppable (then it is sent late). Unlike DWCS proper, a unit that
 /// would be late with x' = 0 is dropped too: in one FIFO a late unit delays
 /// every stream behind it.
-/// Precedence (lower x'/y' first) becomes graded patience: while x' > 0 a
-/// unit gives up once it would finish later than slack · max(1 − x'/y', 1/4)
-/// or than slack minus two units' transmission, so the loosest current
-/// constraints lose first and keep the FIFO short for the tight ones. A unit is only dropped when the last y deadlines leave room
-/// for one more miss (`window_allows_miss`): windows slide.
+///
+/// Precedence (lower x'/y' first) becomes graded patience: while x' > 0 and
+/// the last y deadlines leave room for one more miss (`window_allows_miss`:
+/// windows slide), a unit gives up once it would finish later than
+/// slack · max(1 − x'/y', 1/4) or than slack minus two units' transmission.
+/// The loosest current constraints thus lose first and keep the FIFO short
+/// for the streams that may not miss.
 #[inline(always)]
 unsafe fn dwcs(
     skb: *mut aya_ebpf::bindings::__sk_buff,
