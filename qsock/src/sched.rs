@@ -143,16 +143,24 @@ pub trait SchedulerModule: Send + Sync {
     /// Name as in [`SchedulerParams::name`].
     fn name(&self) -> &'static str;
     /// Initialises the module on a device: the classes it owns under the
-    /// root, which qsockd creates.
-    fn init(&mut self, link: &LinkFacts) -> Vec<SharedClass>;
+    /// root, which qsockd creates. Default: its [`SchedulerModule::shared_classes`].
+    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
+        self.shared_classes()
+    }
     /// Admits stream `cookie` with `params` and plans its class and policy.
     fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan>;
-    /// New parameters for an admitted stream.
-    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan>;
+    /// New parameters for an admitted stream (`link.room_bps` already counts
+    /// its current reservation as free). Default: admit it anew with [`SchedulerModule::add`].
+    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan> {
+        self.add(cookie, params, link)
+    }
     /// Forgets the stream (no-op for an unknown cookie).
     fn remove(&mut self, cookie: u64);
-    /// The module's shared classes as its streams now need them.
-    fn shared_classes(&self) -> Vec<SharedClass>;
+    /// The module's shared classes as its streams now need them. Default: none
+    /// (every stream has a class of its own).
+    fn shared_classes(&self) -> Vec<SharedClass> {
+        Vec::new()
+    }
     /// The stream's state, from the data path's counters.
     fn report(&self, cookie: u64, counters: &SocketCounters) -> SchedulerState;
 }

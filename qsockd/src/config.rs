@@ -26,6 +26,9 @@ pub struct Config {
     /// What admission does with a stream that does not fit: "refuse"
     /// (default) or "warn" (admit it with what is left, and say so).
     pub admission: qsock::sched::Admission,
+    /// DWCS reservation headroom on top of Σ (1 − x/y)·C/T, per mille
+    /// (default 100 = 10 %; see `qsock_dwcs::module`).
+    pub dwcs_headroom_permille: u32,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             sample_interval_ms: 100,
             rate_window_ms: 1000,
             admission: qsock::sched::Admission::Refuse,
+            dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
         }
     }
 }

@@ -25,6 +25,21 @@ pub(crate) fn kernel_err(e: impl std::fmt::Display) -> QsockError {
     QsockError::new(ErrorKind::Kernel, e.to_string())
 }
 
+/// How the scheduler modules admit streams, the same on every device.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleSettings {
+    /// Refuse or warn when a stream does not fit.
+    pub admission: Admission,
+    /// DWCS headroom on top of the feasibility share, per mille.
+    pub dwcs_headroom_permille: u32,
+}
+
+impl Default for ModuleSettings {
+    fn default() -> Self {
+        Self { admission: Admission::Refuse, dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE }
+    }
+}
+
 /// An initialised device opened by this daemon.
 pub struct DeviceRt {
     /// What init recorded.
@@ -56,7 +71,7 @@ pub(crate) fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut Bpf
 impl DeviceRt {
     /// Opens the pinned maps of an initialised device and attaches the
     /// dequeue probe. Stale entries (from a previous daemon) are removed.
-    fn open(state: DeviceState, admission: Admission) -> Result<Self, QsockError> {
+    fn open(state: DeviceState, settings: ModuleSettings) -> Result<Self, QsockError> {
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&state.pin_dir)
@@ -83,8 +98,8 @@ impl DeviceRt {
             free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
             guaranteed_bps: 0,
             draining: Vec::new(),
-            modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::default())],
-            admission,
+            modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille))],
+            admission: settings.admission,
         })
     }
 
@@ -193,8 +208,8 @@ pub(crate) async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result
 /// Opens a device, removes the classes a previous qsockd left (their
 /// sockets are no longer managed: the maps were cleared too) and
 /// initialises every scheduler module on it.
-pub(crate) async fn open_device(tc: &Tc, st: DeviceState, admission: Admission) -> Result<DeviceRt, QsockError> {
-    let mut dev = DeviceRt::open(st, admission)?;
+pub(crate) async fn open_device(tc: &Tc, st: DeviceState, settings: ModuleSettings) -> Result<DeviceRt, QsockError> {
+    let mut dev = DeviceRt::open(st, settings)?;
     let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
     let stale: Vec<u32> = stats
         .keys()

@@ -7,6 +7,7 @@ use qsock::InitParams;
 use qsockd::{
     config::{Config, Paths},
     device::{self, DeviceState},
+    devrt::ModuleSettings,
     netns,
     registry::Registry,
     server,
@@ -36,6 +37,9 @@ struct Cli {
     /// What admission does with a stream that does not fit: refuse (default) or warn.
     #[arg(long, global = true, value_parser = parse_admission)]
     admission: Option<qsock::sched::Admission>,
+    /// DWCS reservation headroom, per mille (default 100 = 10 %).
+    #[arg(long, global = true)]
+    dwcs_headroom_permille: Option<u32>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -109,6 +113,9 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(a) = cli.admission {
         cfg.admission = a;
     }
+    if let Some(h) = cli.dwcs_headroom_permille {
+        cfg.dwcs_headroom_permille = h;
+    }
     Ok(cfg)
 }
 
@@ -158,7 +165,7 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, cfg.admission).await));
+    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille }).await));
     let listener = server::bind_listener(&cfg)?;
     log::info!("qsockd serving on {}", cfg.socket.display());
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use qsock::{
-    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::*;
@@ -18,10 +18,6 @@ pub struct RateModule {
 impl SchedulerModule for RateModule {
     fn name(&self) -> &'static str {
         "rate"
-    }
-
-    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
-        Vec::new()
     }
 
     fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
@@ -58,16 +54,8 @@ impl SchedulerModule for RateModule {
         Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: ceil }, policy, reserved_bps: rate, warning })
     }
 
-    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
-        self.add(cookie, params, link)
-    }
-
     fn remove(&mut self, cookie: u64) {
         self.streams.remove(&cookie);
-    }
-
-    fn shared_classes(&self) -> Vec<SharedClass> {
-        Vec::new()
     }
 
     fn report(&self, _cookie: u64, _c: &SocketCounters) -> SchedulerState {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use qsock::{
-    sched::{Admission, StreamClass},
+    sched::StreamClass,
     AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError,
 };
 use qsock_common::*;
@@ -15,7 +15,7 @@ use qsock_common::*;
 use crate::{
     config::Paths,
     device::{self, DeviceState},
-    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, DeviceRt},
+    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, DeviceRt, ModuleSettings},
     sockinfo,
     tc::{fmt_classid, Tc},
 };
@@ -49,7 +49,7 @@ pub struct Registry {
     devices: HashMap<String, DeviceRt>,
     sockets: HashMap<u64, Managed>,
     rate_window_ns: u64,
-    admission: Admission,
+    settings: ModuleSettings,
 }
 
 
@@ -73,12 +73,12 @@ pub struct SocketFacts {
 impl Registry {
     /// A registry for the namespace described by `paths`; opens every device
     /// already initialised there.
-    /// `admission` says what to do with a stream that does not fit.
-    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64, admission: Admission) -> Self {
-        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns, admission };
+    /// `settings` say how the scheduler modules admit streams.
+    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64, settings: ModuleSettings) -> Self {
+        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns, settings };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
-            match open_device(&r.tc, st, r.admission).await {
+            match open_device(&r.tc, st, r.settings).await {
                 Ok(d) => {
                     log::info!("serving {name}");
                     r.devices.insert(name, d);
@@ -95,7 +95,7 @@ impl Registry {
             device::ifindex(name)?;
             let st = DeviceState::load(&self.paths, name)?
                 .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {name}; run qsockd init")))?;
-            let d = open_device(&self.tc, st, self.admission).await?;
+            let d = open_device(&self.tc, st, self.settings).await?;
             self.devices.insert(name.to_string(), d);
         }
         Ok(self.devices.get_mut(name).expect("inserted above"))
@@ -104,7 +104,7 @@ impl Registry {
     /// `qsockinit` on behalf of a root client.
     pub async fn init(&mut self, params: &InitParams) -> Result<(), QsockError> {
         let st = device::init(&self.paths, params).await?;
-        let d = open_device(&self.tc, st, self.admission).await?;
+        let d = open_device(&self.tc, st, self.settings).await?;
         self.devices.insert(params.device.clone(), d);
         Ok(())
     }

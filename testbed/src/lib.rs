@@ -49,6 +49,21 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// Command-line options every experiment on the bed shares (flatten them
+/// into the experiment's own `clap` arguments).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ExperimentArgs {
+    /// Bottleneck: root HTB rate on the server's egress (tc syntax, e.g. 10mbit).
+    #[arg(long, default_value = "10mbit")]
+    pub link_rate: String,
+    /// Parallel TCP streams of the iperf3 load.
+    #[arg(long, default_value_t = 4)]
+    pub iperf_streams: u32,
+    /// Directory for the CSV, JSON and SVG results.
+    #[arg(long, default_value = "results")]
+    pub out_dir: PathBuf,
+}
+
 /// Two namespaces and a veth pair; see the crate docs.
 pub struct Testbed {
     /// Server namespace (its egress is where qsock works).

@@ -54,6 +54,15 @@ impl Bed {
         Ok((s, a))
     }
 
+    /// Resolves ARP towards `to` (one datagram from a plain sender, read
+    /// from `rx`), so measured traffic never waits in the neighbour queue.
+    /// Errors if the datagram does not arrive (bounded: 20 s).
+    pub fn warm_up(&self, to: SocketAddr, rx: &UdpSocket) -> Result<()> {
+        self.sender()?.send_to(MARKER, to)?;
+        recv_until_marker(rx)?;
+        Ok(())
+    }
+
     /// Parameters for a guaranteed rate on the bed's server device.
     pub fn rate(&self, rate_bps: u64) -> QosParams {
         QosParams::rate(self.bed.server_dev.clone(), rate_bps)

@@ -10,17 +10,10 @@ use std::{
 use qsock::{qsendto, DropPriority, PacketFlags};
 use qsock_tests::{recv_until_marker, send_marker, Bed, MARKER};
 
-/// Resolves ARP once so the measured traffic does not wait in the neighbour queue.
-fn warm_up(b: &Bed, to: SocketAddr, rx: &UdpSocket) {
-    let s = b.sender().unwrap();
-    s.send_to(MARKER, to).unwrap();
-    recv_until_marker(rx).unwrap();
-}
-
 /// A receiver, ARP resolved, and a sender attached with `params`: (tx, rx, to).
 fn attached_flow(b: &Bed, params: &qsock::QosParams) -> (UdpSocket, UdpSocket, SocketAddr) {
     let (rx, to) = b.receiver().unwrap();
-    warm_up(b, to, &rx);
+    b.warm_up(to, &rx).unwrap();
     let tx = b.sender().unwrap();
     b.client.attach(tx.as_fd(), params).unwrap();
     (tx, rx, to)
@@ -47,7 +40,7 @@ fn classification_by_cookie_lands_in_the_socket_class() {
     let b = Bed::new("cls", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
     let (rx_plain, to_plain) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
+    b.warm_up(to, &rx).unwrap();
     let managed = b.sender().unwrap();
     let info = b.client.attach(managed.as_fd(), &b.rate(2_000_000)).unwrap();
     assert_eq!(info.classid, "1:10");
@@ -221,7 +214,7 @@ fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_l
     // overload on both: 20 messages at once, each due in 100 ms.
     let (rx_lossy, to_lossy) = b.receiver().unwrap();
     let (rx_lossless, to_lossless) = b.receiver().unwrap();
-    warm_up(&b, to_lossy, &rx_lossy);
+    b.warm_up(to_lossy, &rx_lossy).unwrap();
     let lossy = b.sender().unwrap();
     let lossless = b.sender().unwrap();
     b.client.attach(lossy.as_fd(), &edf(true, 1042, 40_000_000)).unwrap();
@@ -251,7 +244,7 @@ fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_l
 fn qchange_switches_scheduler_without_losing_queued_packets() {
     let b = Bed::new("switch", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
-    warm_up(&b, to, &rx);
+    b.warm_up(to, &rx).unwrap();
     let tx = b.sender().unwrap();
     // 500 kbit/s with a ceiling of 500 kbit/s: 60 datagrams of 1042 bytes queue for ~1 s.
     let slow = qsock::QosParams {
@@ -276,4 +269,69 @@ fn qchange_switches_scheduler_without_losing_queued_packets() {
     send_marker(&tx, to).unwrap();
     let got: Vec<u16> = recv_until_marker(&rx).unwrap().iter().map(|p| parse(p).1).collect();
     assert_eq!(got, (0..60).collect::<Vec<_>>(), "every queued packet arrives, in order");
+}
+
+/// Backlog of class `classid` in packets, from `tc -s class show`
+/// (" backlog 105000b 100p requeues 0").
+fn class_backlog_packets(b: &Bed, classid: &str) -> u64 {
+    let out = b.bed.tc_server(&["-s", "class", "show", "dev", &b.bed.server_dev]).unwrap();
+    let block = out.split("class htb ").find(|c| c.starts_with(&format!("{classid} "))).unwrap_or_else(|| panic!("no class {classid} in {out}"));
+    let w: Vec<&str> = block.split_whitespace().collect();
+    let i = w.iter().position(|x| *x == "backlog").expect("a backlog field");
+    w[i + 2].trim_end_matches('p').parse().unwrap()
+}
+
+#[test]
+fn edf_messages_meet_their_deadlines_while_best_effort_floods_the_link() {
+    let b = Bed::new("edfbe", "10mbit").unwrap();
+    let (rx_edf, to_edf) = b.receiver().unwrap();
+    let (rx_be, to_be) = b.receiver().unwrap();
+    b.warm_up(to_edf, &rx_edf).unwrap();
+    let tx = b.sender().unwrap();
+    let edf = qsock::QosParams {
+        scheduler: qsock::SchedulerParams::Edf(qsock::EdfAttrs { lossy: false, message_bytes: 1042, min_interval_ns: 10_000_000 }),
+        ..b.rate(1)
+    };
+    b.client.attach(tx.as_fd(), &edf).unwrap();
+    let flooders: Vec<UdpSocket> = (0..4).map(|_| b.sender().unwrap()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (got, be_backlog) = std::thread::scope(|s| {
+        // Best effort: four sockets sending as fast as their buffers let them,
+        // far more than the link carries.
+        for f in &flooders {
+            let stop = &stop;
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = f.send_to(&[0u8; 1000], to_be);
+                }
+            });
+        }
+        s.spawn(|| while rx_be.recv(&mut [0u8; 2048]).is_ok() || !stop.load(std::sync::atomic::Ordering::Relaxed) {});
+        let receiver = s.spawn(|| recv_until_marker(&rx_edf).unwrap().len());
+        // Wait (bounded) until best effort queues, so the EDF messages meet a full link.
+        let mut be_backlog = 0;
+        for _ in 0..200 {
+            be_backlog = class_backlog_packets(&b, "1:fffe");
+            if be_backlog >= 50 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // 100 deadline messages, one per 10 ms, each due 20 ms after it is sent.
+        for i in 0..100u16 {
+            qsendto(tx.as_fd(), &payload(b'E', i, 0), &to_edf, &PacketFlags { deadline_ns: deadline_in(20), ..Default::default() }).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        be_backlog = be_backlog.min(class_backlog_packets(&b, "1:fffe"));
+        send_marker(&tx, to_edf).unwrap();
+        let got = receiver.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (got, be_backlog)
+    });
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert!(be_backlog >= 50, "best effort was not flooded ({be_backlog} packets queued)");
+    assert_eq!(got, 100, "lossless EDF delivers every message");
+    assert_eq!((info.deadline_met_packets, info.late_kept_packets), (100, 0), "{info:?}");
+    // Measured in the kernel, not predicted: time each message spent in the root qdisc.
+    assert!(info.queuing_delay.max_ns < 20_000_000, "an EDF message waited past its deadline behind best effort: {:?}", info.queuing_delay);
 }

@@ -38,8 +38,7 @@ fn recv_all(rx: &UdpSocket, n: u16) -> BTreeSet<u16> {
 fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
     let b = Bed::new("modules", "10mbit").unwrap();
     let (rx, to): (UdpSocket, SocketAddr) = b.receiver().unwrap();
-    b.sender().unwrap().send_to(MARKER, to).unwrap();
-    recv_until_marker(&rx).unwrap();
+    b.warm_up(to, &rx).unwrap();
     let (tx_rate, tx_edf, tx_dwcs) = (b.sender().unwrap(), b.sender().unwrap(), b.sender().unwrap());
     let slow = QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(500_000), ..RateAttrs::guaranteed(500_000) }), ..b.rate(1) };
     let edf = QosParams { scheduler: SchedulerParams::Edf(EdfAttrs { lossy: true, message_bytes: 1042, min_interval_ns: 10_000_000 }), ..b.rate(1) };
@@ -91,8 +90,7 @@ fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
 fn dwcs_drops_whole_frames_within_the_window_constraint() {
     let b = Bed::new("frames", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
-    b.sender().unwrap().send_to(MARKER, to).unwrap();
-    recv_until_marker(&rx).unwrap();
+    b.warm_up(to, &rx).unwrap();
     let tx = b.sender().unwrap();
     // Frames of 3 datagrams (3 × 1042 wire bytes) every 10 ms offer 2.5 Mbit/s;
     // 1/4 may be lost, so the DWCS class gets 1.1 × 3/4 × 2.5 = 2.06 Mbit/s

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use qsock::sched::SchedulerState;
-use qsock_tests::{recv_until_marker, Bed, MARKER};
+use qsock_tests::Bed;
 use testbed::{spawn_ready, workspace_bin, CLIENT_IP};
 use video_server::streams::{outcomes, parse_specs, Arrival};
 
@@ -13,8 +13,7 @@ fn window_constraints_hold_at_the_receiver_on_an_overloaded_dwcs_class() {
     let b = Bed::new("window", "10mbit").unwrap();
     // ARP first, so no deadline waits in the neighbour queue.
     let (rx, to) = b.receiver().unwrap();
-    b.sender().unwrap().send_to(MARKER, to).unwrap();
-    recv_until_marker(&rx).unwrap();
+    b.warm_up(to, &rx).unwrap();
     drop(rx);
     // Four streams of 1042 wire bytes every 4 ms offer 8.34 Mbit/s; their DWCS
     // reservations add up to 1.1 × (3/4 + 3/4 + 7/8 + 7/8) × 2.084 Mbit/s

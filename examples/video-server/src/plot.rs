@@ -20,7 +20,9 @@ pub struct Series<'a> {
     pub color: usize,
 }
 
-/// Draws `series` into an 900×500 SVG at `path`, axes from 0 to the data's maxima.
+/// Draws `series` into a 900×500 SVG at `path`, axes from 0 to the data's
+/// maxima. Errors if the font ([`FONT`]) cannot be read or the SVG cannot be
+/// written.
 pub fn line_chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Result<()> {
     let font = std::fs::read(FONT).with_context(|| format!("read {FONT} (apt-get install fonts-dejavu-core)"))?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))

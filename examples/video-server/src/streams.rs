@@ -6,6 +6,38 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// A window test's stream set as command-line options, shared by the sender
+/// (`dwcs-streams`) and the experiment (`dwcs-window`), which forwards them.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StreamSetArgs {
+    /// Window constraints x/y, one stream each, e.g. "1/2,1/4,1/8,0/1".
+    #[arg(long, default_value = "1/2,1/4,1/8,0/1")]
+    pub streams: String,
+    /// Period of every stream (DWCS ipg), µs (> 0).
+    #[arg(long, default_value_t = 4000)]
+    pub ipg_us: u64,
+    /// UDP payload per datagram, bytes (≥ [`HEADER_BYTES`]).
+    #[arg(long, default_value_t = 1000)]
+    pub bytes: usize,
+    /// How long to send, s.
+    #[arg(long, default_value_t = 20)]
+    pub duration_s: u64,
+}
+
+impl StreamSetArgs {
+    /// The same options as command-line arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--streams".to_string(), self.streams.clone(), "--ipg-us".into(), self.ipg_us.to_string()];
+        v.extend(["--bytes".into(), self.bytes.to_string(), "--duration-s".into(), self.duration_s.to_string()]);
+        v
+    }
+
+    /// Size of one datagram on the wire (IPv4, UDP, Ethernet headers added), bytes.
+    pub fn wire_bytes(&self) -> u32 {
+        self.bytes as u32 + WIRE_OVERHEAD_BYTES
+    }
+}
+
 /// Bytes of the datagram header: stream u32, seq u64, deadline ns u64 (big endian).
 pub const HEADER_BYTES: usize = 20;
 /// IPv4, UDP and Ethernet headers a datagram gains on the wire, bytes.
@@ -37,7 +69,8 @@ pub fn parse_specs(s: &str) -> Result<Vec<StreamSpec>> {
         .collect()
 }
 
-/// Writes the header into the first [`HEADER_BYTES`] of `buf`.
+/// Writes the header into the first [`HEADER_BYTES`] of `buf`; panics if
+/// `buf` is shorter.
 pub fn encode(buf: &mut [u8], stream: u32, seq: u64, deadline_ns: u64) {
     buf[..4].copy_from_slice(&stream.to_be_bytes());
     buf[4..12].copy_from_slice(&seq.to_be_bytes());

@@ -19,45 +19,59 @@ use crate::WindowConstraint;
 /// needs a rate > 0; nothing is queued there without a DWCS stream).
 pub const IDLE_CLASS_RATE_BPS: u64 = 8_000;
 
-/// Headroom on top of the DWCS feasibility share, per mille. The data path
+/// Default headroom on top of the DWCS feasibility share, per mille
+/// (qsockd's `dwcs_headroom_permille`). The data path
 /// approximates DWCS with drop decisions at enqueue into one FIFO; with the
 /// class at exactly Σ (1 − x/y)·C/T its backlog is a critically loaded queue
 /// and a few windows break (measured: README, DWCS window test).
-pub const HEADROOM_PERMILLE: u128 = 100;
+pub const DEFAULT_HEADROOM_PERMILLE: u32 = 100;
 
 /// Rate a DWCS stream reserves, bit/s, rounded up: `(1 − x/y) · unit_bytes ·
 /// 8 / ipg`, or `unit_bytes · 8 / ipg` when non-droppable, plus
 /// [`HEADROOM_PERMILLE`]. The sum over a device's streams is the DWCS
 /// feasibility test Σ (1 − x_i/y_i)·C_i/T_i ≤ 1 (West et al., IEEE TC 53(6),
 /// 2004) scaled to the class's rate.
-pub fn reservation_bps(d: &DwcsAttrs) -> u64 {
+pub fn reservation_bps(d: &DwcsAttrs, headroom_permille: u32) -> u64 {
     let kept = if d.non_droppable { d.old } else { d.old - d.oln } as u128;
-    let num = d.unit_bytes as u128 * 8 * 1_000_000_000 * kept * (1000 + HEADROOM_PERMILLE);
+    let num = d.unit_bytes as u128 * 8 * 1_000_000_000 * kept * (1000 + headroom_permille as u128);
     let den = d.ipg_ns.max(1) as u128 * d.old.max(1) as u128 * 1000;
     // Saturate: an absurd request must be refused, not wrap to a small rate.
     num.div_ceil(den).min(u64::MAX as u128) as u64
 }
 
 /// The DWCS module of one device.
-#[derive(Default)]
 pub struct DwcsModule {
     streams: HashMap<u64, (DwcsAttrs, u64)>,
+    headroom_permille: u32,
+}
+
+impl Default for DwcsModule {
+    fn default() -> Self {
+        Self::new(DEFAULT_HEADROOM_PERMILLE)
+    }
 }
 
 impl DwcsModule {
+    /// A module that reserves `headroom_permille` on top of each stream's
+    /// feasibility share (see [`reservation_bps`]).
+    pub fn new(headroom_permille: u32) -> Self {
+        Self { streams: HashMap::new(), headroom_permille }
+    }
+
     fn class_rate(&self) -> u64 {
         self.streams.values().map(|(_, r)| r).sum::<u64>().max(IDLE_CLASS_RATE_BPS)
     }
 
-    fn plan(params: &SchedulerParams, link: &LinkFacts) -> Result<(DwcsAttrs, StreamPlan), QsockError> {
+    fn plan(&self, params: &SchedulerParams, link: &LinkFacts) -> Result<(DwcsAttrs, StreamPlan), QsockError> {
         let SchedulerParams::Dwcs(d) = params else {
             return Err(QsockError::new(ErrorKind::InvalidParams, format!("the dwcs module cannot serve scheduler {:?}", params.name())));
         };
         let c = WindowConstraint::new(d.oln, d.old).map_err(|m| QsockError::new(ErrorKind::InvalidParams, m))?;
-        let (reserved, warning) = admit(reservation_bps(d), link, || {
+        let need = reservation_bps(d, self.headroom_permille);
+        let (reserved, warning) = admit(need, link, || {
             format!(
-                "DWCS stream refused: with it the DWCS set on {} is infeasible (it needs (1 - {}/{}) x {} bytes per {} ns + 10 % = {} bit/s, {} bit/s is left)",
-                link.device, d.oln, d.old, d.unit_bytes, d.ipg_ns, reservation_bps(d), link.room_bps
+                "DWCS stream refused: with it the DWCS set on {} is infeasible (it needs (1 - {}/{}) x {} bytes per {} ns + {} per mille = {need} bit/s, {} bit/s is left)",
+                link.device, d.oln, d.old, d.unit_bytes, d.ipg_ns, self.headroom_permille, link.room_bps
             )
         })?;
         let mut flags = POLICY_DWCS;
@@ -82,18 +96,10 @@ impl SchedulerModule for DwcsModule {
         "dwcs"
     }
 
-    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
-        self.shared_classes()
-    }
-
     fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
-        let (d, plan) = Self::plan(params, link)?;
+        let (d, plan) = self.plan(params, link)?;
         self.streams.insert(cookie, (d, plan.reserved_bps));
         Ok(plan)
-    }
-
-    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
-        self.add(cookie, params, link)
     }
 
     fn remove(&mut self, cookie: u64) {
@@ -139,15 +145,22 @@ mod tests {
     #[test]
     fn reservation_is_the_feasible_share() {
         // 1250 bytes per 10 ms = 1 Mbit/s; 1/4 may be lost: 750 kbit/s, + 10 %.
-        assert_eq!(reservation_bps(&attrs(1, 4, false)), 825_000);
-        assert_eq!(reservation_bps(&attrs(1, 4, true)), 1_100_000, "non-droppable reserves everything");
-        assert_eq!(reservation_bps(&attrs(0, 1, false)), 1_100_000);
+        assert_eq!(reservation_bps(&attrs(1, 4, false), DEFAULT_HEADROOM_PERMILLE), 825_000);
+        assert_eq!(reservation_bps(&attrs(1, 4, true), DEFAULT_HEADROOM_PERMILLE), 1_100_000, "non-droppable reserves everything");
+        assert_eq!(reservation_bps(&attrs(0, 1, false), DEFAULT_HEADROOM_PERMILLE), 1_100_000);
+    }
+
+    #[test]
+    fn headroom_is_configurable() {
+        assert_eq!(reservation_bps(&attrs(1, 4, false), 0), 750_000);
+        let p = DwcsModule::new(50).add(1, &SchedulerParams::Dwcs(attrs(1, 4, false)), &link(5_000_000)).unwrap();
+        assert_eq!(p.reserved_bps, 787_500);
     }
 
     #[test]
     fn an_absurd_request_saturates_and_is_refused() {
         let huge = DwcsAttrs { ipg_ns: 1, unit_bytes: u32::MAX, oln: 0, old: 1, non_droppable: false };
-        assert_eq!(reservation_bps(&huge), u64::MAX);
+        assert_eq!(reservation_bps(&huge, DEFAULT_HEADROOM_PERMILLE), u64::MAX);
         let e = DwcsModule::default().add(1, &SchedulerParams::Dwcs(huge), &link(9_000_000)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CapacityExceeded);
     }

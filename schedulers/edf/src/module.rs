@@ -4,7 +4,7 @@
 //! lossy EDF drops a message predicted to miss its deadline, lossless sends
 //! it late. Admission keeps the device's deadline traffic schedulable.
 use qsock::{
-    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
+    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::{SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, POLICY_LOSSLESS};
@@ -21,10 +21,6 @@ pub struct EdfModule {
 impl SchedulerModule for EdfModule {
     fn name(&self) -> &'static str {
         "edf"
-    }
-
-    fn init(&mut self, _link: &LinkFacts) -> Vec<SharedClass> {
-        Vec::new()
     }
 
     fn add(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
@@ -51,16 +47,8 @@ impl SchedulerModule for EdfModule {
         Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: rate }, policy, reserved_bps: rate, warning })
     }
 
-    fn change(&mut self, cookie: u64, params: &SchedulerParams, link: &LinkFacts) -> Result<StreamPlan, QsockError> {
-        self.add(cookie, params, link)
-    }
-
     fn remove(&mut self, cookie: u64) {
         self.lossy.remove(&cookie);
-    }
-
-    fn shared_classes(&self) -> Vec<SharedClass> {
-        Vec::new()
     }
 
     fn report(&self, cookie: u64, _c: &SocketCounters) -> SchedulerState {

@@ -8,22 +8,18 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use anyhow::{bail, Result};
 use clap::Parser;
 use sensor::{intervals, plot, Arrival, Interval};
-use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Bottleneck: root HTB rate on the server's egress.
-    #[arg(long, default_value = "10mbit")]
-    link_rate: String,
+    #[command(flatten)]
+    bed: ExperimentArgs,
     /// Length of each run, s.
     #[arg(long, default_value_t = 30)]
     duration_s: u64,
     /// When the iperf3 perturbation starts, s.
     #[arg(long, default_value_t = 10)]
     perturb_at_s: u64,
-    /// Parallel TCP streams of the perturbation.
-    #[arg(long, default_value_t = 4)]
-    iperf_streams: u32,
     /// Shortest gap the sensor declares to EDF admission, ms. Its readings
     /// come every 2–18 ms (10 ms on average), so 10 ms reserves exactly the
     /// mean load and bursts exceed the reservation.
@@ -35,9 +31,6 @@ struct Args {
     /// Read the readings from this CSV (offset_ms,value,deadline_ms) instead.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Directory for CSV and SVG.
-    #[arg(long, default_value = "results")]
-    out_dir: PathBuf,
 }
 
 const PORT: u16 = 6000;
@@ -70,7 +63,7 @@ fn run_once(bed: &Testbed, a: &Args, mode: &str) -> Result<Run> {
     tx.env("QSOCK_SOCKET", bed.socket_path()).stdout(Stdio::piped()).stderr(std::fs::File::create(bed.dir.join(format!("sender-{mode}.log")))?);
     let tx = tx.spawn()?;
     std::thread::sleep(Duration::from_secs(a.perturb_at_s));
-    bed.iperf_client(a.duration_s.saturating_sub(a.perturb_at_s).max(1), a.iperf_streams)?;
+    bed.iperf_client(a.duration_s.saturating_sub(a.perturb_at_s).max(1), a.bed.iperf_streams)?;
     let o = tx.wait_with_output()?;
     if !o.status.success() {
         bail!("sensor ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("sender-{mode}.log")))?);
@@ -92,7 +85,7 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let a = Args { csv: a.csv.as_ref().map(std::fs::canonicalize).transpose()?, ..a };
     let mut bed = Testbed::new("fig7")?;
-    bed.init(&a.link_rate)?;
+    bed.init(&a.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf = bed.iperf_server()?;
     let modes = ["plain", "lossless", "lossy"];
@@ -101,10 +94,10 @@ fn main() -> Result<()> {
         eprintln!("[fig7] {m} run ({} s, perturbation from {} s)", a.duration_s, a.perturb_at_s);
         runs.push(run_once(&bed, &a, m)?);
     }
-    println!("\nReadings per 5 s interval: on time / late / lost (iperf3 -P {} from {} s; link {})", a.iperf_streams, a.perturb_at_s, a.link_rate);
+    println!("\nReadings per 5 s interval: on time / late / lost (iperf3 -P {} from {} s; link {})", a.bed.iperf_streams, a.perturb_at_s, a.bed.link_rate);
     println!("{:>9} | {:>16} | {:>16} | {:>16}", "interval", "plain", "lossless EDF", "lossy EDF");
-    std::fs::create_dir_all(&a.out_dir)?;
-    let csv_path = a.out_dir.join("sensor-fig7.csv");
+    std::fs::create_dir_all(&a.bed.out_dir)?;
+    let csv_path = a.bed.out_dir.join("sensor-fig7.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;
     w.write_record(["interval_start_s", "mode", "on_time", "late", "lost"])?;
     let n = runs.iter().map(|r| r.intervals.len()).max().unwrap_or(0);
@@ -130,7 +123,7 @@ fn main() -> Result<()> {
             q["guaranteed_rate_bps"], q["drops"]["deadline_packets"], q["late_kept_packets"], r.sender["skipped_past_deadline"]
         );
     }
-    let svg = a.out_dir.join("sensor-fig7.svg");
+    let svg = a.bed.out_dir.join("sensor-fig7.svg");
     let series: Vec<(&str, &[Interval])> = vec![("plain socket", &runs[0].intervals), ("lossless EDF", &runs[1].intervals), ("lossy EDF", &runs[2].intervals)];
     plot::missed_per_interval(&svg, "Sensor readings late or lost per 5 s (Q.Sockets Fig. 7)", &series)?;
     println!("\nwrote {} and {}", csv_path.display(), svg.display());

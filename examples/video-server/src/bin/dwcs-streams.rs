@@ -12,28 +12,18 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 use qsock::{DropPriority, DwcsAttrs, PacketFlags, QosParams, SchedulerParams};
-use video_server::streams::{encode, parse_specs, END_SEQ, HEADER_BYTES, WIRE_OVERHEAD_BYTES};
+use video_server::streams::{encode, parse_specs, StreamSetArgs, END_SEQ, HEADER_BYTES};
 
 #[derive(Parser, Debug)]
 struct Args {
+    #[command(flatten)]
+    set: StreamSetArgs,
     /// Receiver address.
     #[arg(long)]
     dest: SocketAddr,
     /// Egress device for qsock.
     #[arg(long, default_value = "eth0")]
     device: String,
-    /// Window constraints x/y, one stream each, e.g. "1/2,1/4,1/8,0/1".
-    #[arg(long, default_value = "1/2,1/4,1/8,0/1")]
-    streams: String,
-    /// Period of every stream (DWCS ipg), µs.
-    #[arg(long, default_value_t = 4000)]
-    ipg_us: u64,
-    /// UDP payload per datagram, bytes (≥ 20).
-    #[arg(long, default_value_t = 1000)]
-    bytes: usize,
-    /// How long to send, s.
-    #[arg(long, default_value_t = 30)]
-    duration_s: u64,
     /// Plain UDP sockets instead of DWCS.
     #[arg(long)]
     plain: bool,
@@ -61,9 +51,9 @@ fn sleep_until(t_ns: u64) {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let specs = parse_specs(&a.streams)?;
-    anyhow::ensure!(a.bytes >= HEADER_BYTES, "--bytes must be at least {HEADER_BYTES}");
-    let ipg_ns = a.ipg_us * 1000;
+    let specs = parse_specs(&a.set.streams)?;
+    anyhow::ensure!(a.set.bytes >= HEADER_BYTES, "--bytes must be at least {HEADER_BYTES}");
+    let ipg_ns = a.set.ipg_us * 1000;
     let mut socks = Vec::new();
     for s in &specs {
         let sock = if a.plain {
@@ -73,7 +63,7 @@ fn main() -> Result<()> {
                 device: a.device.clone(),
                 scheduler: SchedulerParams::Dwcs(DwcsAttrs {
                     ipg_ns,
-                    unit_bytes: a.bytes as u32 + WIRE_OVERHEAD_BYTES,
+                    unit_bytes: a.set.wire_bytes(),
                     oln: s.x,
                     old: s.y,
                     non_droppable: false,
@@ -86,13 +76,13 @@ fn main() -> Result<()> {
     }
     let n = specs.len() as u64;
     let t0 = qsock::monotonic_now_ns() + 100_000_000;
-    let count = a.duration_s * 1_000_000_000 / ipg_ns;
+    let count = a.set.duration_s * 1_000_000_000 / ipg_ns;
     let sent: Vec<u64> = std::thread::scope(|sc| {
         let handles: Vec<_> = socks
             .iter()
             .enumerate()
             .map(|(i, sock)| {
-                let (dest, bytes, plain, rt) = (a.dest, a.bytes, a.plain, a.realtime);
+                let (dest, bytes, plain, rt) = (a.dest, a.set.bytes, a.plain, a.realtime);
                 sc.spawn(move || -> Result<u64> {
                     if rt {
                         if let Err(e) = realtime() {

@@ -6,40 +6,30 @@
 //! deadlines) against x. The same streams on plain sockets run first, under
 //! the same load, for comparison. Prints a table, writes CSV and an SVG of
 //! the worst window per second per stream.
-use std::{path::PathBuf, process::Stdio};
+use std::process::Stdio;
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use qsock::DwcsAttrs;
-use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
-    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSpec, WIRE_OVERHEAD_BYTES},
+    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSetArgs, StreamSpec},
 };
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Bottleneck: root HTB rate on the server's egress.
-    #[arg(long, default_value = "10mbit")]
-    link_rate: String,
-    /// Window constraints x/y, one stream each.
-    #[arg(long, default_value = "1/2,1/4,1/8,0/1")]
-    streams: String,
-    /// Period of every stream (DWCS ipg), µs.
-    #[arg(long, default_value_t = 4000)]
-    ipg_us: u64,
-    /// UDP payload per datagram, bytes.
-    #[arg(long, default_value_t = 1000)]
-    bytes: usize,
-    /// Length of each run, s.
-    #[arg(long, default_value_t = 20)]
-    duration_s: u64,
-    /// Parallel TCP streams loading the link.
-    #[arg(long, default_value_t = 4)]
-    iperf_streams: u32,
-    /// Directory for CSV and SVG.
-    #[arg(long, default_value = "results")]
-    out_dir: PathBuf,
+    #[command(flatten)]
+    set: StreamSetArgs,
+    /// qsockd's DWCS reservation headroom, per mille.
+    #[arg(long, default_value_t = qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE)]
+    dwcs_headroom_permille: u32,
+    /// Run the sender unprivileged (uid 65534, so without SCHED_FIFO), as an
+    /// application would; by default it runs as root under SCHED_FIFO.
+    #[arg(long)]
+    unprivileged_sender: bool,
+    #[command(flatten)]
+    bed: ExperimentArgs,
 }
 
 const PORT: u16 = 7000;
@@ -55,19 +45,26 @@ fn run_once(bed: &Testbed, a: &Args, specs: &[StreamSpec], plain: bool) -> Resul
     let mut rx = bed.command_in(&bed.client_ns, workspace_bin("stream-receiver")?);
     rx.args(["--bind", &format!("{CLIENT_IP}:{PORT}"), "--streams", &specs.len().to_string()]).arg("--out").arg(&out);
     let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{mode}.log")))?;
-    // The sender runs as root only for SCHED_FIFO, which keeps its streams
-    // periodic while iperf3 and the receiver share the two CPUs.
-    let mut tx = bed.command_in(&bed.server_ns, workspace_bin("dwcs-streams")?);
-    tx.arg("--realtime");
-    tx.args(["--dest", &format!("{CLIENT_IP}:{PORT}"), "--device", &bed.server_dev, "--streams", &a.streams]);
-    tx.args(["--ipg-us", &a.ipg_us.to_string(), "--bytes", &a.bytes.to_string(), "--duration-s", &a.duration_s.to_string()]);
+    // By default the sender runs as root only for SCHED_FIFO, which keeps its
+    // streams periodic while iperf3 and the receiver share the CPUs.
+    let bin = workspace_bin("dwcs-streams")?;
+    let mut tx = if a.unprivileged_sender {
+        let mut c = bed.command_in(&bed.server_ns, "setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        c
+    } else {
+        let mut c = bed.command_in(&bed.server_ns, &bin);
+        c.arg("--realtime");
+        c
+    };
+    tx.args(["--dest", &format!("{CLIENT_IP}:{PORT}"), "--device", &bed.server_dev]).args(a.set.to_args());
     if plain {
         tx.arg("--plain");
     }
     tx.env("QSOCK_SOCKET", bed.socket_path()).stdout(Stdio::piped()).stderr(std::fs::File::create(bed.dir.join(format!("sender-{mode}.log")))?);
     // The link is loaded before the first datagram and until after the last.
     let sender = std::thread::scope(|s| -> Result<serde_json::Value> {
-        let load = s.spawn(|| bed.iperf_client(a.duration_s + 2, a.iperf_streams));
+        let load = s.spawn(|| bed.iperf_client(a.set.duration_s + 2, a.bed.iperf_streams));
         std::thread::sleep(std::time::Duration::from_millis(1500));
         let o = tx.spawn()?.wait_with_output()?;
         load.join().map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))??;
@@ -102,31 +99,40 @@ fn worst_per_second(o: &StreamOutcome, per_second: usize) -> Vec<(f64, f64)> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let specs = parse_specs(&a.streams)?;
+    let specs = parse_specs(&a.set.streams)?;
     let mut bed = Testbed::new("window")?;
-    bed.init(&a.link_rate)?;
-    bed.start_daemon()?;
+    bed.init(&a.bed.link_rate)?;
+    bed.start_daemon_with(&["--dwcs-headroom-permille", &a.dwcs_headroom_permille.to_string()])?;
     let _iperf = bed.iperf_server()?;
-    eprintln!("[window] plain run ({} s under iperf3 -P {})", a.duration_s, a.iperf_streams);
+    eprintln!("[window] plain run ({} s under iperf3 -P {})", a.set.duration_s, a.bed.iperf_streams);
     let plain = run_once(&bed, &a, &specs, true)?;
-    eprintln!("[window] DWCS run ({} s under iperf3 -P {})", a.duration_s, a.iperf_streams);
+    eprintln!("[window] DWCS run ({} s under iperf3 -P {})", a.set.duration_s, a.bed.iperf_streams);
     let dwcs = run_once(&bed, &a, &specs, false)?;
 
-    let offered = (a.bytes as u64 + WIRE_OVERHEAD_BYTES as u64) * 8 * 1_000_000 / a.ipg_us;
+    let offered = a.set.wire_bytes() as u64 * 8 * 1_000_000 / a.set.ipg_us;
     let reserved: u64 = specs
         .iter()
         .map(|s| {
-            let d = DwcsAttrs { ipg_ns: a.ipg_us * 1000, unit_bytes: a.bytes as u32 + WIRE_OVERHEAD_BYTES, oln: s.x, old: s.y, non_droppable: false };
-            qsock_dwcs::module::reservation_bps(&d)
+            let d = DwcsAttrs { ipg_ns: a.set.ipg_us * 1000, unit_bytes: a.set.wire_bytes(), oln: s.x, old: s.y, non_droppable: false };
+            qsock_dwcs::module::reservation_bps(&d, a.dwcs_headroom_permille)
         })
         .sum();
     println!(
-        "\nDWCS window test: {} streams of {} B every {} us ({} bit/s each on the wire), DWCS reserves {} bit/s of {} (offered {} bit/s); iperf3 -P {} loads the link throughout",
-        specs.len(), a.bytes, a.ipg_us, offered, reserved, a.link_rate, offered * specs.len() as u64, a.iperf_streams
+        "\nDWCS window test: {} streams of {} B every {} us ({} bit/s each on the wire), DWCS reserves {} bit/s of {} ({} per mille headroom; offered {} bit/s); iperf3 -P {} loads the link throughout; sender {}",
+        specs.len(),
+        a.set.bytes,
+        a.set.ipg_us,
+        offered,
+        reserved,
+        a.bed.link_rate,
+        a.dwcs_headroom_permille,
+        offered * specs.len() as u64,
+        a.bed.iperf_streams,
+        if a.unprivileged_sender { "unprivileged" } else { "SCHED_FIFO" }
     );
     println!("{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}", "stream", "x/y", "plain ok", "late", "lost", "worst", "holds", "dwcs ok", "late", "lost", "worst", "holds", "viol.");
-    std::fs::create_dir_all(&a.out_dir)?;
-    let csv_path = a.out_dir.join("dwcs-window.csv");
+    std::fs::create_dir_all(&a.bed.out_dir)?;
+    let csv_path = a.bed.out_dir.join("dwcs-window.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;
     w.write_record(["stream", "x", "y", "mode", "sent", "on_time", "late", "lost", "worst_window", "holds"])?;
     for (i, (p, d)) in plain.outcomes.iter().zip(&dwcs.outcomes).enumerate() {
@@ -144,7 +150,7 @@ fn main() -> Result<()> {
         }
     }
     w.flush()?;
-    let per_second = (1_000_000 / a.ipg_us) as usize;
+    let per_second = (1_000_000 / a.set.ipg_us) as usize;
     let labels: Vec<String> = specs.iter().map(|s| format!("DWCS {}/{}", s.x, s.y)).collect();
     let mut series = Vec::new();
     for (i, d) in dwcs.outcomes.iter().enumerate() {
@@ -153,7 +159,7 @@ fn main() -> Result<()> {
         series.push(Series { label: &labels[i], points: pts, dashed: false, color: i });
         series.push(Series { label: "", points: vec![(0.0, d.spec.x as f64), (n, d.spec.x as f64)], dashed: true, color: i });
     }
-    let svg = a.out_dir.join("dwcs-window.svg");
+    let svg = a.bed.out_dir.join("dwcs-window.svg");
     line_chart(&svg, "DWCS window test: worst window per second (dashed: constraint x)", "second", "misses in y consecutive deadlines", &series)?;
     println!("\nworst window = most deadlines missed (late or lost) in any y consecutive ones; holds = worst <= x; viol. = violations qinfo counted");
     println!("wrote {} and {}", csv_path.display(), svg.display());

@@ -15,32 +15,25 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 use video_server::report::{analyse, FrameRecord, SecondRow, Summary};
 
 #[derive(Parser, Debug)]
 struct Args {
+    #[command(flatten)]
+    bed: ExperimentArgs,
     /// H.264 Annex-B input (20 fps unless --fps says otherwise).
     #[arg(long)]
     input: PathBuf,
     /// Frames per second of the input.
     #[arg(long, default_value_t = 20)]
     fps: u32,
-    /// Bottleneck: root HTB rate on the server's egress.
-    #[arg(long, default_value = "10mbit")]
-    link_rate: String,
     /// Guaranteed rate of the qsock video socket, bit/s.
     #[arg(long, default_value_t = 2_500_000)]
     rate: u64,
     /// Playout budget (frame deadline = send time + this), ms.
     #[arg(long, default_value_t = 300)]
     playout_ms: u64,
-    /// Parallel TCP streams of the iperf3 perturbation.
-    #[arg(long, default_value_t = 4)]
-    iperf_streams: u32,
-    /// Directory for the CSV and JSON results.
-    #[arg(long, default_value = "results")]
-    out_dir: PathBuf,
 }
 
 const VIDEO_PORT: u16 = 5004;
@@ -86,7 +79,7 @@ fn run_once(bed: &Testbed, args: &Args, plain: bool) -> Result<RunResult> {
     // Perturbation: bulk TCP from the server side during the middle third.
     std::thread::sleep(duration / 3);
     let third = (duration.as_secs_f64() / 3.0).round().max(1.0) as u64;
-    bed.iperf_client(third, args.iperf_streams)?;
+    bed.iperf_client(third, args.bed.iperf_streams)?;
     let out = tx.wait_with_output()?;
     if !out.status.success() {
         bail!("sender ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("sender-{mode}.log")))?);
@@ -104,10 +97,10 @@ fn run_once(bed: &Testbed, args: &Args, plain: bool) -> Result<RunResult> {
 
 fn print_and_write(args: &Args, plain: &RunResult, q: &RunResult, link: &str) -> Result<()> {
     println!();
-    println!("Per second (perturbation: iperf3 -P {} over the middle third; link {link}; qsock guarantee {} bit/s)", args.iperf_streams, args.rate);
+    println!("Per second (perturbation: iperf3 -P {} over the middle third; link {link}; qsock guarantee {} bit/s)", args.bed.iperf_streams, args.rate);
     println!("{:>4} | {:>9} {:>11} {:>5} {:>10} | {:>9} {:>11} {:>5} {:>10}", "sec", "plain fps", "lost I/P/B", "late", "jit99 ms", "qsock fps", "lost I/P/B", "late", "jit99 ms");
-    std::fs::create_dir_all(&args.out_dir)?;
-    let csv_path = args.out_dir.join("video-demo.csv");
+    std::fs::create_dir_all(&args.bed.out_dir)?;
+    let csv_path = args.bed.out_dir.join("video-demo.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;
     w.write_record([
         "second", "plain_fps", "plain_lost_i", "plain_lost_p", "plain_lost_b", "plain_late", "plain_jitter_p99_ms", "qsock_fps", "qsock_lost_i",
@@ -160,7 +153,7 @@ fn print_and_write(args: &Args, plain: &RunResult, q: &RunResult, link: &str) ->
         );
         println!("sender skipped {} frames itself as already past their deadline", q.sender["skipped_late"]);
     }
-    let summary_path = args.out_dir.join("video-demo-summary.json");
+    let summary_path = args.bed.out_dir.join("video-demo-summary.json");
     std::fs::write(
         &summary_path,
         serde_json::to_vec_pretty(&serde_json::json!({"plain": plain.summary, "qsock": q.summary, "qsock_sender": q.sender, "link_rate": link, "guaranteed_bps": args.rate}))?,
@@ -173,10 +166,10 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let args = Args { input: std::fs::canonicalize(&args.input).with_context(|| format!("input {}", args.input.display()))?, ..args };
     let mut bed = Testbed::new("demo")?;
-    bed.init(&args.link_rate)?;
+    bed.init(&args.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf_server = bed.iperf_server()?;
     let plain = run_once(&bed, &args, true)?;
     let q = run_once(&bed, &args, false)?;
-    print_and_write(&args, &plain, &q, &args.link_rate)
+    print_and_write(&args, &plain, &q, &args.bed.link_rate)
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use testbed::{spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
     report::{analyse, FrameRecord, SecondRow, Summary},
@@ -20,12 +20,11 @@ use video_server::{
 
 #[derive(Parser, Debug)]
 struct Args {
+    #[command(flatten)]
+    bed: ExperimentArgs,
     /// H.264 Annex-B input, streamed by all three senders.
     #[arg(long)]
     input: PathBuf,
-    /// Bottleneck: root HTB rate on the server's egress.
-    #[arg(long, default_value = "10mbit")]
-    link_rate: String,
     /// DWCS window constraint: frames that may be lost ...
     #[arg(long, default_value_t = 1)]
     oln: u32,
@@ -35,12 +34,6 @@ struct Args {
     /// Playout budget (frame deadline = send time + this), ms.
     #[arg(long, default_value_t = 300)]
     playout_ms: u64,
-    /// Parallel TCP streams of the iperf3 overload.
-    #[arg(long, default_value_t = 4)]
-    iperf_streams: u32,
-    /// Directory for CSV and SVG.
-    #[arg(long, default_value = "results")]
-    out_dir: PathBuf,
 }
 
 struct Stream {
@@ -76,7 +69,7 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let a = Args { input: std::fs::canonicalize(&a.input).with_context(|| format!("input {}", a.input.display()))?, ..a };
     let mut bed = Testbed::new("fig6")?;
-    bed.init(&a.link_rate)?;
+    bed.init(&a.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf = bed.iperf_server()?;
     let frames = video_server::h264::read_frames(&a.input)?.len();
@@ -89,10 +82,10 @@ fn main() -> Result<()> {
         rx.arg("--reference").arg(&a.input).args(["--bind", &format!("{CLIENT_IP}:{}", s.port), "--fps", &s.fps.to_string()]).arg("--out").arg(&out);
         receivers.push((spawn_ready(rx, &bed.dir.join(format!("receiver-{}.log", s.port)))?, out));
     }
-    eprintln!("[fig6] three streams of {frames} frames; iperf3 -P {} from {:.0} s", a.iperf_streams, secs / 3.0);
+    eprintln!("[fig6] three streams of {frames} frames; iperf3 -P {} from {:.0} s", a.bed.iperf_streams, secs / 3.0);
     let senders: Vec<Child> = STREAMS.iter().map(|s| sender(&bed, &a, s)).collect::<Result<_>>()?;
     std::thread::sleep(Duration::from_secs_f64(secs / 3.0));
-    bed.iperf_client((frames as f64 / 15.0 - secs / 3.0).ceil() as u64, a.iperf_streams)?;
+    bed.iperf_client((frames as f64 / 15.0 - secs / 3.0).ceil() as u64, a.bed.iperf_streams)?;
     let mut sender_out = Vec::new();
     for (s, c) in STREAMS.iter().zip(senders) {
         let o = c.wait_with_output()?;
@@ -113,11 +106,11 @@ fn main() -> Result<()> {
     let overload_from = (secs / 3.0).round() as usize;
     println!(
         "\nFrames per second at the receiver, all / within the {} ms playout budget (link {}; iperf3 -P {} from {} s; DWCS {}/{} over frames)",
-        a.playout_ms, a.link_rate, a.iperf_streams, overload_from, a.oln, a.old
+        a.playout_ms, a.bed.link_rate, a.bed.iperf_streams, overload_from, a.oln, a.old
     );
     println!("{:>4} | {:>12} {:>12} {:>17}", "sec", STREAMS[0].name, STREAMS[1].name, STREAMS[2].name);
-    std::fs::create_dir_all(&a.out_dir)?;
-    let csv_path = a.out_dir.join("video-fig6.csv");
+    std::fs::create_dir_all(&a.bed.out_dir)?;
+    let csv_path = a.bed.out_dir.join("video-fig6.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;
     w.write_record(["second", "stream", "fps", "on_time_fps", "lost_i", "lost_p", "lost_b", "late"])?;
     let n = results.iter().map(|r| r.0.len()).max().unwrap_or(0);
@@ -149,7 +142,7 @@ fn main() -> Result<()> {
         .map(|(k, s)| Series { label: s.name, points: results[k].0.iter().map(|r| (r.second as f64, r.on_time_fps as f64)).collect(), dashed: false, color: k })
         .collect();
     println!("worst window: most frames lost or late in any {} consecutive frames, at the receiver; viol.: violations qinfo counted", a.old);
-    let svg = a.out_dir.join("video-fig6.svg");
+    let svg = a.bed.out_dir.join("video-fig6.svg");
     line_chart(&svg, "Video streams over qsock under overload (Q.Sockets Fig. 6)", "second", "frames per second within the playout budget", &series)?;
     println!("\nwrote {} and {}", csv_path.display(), svg.display());
     Ok(())
