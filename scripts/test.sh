@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh must run as root (namespaces, tc, BPF)" >&2; exit 1; }
-bash scripts/setup.sh
+# --demo: ffmpeg and iperf3, for the real-video test (tests/tests/video.rs).
+bash scripts/setup.sh --demo
 export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/footage.sh >/dev/null
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast

@@ -6,6 +6,11 @@
 #![warn(missing_docs)]
 #![no_std]
 
+pub mod service;
+pub mod unit;
+
+pub use unit::{FRAME_DROPPING, FRAME_OPEN};
+
 /// HTB major number of the root qdisc qsock installs (`1:`).
 pub const ROOT_MAJOR: u32 = 1;
 /// Minor of the HTB root class that carries the link rate (`1:1`).
@@ -58,13 +63,34 @@ pub const PROG_DEQUEUE: &str = "qsock_dequeue";
 /// |-------|---------|
 /// | 63..8 | deadline, ns of `CLOCK_MONOTONIC`, rounded down to 256 ns |
 /// | 7     | [`TAG_VALID`]: this value is a qsock tag |
+/// | 6     | [`TAG_HAS_FRAME_BYTES`]: compact form, see below |
 /// | 5     | [`TAG_HAS_DEADLINE`] |
 /// | 4     | [`TAG_FRAME_END`]: last message of a frame |
 /// | 3     | [`TAG_FRAME_START`]: first message of a frame |
 /// | 2..0  | drop priority 0..=6, or [`DROP_PRIO_NON_DROPPABLE`] (7) |
 ///
+/// The first message of a frame may declare the whole frame's size on the
+/// wire, so the data path can judge the frame once, whole. It then uses the
+/// compact form ([`encode_frame_tag`]): bits 63..40 carry the frame's bytes
+/// and bits 39..8 the deadline modulo 2^40 ns, which the program unwraps
+/// against its own clock ([`tag_deadline`]); deadlines within ±2^39 ns
+/// (≈ 9 min) of the send time survive exactly.
+///
 /// One `sendmsg()` carries data and tag together: no extra system call.
 pub const TAG_VALID: u64 = 1 << 7;
+/// Compact form: bits 63..40 are the frame's size on the wire, bytes, and
+/// bits 39..8 the deadline modulo 2^40 ns (see [`TAG_VALID`]).
+pub const TAG_HAS_FRAME_BYTES: u64 = 1 << 6;
+/// First bit of the frame size in the compact form.
+pub const TAG_FRAME_BYTES_SHIFT: u32 = 40;
+/// Largest frame size the compact form carries, bytes (2^24 − 1); larger
+/// frames are declared as this (the prediction still says "large").
+pub const MAX_TAG_FRAME_BYTES: u64 = (1 << 24) - 1;
+/// Span of the compact form's deadline bits, ns (2^40).
+pub const COMPACT_DEADLINE_SPAN_NS: u64 = 1 << 40;
+/// Farthest a deadline may lie from the send time, ns, for the compact form
+/// to be used (2^38: a quarter of the span, leaving margin either way).
+pub const COMPACT_DEADLINE_REACH_NS: u64 = 1 << 38;
 /// The tag carries a deadline in bits 63..8.
 pub const TAG_HAS_DEADLINE: u64 = 1 << 5;
 /// The message ends a frame (for video: the packet with the RTP marker bit).
@@ -98,6 +124,52 @@ pub const fn encode_tag(deadline_ns: Option<u64>, drop_prio: u8, frame_start: bo
         tag |= TAG_FRAME_END;
     }
     tag
+}
+
+/// Encodes the tag of a frame's first message that declares the frame's
+/// size on the wire (`frame_bytes`, clamped to [`MAX_TAG_FRAME_BYTES`]);
+/// layout in [`TAG_VALID`]. `now_ns` is the send time (`CLOCK_MONOTONIC`).
+/// Returns `None` when the deadline lies more than
+/// [`COMPACT_DEADLINE_REACH_NS`] from `now_ns`: send [`encode_tag`] then.
+pub const fn encode_frame_tag(deadline_ns: Option<u64>, now_ns: u64, drop_prio: u8, frame_end: bool, frame_bytes: u64) -> Option<u64> {
+    let mut tag = encode_tag(None, drop_prio, true, frame_end) | TAG_HAS_FRAME_BYTES;
+    if let Some(d) = deadline_ns {
+        let dist = if d > now_ns { d - now_ns } else { now_ns - d };
+        if dist > COMPACT_DEADLINE_REACH_NS {
+            return None;
+        }
+        tag |= (d & (COMPACT_DEADLINE_SPAN_NS - 1) & TAG_DEADLINE_MASK) | TAG_HAS_DEADLINE;
+    }
+    let b = if frame_bytes > MAX_TAG_FRAME_BYTES { MAX_TAG_FRAME_BYTES } else { frame_bytes };
+    Some(tag | (b << TAG_FRAME_BYTES_SHIFT))
+}
+
+/// The deadline a tag carries, ns of `CLOCK_MONOTONIC`, or 0 for none.
+/// The compact form is unwrapped to the value nearest `now_ns` (exact for
+/// deadlines within ±2^39 ns of it).
+pub const fn tag_deadline(tag: u64, now_ns: u64) -> u64 {
+    if tag & TAG_HAS_DEADLINE == 0 {
+        return 0;
+    }
+    if tag & TAG_HAS_FRAME_BYTES == 0 {
+        return tag & TAG_DEADLINE_MASK;
+    }
+    let low = tag & (COMPACT_DEADLINE_SPAN_NS - 1) & TAG_DEADLINE_MASK;
+    let ahead = low.wrapping_sub(now_ns) & (COMPACT_DEADLINE_SPAN_NS - 1);
+    if ahead < COMPACT_DEADLINE_SPAN_NS / 2 {
+        now_ns.wrapping_add(ahead)
+    } else {
+        now_ns.wrapping_sub(COMPACT_DEADLINE_SPAN_NS - ahead)
+    }
+}
+
+/// The frame size on the wire a tag declares, bytes, or 0 for none.
+pub const fn tag_frame_bytes(tag: u64) -> u64 {
+    if tag & TAG_HAS_FRAME_BYTES == 0 {
+        0
+    } else {
+        tag >> TAG_FRAME_BYTES_SHIFT
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -149,11 +221,15 @@ pub struct SocketPolicy {
     /// DWCS window constraint denominator y (`old`), > 0 with [`POLICY_DWCS`].
     pub dwcs_y: u32,
     /// DWCS: declared size of a unit on the wire, bytes. A unit is judged at
-    /// its first packet as if it were at least this large (a frame's later
-    /// packets are not there yet).
+    /// its first packet as if it were at least this large, unless the
+    /// message declares its frame's size itself ([`TAG_HAS_FRAME_BYTES`]).
     pub dwcs_unit_bytes: u32,
     /// Padding, keep zero.
     pub _pad2: u32,
+    /// Ceiling of the socket's own class, bit/s (≥ `rate_bps`): the most a
+    /// measured drain rate is trusted to be ([`service::predict`]). 0 for
+    /// DWCS streams (their class never borrows).
+    pub ceil_bps: u64,
 }
 
 /// Virtual clock of a class shared by several sockets (keyed by classid):
@@ -234,6 +310,33 @@ pub struct SocketCounters {
     /// DWCS: outcome of the last 64 deadlines, bit 0 the latest, 1 = missed
     /// (see [`window_allows_miss`]).
     pub dwcs_history: u64,
+    /// Units (frames, or messages outside frames) whose deadline had already
+    /// passed when they were sent: dropped if droppable, else sent and
+    /// counted in `late_kept_packets`.
+    pub past_deadline_units: u64,
+    /// Egress program state: bytes of the current frame already charged to
+    /// the virtual clock when the frame was judged whole, not yet seen.
+    pub frame_credit_bytes: u64,
+    /// Dequeue probe state: the class's drain rate, measured while it had
+    /// a backlog ([`service::ServiceMeter`]).
+    pub meter: service::ServiceMeter,
+    /// Egress program state: enqueue stamp of the newest packet let into
+    /// the qdisc, ns of `CLOCK_MONOTONIC`.
+    pub last_enq_ns: u64,
+    /// Packets let into the qdisc that the dequeue probe never saw leave,
+    /// found when the newest packet left (the class was then empty): the
+    /// backlog is `enq − deq − unseen`.
+    pub unseen_packets: u64,
+    /// Bytes of those.
+    pub unseen_bytes: u64,
+}
+
+impl SocketCounters {
+    /// Bytes of the socket queued in its class now: enqueued, less dequeued,
+    /// less what left unseen.
+    pub const fn backlog_bytes(&self) -> u64 {
+        self.enq_bytes.saturating_sub(self.deq_bytes).saturating_sub(self.unseen_bytes)
+    }
 }
 
 /// DWCS current window constraint of one stream: x'/y' and the violation
@@ -311,15 +414,32 @@ pub const fn window_allows_miss(history: u64, x: u32, y: u32) -> bool {
     ((history & mask).count_ones() as u64) < x as u64
 }
 
+/// `a · b`, or `u64::MAX` when that overflows. For constant `b` in the BPF
+/// program: with a variable `b` LLVM turns the test into a 128-bit
+/// multiply, which the BPF target lacks (so does `u64::saturating_mul`).
+pub const fn sat_mul(a: u64, b: u64) -> u64 {
+    if b != 0 && a > u64::MAX / b {
+        u64::MAX
+    } else {
+        a * b
+    }
+}
+
+/// `a · num / den` for `num ≤ den < 2^32`, rounded down, without overflow
+/// and without the 128-bit multiply the BPF target lacks; `den` 0 gives 0.
+pub const fn scale_down(a: u64, num: u32, den: u32) -> u64 {
+    if den == 0 {
+        return 0;
+    }
+    let (num, den) = (num as u64, den as u64);
+    (a / den) * num + (a % den) * num / den
+}
+
 /// Packs a window constraint for [`SocketCounters::dwcs_origin`].
 pub const fn dwcs_origin(x: u32, y: u32) -> u32 {
     ((x & 0xffff) << 16) | (y & 0xffff)
 }
 
-/// `frame_state` value: inside a frame, nothing dropped so far.
-pub const FRAME_OPEN: u64 = 1;
-/// `frame_state` value: inside a frame that lost a packet; drop the rest.
-pub const FRAME_DROPPING: u64 = 2;
 
 /// Index of the histogram bucket for a delay in ns (see [`DELAY_BUCKETS`]).
 pub const fn delay_bucket(delay_ns: u64) -> usize {
@@ -353,7 +473,15 @@ pub struct KernelOffsets {
     pub skb_len: u32,
     /// 1 once qsockd filled the offsets; the probe does nothing before.
     pub valid: u32,
+    /// `offsetof(struct sk_buff, next)`: a bulk dequeue hands the probe a
+    /// list of skbs.
+    pub skb_next: u32,
 }
+
+/// Most skbs of one bulk dequeue the probe accounts for (the rest of a
+/// longer list would go uncounted; the kernel's bulk dequeue stops at its
+/// byte-queue limit, far fewer packets on the links qsock shapes).
+pub const MAX_BULK_DEQUEUE: u32 = 64;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -362,6 +490,7 @@ mod pod {
     unsafe impl aya::Pod for super::SocketCounters {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SharedClock {}
+    unsafe impl aya::Pod for super::service::ServiceMeter {}
 }
 
 #[cfg(test)]

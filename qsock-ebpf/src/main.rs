@@ -5,11 +5,15 @@
 //!   HTB class through `skb->priority`, applies the per-message tag carried in
 //!   `skb->tstamp` (deadline, drop priority, frame marks), drops what the
 //!   policy allows, keeps per-socket counters and stamps the enqueue time.
-//!   DWCS streams share one class and its virtual clock; their units go
-//!   through the window rules (`dwcs`).
+//!   A unit (a frame, or a message outside frames) is judged once, at its
+//!   first message, against the service its class really gets
+//!   (`qsock_common::service`), and then sent or dropped whole
+//!   (`qsock_common::unit`). DWCS streams share one class and its virtual
+//!   clock; their units go through the window rules (`dwcs`).
 //! * `qsock_dequeue` (BTF tracepoint `qdisc_dequeue`, where a packet leaves
-//!   the root qdisc): measures each managed packet's queuing delay as
-//!   dequeue time minus the enqueue stamp.
+//!   the root qdisc): counts what left, measures each managed packet's
+//!   queuing delay as dequeue time minus the enqueue stamp, and the class's
+//!   drain rate while it had a backlog (`service::ServiceMeter`).
 //!
 //! Types and the tag layout are defined in `qsock-common`.
 #![no_std]
@@ -28,7 +32,7 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::{BtfTracePointContext, TcContext},
 };
-use qsock_common::*;
+use qsock_common::{service, unit, *};
 
 #[map(name = "QSOCK_POLICIES")]
 static POLICIES: HashMap<u64, SocketPolicy> = HashMap::pinned(MAX_SOCKETS, 0);
@@ -57,12 +61,6 @@ pub fn qsock_egress(ctx: TcContext) -> i32 {
     unsafe { egress(&ctx) }
 }
 
-enum Verdict {
-    Pass,
-    DropDeadline,
-    DropFrame,
-}
-
 unsafe fn egress(ctx: &TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let cookie = bpf_get_socket_cookie(skb as *mut c_void);
@@ -87,105 +85,84 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
     if policy.flags & POLICY_NON_DROPPABLE != 0 {
         prio = DROP_PRIO_NON_DROPPABLE;
     }
-    let deadline = if tag & TAG_HAS_DEADLINE != 0 {
-        tag & TAG_DEADLINE_MASK
-    } else if policy.delay_budget_ns != 0 {
-        now + policy.delay_budget_ns
-    } else {
-        0
-    };
     let droppable = prio < DROP_PRIO_NON_DROPPABLE && policy.flags & POLICY_LOSSLESS == 0;
     if policy.flags & POLICY_DWCS != 0 {
         return dwcs(skb, &policy, counters, tag, droppable, now, len);
     }
 
-    let frame_state = &mut (*counters).frame_state;
-    if tag & TAG_FRAME_START != 0 {
-        *frame_state = FRAME_OPEN;
-    }
-
-    let mut verdict = Verdict::Pass;
-    if droppable && *frame_state == FRAME_DROPPING {
-        verdict = Verdict::DropFrame;
-    } else {
-        // HTB's token bucket as a virtual clock: `vclock` is when the class's
-        // tokens are back to zero (now − tokens), never earlier than now − burst.
-        // A packet leaves once that clock has reached now, then costs len/rate.
-        let vclock = (*counters).vclock_ns;
-        let floor = now.saturating_sub(policy.burst_ns);
-        let start = if vclock > floor { vclock } else { floor };
-        let rate = if policy.rate_bps == 0 { 1 } else { policy.rate_bps };
-        let finish = start + len * 8 * 1_000_000_000 / rate;
-        let wait = start.saturating_sub(now);
-        if deadline != 0 {
-            // Lower drop priorities give up earlier: a message of priority p
-            // may spend (p + 1) / 7 of its slack waiting (p = 6: all of it).
-            let slack = if deadline > now { deadline - now } else { 0 };
-            let allowed = slack * (prio as u64 + 1) / (DROP_PRIO_NON_DROPPABLE as u64);
-            if droppable && (slack == 0 || wait > allowed) {
-                verdict = Verdict::DropDeadline;
-            } else if wait > slack {
-                add(&mut (*counters).late_kept_packets, 1);
-            } else {
-                add(&mut (*counters).deadline_met_packets, 1);
-            }
+    let state = (*counters).frame_state;
+    if unit::starts_unit(state, tag) {
+        // A unit (frame or message) is judged once, whole, at its first message.
+        let deadline = if tag & TAG_HAS_DEADLINE != 0 {
+            tag_deadline(tag, now)
+        } else if policy.delay_budget_ns != 0 {
+            now + policy.delay_budget_ns
+        } else {
+            0
+        };
+        if deadline != 0 && deadline <= now {
+            add(&mut (*counters).past_deadline_units, 1);
         }
-        if let Verdict::Pass = verdict {
-            (*counters).vclock_ns = finish;
-        }
-    }
-
-    match verdict {
-        Verdict::Pass => {
-            if tag & TAG_FRAME_END != 0 {
-                *frame_state = 0;
-            }
-            (*skb).priority = policy.classid;
-            // Replace the tag with the enqueue time; the dequeue probe reads it.
-            (*skb).tstamp = now;
-            add(&mut (*counters).enq_packets, 1);
-            add(&mut (*counters).enq_bytes, len);
-            TC_ACT_OK as i32
-        }
-        Verdict::DropDeadline | Verdict::DropFrame => {
-            if let Verdict::DropFrame = verdict {
-                add(&mut (*counters).drop_frame_packets, 1);
-                add(&mut (*counters).drop_frame_bytes, len);
-            } else {
+        let declared = tag_frame_bytes(tag);
+        let unit_bytes = if declared > len { declared } else { len };
+        let backlog = (*counters).backlog_bytes();
+        let class = service::ClassModel { rate_bps: policy.rate_bps, ceil_bps: policy.ceil_bps, burst_ns: policy.burst_ns };
+        let measured = (*counters).meter.rate_at(now);
+        let p = service::predict(class, (*counters).vclock_ns, now, backlog, unit_bytes, len, measured);
+        let verdict = unit::judge(deadline, p.finish_ns, now, prio, droppable);
+        (*counters).frame_state = unit::frame_state_after(state, tag, verdict == unit::Verdict::Drop);
+        match verdict {
+            unit::Verdict::Drop => {
                 add(&mut (*counters).drop_deadline_packets, 1);
                 add(&mut (*counters).drop_deadline_bytes, len);
+                return TC_ACT_SHOT as i32;
             }
-            *frame_state = if tag & TAG_FRAME_END != 0 {
-                0
-            } else if *frame_state != 0 {
-                FRAME_DROPPING
-            } else {
-                0
-            };
-            TC_ACT_SHOT as i32
+            unit::Verdict::LateKept => add(&mut (*counters).late_kept_packets, 1),
+            unit::Verdict::Met => add(&mut (*counters).deadline_met_packets, 1),
+            unit::Verdict::Untimed => {}
+        }
+        (*counters).vclock_ns = p.vclock_after_ns;
+        (*counters).frame_credit_bytes = unit_bytes - len;
+    } else {
+        (*counters).frame_state = unit::frame_state_after(state, tag, false);
+        if state == FRAME_DROPPING && droppable {
+            add(&mut (*counters).drop_frame_packets, 1);
+            add(&mut (*counters).drop_frame_bytes, len);
+            return TC_ACT_SHOT as i32;
+        }
+        // The rest of a kept frame: paid for when the frame was judged, up
+        // to its declared size; beyond that it costs the clock now.
+        let credit = (*counters).frame_credit_bytes;
+        if credit >= len {
+            (*counters).frame_credit_bytes = credit - len;
+        } else {
+            (*counters).frame_credit_bytes = 0;
+            (*counters).vclock_ns = service::charge((*counters).vclock_ns, now, policy.burst_ns, len - credit, policy.rate_bps);
         }
     }
+    (*skb).priority = policy.classid;
+    // Replace the tag with the enqueue time; the dequeue probe reads it.
+    (*skb).tstamp = now;
+    add(&mut (*counters).enq_packets, 1);
+    add(&mut (*counters).enq_bytes, len);
+    (*counters).last_enq_ns = now;
+    TC_ACT_OK as i32
 }
 
 /// DWCS per unit (a frame, or one packet outside frames), at enqueue into the
 /// device's shared DWCS class (a FIFO drained at exactly its rate). The
 /// unit's deadline is the previous one + ipg (or the message's own); its
 /// departure is predicted from the class's shared virtual clock, so every
-/// stream ahead of it counts, and as if the unit were at least the declared
-/// `dwcs_unit_bytes` (the rest of a frame is not here yet).
+/// stream ahead of it counts, at the frame's declared size, or else as if
+/// the unit were at least the stream's `dwcs_unit_bytes` (the rest of a
+/// frame is not here yet).
 ///
 /// Met or missed, the window rules of `qsock_common::Window` (West & Schwan,
 /// ICMCS 1999) adjust x'/y'. A missed unit is dropped whole unless it is
 /// non-droppable (then it is sent late). Unlike DWCS proper, a unit that
 /// would be late with x' = 0 is dropped too: in one FIFO a late unit delays
-/// every stream behind it.
-///
-/// Precedence (lower x'/y' first) becomes graded patience: while x' > 0 and
-/// the last y deadlines leave room for one more miss (`window_allows_miss`:
-/// windows slide), a unit gives up once it would finish later than
-/// slack · max(1 − x'/y', 1/4) or than slack minus two units' transmission.
-/// The loosest current constraints thus lose first and keep the FIFO short
-/// for the streams that may not miss.
+/// every stream behind it. Precedence becomes patience
+/// (`qsock_common::unit::dwcs_patience`).
 #[inline(always)]
 unsafe fn dwcs(
     skb: *mut aya_ebpf::bindings::__sk_buff,
@@ -201,18 +178,10 @@ unsafe fn dwcs(
         None => return TC_ACT_OK as i32,
     };
     let state = (*c).frame_state;
-    let unit_start = tag & TAG_FRAME_START != 0 || state == 0;
-    let in_frame = tag & TAG_FRAME_START != 0 || state != 0;
-    let unit_end = tag & TAG_FRAME_END != 0 || !in_frame;
-
     let k = *clock;
-    let floor = now.saturating_sub(k.burst_ns);
-    let start = if k.vclock_ns > floor { k.vclock_ns } else { floor };
-    // checked_div: no panic path for the verifier to reject (rate 0: no cost).
-    let finish = start + (len * 8 * 1_000_000_000).checked_div(k.rate_bps).unwrap_or(0);
+    let finish = service::charge(k.vclock_ns, now, k.burst_ns, len, k.rate_bps);
 
-    let drop;
-    if unit_start {
+    if unit::starts_unit(state, tag) {
         let (x, y) = (policy.dwcs_x, policy.dwcs_y);
         let origin = dwcs_origin(x, y);
         if (*c).dwcs_origin != origin {
@@ -225,33 +194,28 @@ unsafe fn dwcs(
         let mut w = Window { x: (*c).dwcs_x_now, y: (*c).dwcs_y_now, violated: (*c).dwcs_violated != 0 };
         let previous = (*c).dwcs_deadline_ns;
         let deadline = if tag & TAG_HAS_DEADLINE != 0 {
-            tag & TAG_DEADLINE_MASK
+            tag_deadline(tag, now)
         } else if previous != 0 && previous + policy.ipg_ns >= now {
             previous + policy.ipg_ns
         } else {
             now + policy.ipg_ns
         };
+        if deadline <= now {
+            add(&mut (*c).past_deadline_units, 1);
+        }
         (*c).dwcs_deadline_ns = deadline;
         let slack = deadline.saturating_sub(now);
-        // The unit is judged at its first packet, as if it were at least as
-        // large as the stream declared (the rest of a frame is not here yet).
-        let unit_len = if (policy.dwcs_unit_bytes as u64) > len { policy.dwcs_unit_bytes as u64 } else { len };
-        let unit_finish = start + (unit_len * 8 * 1_000_000_000).checked_div(k.rate_bps).unwrap_or(0);
+        let declared = tag_frame_bytes(tag);
+        let floor = if declared != 0 { declared } else { policy.dwcs_unit_bytes as u64 };
+        let unit_len = if floor > len { floor } else { len };
+        let start = finish - service::tx_ns(len, k.rate_bps);
+        let unit_tx = service::tx_ns(unit_len, k.rate_bps);
         let history = (*c).dwcs_history;
         let room = window_allows_miss(history, x, y);
-        let patience = if droppable && w.x > 0 && room {
-            let give = (slack * w.x as u64).checked_div(w.y as u64).unwrap_or(0);
-            let floor = slack / 4;
-            let graded = if slack - give > floor { slack - give } else { floor };
-            // Keep room for two more units, so a stream that may not miss
-            // (no room in its window) still finds its deadline reachable.
-            let reserve = slack.saturating_sub(2 * (unit_finish - start));
-            if graded < reserve { graded } else { reserve }
-        } else {
-            slack
-        };
-        let met = unit_finish.saturating_sub(now) <= patience;
+        let patience = unit::dwcs_patience(slack, w.x, w.y, room, droppable, unit_tx);
+        let met = (start + unit_tx).saturating_sub(now) <= patience;
         (*c).dwcs_history = (history << 1) | !met as u64;
+        let drop;
         if met {
             w = w.on_met(x, y);
             add(&mut (*c).deadline_met_packets, 1);
@@ -274,24 +238,15 @@ unsafe fn dwcs(
         (*c).dwcs_x_now = w.x;
         (*c).dwcs_y_now = w.y;
         (*c).dwcs_violated = w.violated as u32;
-        (*c).frame_state = if unit_end {
-            0
-        } else if drop {
-            FRAME_DROPPING
-        } else {
-            FRAME_OPEN
-        };
+        (*c).frame_state = unit::frame_state_after(state, tag, drop);
         if drop {
             add(&mut (*c).drop_deadline_packets, 1);
             add(&mut (*c).drop_deadline_bytes, len);
             return TC_ACT_SHOT as i32;
         }
     } else {
-        drop = state == FRAME_DROPPING && droppable;
-        if unit_end {
-            (*c).frame_state = 0;
-        }
-        if drop {
+        (*c).frame_state = unit::frame_state_after(state, tag, false);
+        if state == FRAME_DROPPING && droppable {
             add(&mut (*c).drop_frame_packets, 1);
             add(&mut (*c).drop_frame_bytes, len);
             return TC_ACT_SHOT as i32;
@@ -302,6 +257,7 @@ unsafe fn dwcs(
     (*skb).tstamp = now;
     add(&mut (*c).enq_packets, 1);
     add(&mut (*c).enq_bytes, len);
+    (*c).last_enq_ns = now;
     TC_ACT_OK as i32
 }
 
@@ -317,11 +273,24 @@ unsafe fn dequeue(ctx: &BtfTracePointContext) -> Option<()> {
     if off.valid == 0 {
         return None;
     }
-    // TP_PROTO(struct Qdisc *, const struct netdev_queue *, int packets, struct sk_buff *)
-    let skb: *const u8 = ctx.arg(3);
-    if skb.is_null() {
-        return None;
+    // TP_PROTO(struct Qdisc *, const struct netdev_queue *, int packets, struct sk_buff *):
+    // a bulk dequeue hands over `packets` skbs chained by skb->next.
+    let packets: i32 = ctx.arg(2);
+    let mut skb: *const u8 = ctx.arg(3);
+    let now = bpf_ktime_get_ns();
+    let mut i = 0;
+    while i < MAX_BULK_DEQUEUE && (i as i32) < packets && !skb.is_null() {
+        account_dequeue(off, skb, now);
+        skb = bpf_probe_read_kernel(skb.add(off.skb_next as usize) as *const *const u8).ok()?;
+        i += 1;
     }
+    Some(())
+}
+
+/// Counts one dequeued skb of a managed socket: bytes, the drain-rate
+/// meter, and its queuing delay.
+#[inline(always)]
+unsafe fn account_dequeue(off: &KernelOffsets, skb: *const u8, now: u64) -> Option<()> {
     let sk: *const u8 = bpf_probe_read_kernel(skb.add(off.skb_sk as usize) as *const *const u8).ok()?;
     if sk.is_null() {
         return None;
@@ -331,15 +300,22 @@ unsafe fn dequeue(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let c = COUNTERS.get_ptr_mut(&cookie)?;
-    let stamp: u64 = bpf_probe_read_kernel(skb.add(off.skb_tstamp as usize) as *const u64).ok()?;
-    let now = bpf_ktime_get_ns();
-    if stamp == 0 || stamp > now || now - stamp > MAX_PLAUSIBLE_DELAY_NS {
-        return None;
-    }
-    let delay = now - stamp;
     let len: u32 = bpf_probe_read_kernel(skb.add(off.skb_len as usize) as *const u32).ok()?;
     add(&mut (*c).deq_packets, 1);
     add(&mut (*c).deq_bytes, len as u64);
+    let stamp: u64 = bpf_probe_read_kernel(skb.add(off.skb_tstamp as usize) as *const u64).ok()?;
+    if stamp == 0 || stamp > now || now - stamp > MAX_PLAUSIBLE_DELAY_NS {
+        return None;
+    }
+    // Dequeues of one root qdisc are serialised by its lock: plain updates.
+    (*c).meter = (*c).meter.on_dequeue(now, len as u64, stamp);
+    if stamp >= (*c).last_enq_ns {
+        // The newest packet left: the class holds nothing of this socket, so
+        // whatever enq − deq still says left without the probe seeing it.
+        (*c).unseen_bytes = (*c).enq_bytes.saturating_sub((*c).deq_bytes);
+        (*c).unseen_packets = (*c).enq_packets.saturating_sub((*c).deq_packets);
+    }
+    let delay = now - stamp;
     add(&mut (*c).delay_sum_ns, delay);
     let b = delay_bucket(delay);
     if b < DELAY_BUCKETS {

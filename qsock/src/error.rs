@@ -25,8 +25,6 @@ pub enum ErrorKind {
     BadSocket,
     /// A privileged operation requested by an unprivileged client.
     PermissionDenied,
-    /// The deadline of a message is already in the past.
-    DeadlineInPast,
     /// The kernel or this build lacks what the request needs.
     Unsupported,
     /// The request could not be parsed.

@@ -25,6 +25,14 @@ pub struct QInfo {
     pub intents: Intents,
     /// Guaranteed rate of the class, bit/s.
     pub guaranteed_rate_bps: u64,
+    /// Bucket depth of the socket's own class (HTB `burst`), bytes: what it
+    /// may send at once beyond its rate after idling. 0 for a shared class.
+    pub guaranteed_burst_bytes: u64,
+    /// Ceiling the class may borrow up to, bit/s.
+    pub ceil_bps: u64,
+    /// The class's drain rate measured in the kernel while it had a backlog
+    /// (borrowing included), bit/s; 0 when not measured in the last 2 s.
+    pub service_rate_bps: u64,
     /// Measured sending rate: bytes dequeued from the root qdisc over the last
     /// rate window (see `rate_window_ns`), bit/s.
     pub rate_bps: u64,
@@ -38,18 +46,25 @@ pub struct QInfo {
     pub sent_packets: u64,
     /// Bytes of `sent_packets`.
     pub sent_bytes: u64,
+    /// Packets that entered the root qdisc but were never seen leaving it by
+    /// the dequeue probe (found once the class emptied); not drops.
+    pub unseen_packets: u64,
     /// Packets waiting in the socket's class queue now.
     pub backlog_packets: u64,
     /// Bytes waiting in the socket's class queue now.
     pub backlog_bytes: u64,
     /// Drops by reason.
     pub drops: Drops,
-    /// Packets predicted late but sent anyway (non-droppable or lossless).
+    /// Units (frames, or messages outside frames) predicted late but sent
+    /// anyway (non-droppable or lossless).
     pub late_kept_packets: u64,
-    /// Packets with a deadline predicted to meet it. Together with
+    /// Units whose deadline had already passed when they were sent (dropped
+    /// if droppable, else sent late).
+    pub past_deadline_units: u64,
+    /// Units with a deadline predicted to meet it. Together with
     /// `late_kept_packets` and `drops.deadline_packets` this accounts for
-    /// every packet that carried a deadline (frame drops aside). DWCS counts
-    /// units (frames, or messages outside frames) in all three.
+    /// every unit that carried a deadline: a unit is a frame (judged once,
+    /// whole) or a message outside frames.
     pub deadline_met_packets: u64,
     /// Queuing delay in the root qdisc, measured per packet.
     pub queuing_delay: DelayStats,
@@ -60,11 +75,12 @@ pub struct QInfo {
 /// Drops of one socket, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drops {
-    /// Dropped at enqueue because predicted to miss the deadline (lossy).
+    /// Units dropped at enqueue because predicted to miss the deadline
+    /// (lossy), counted at their first packet.
     pub deadline_packets: u64,
     /// Bytes of those.
     pub deadline_bytes: u64,
-    /// Dropped because an earlier message of the same frame was dropped.
+    /// The other packets of those units: a frame is dropped whole.
     pub frame_packets: u64,
     /// Bytes of those.
     pub frame_bytes: u64,

@@ -26,7 +26,7 @@ use std::{
 
 pub use client::Client;
 pub use error::{ErrorKind, QsockError, Result};
-pub use flags::{DropPriority, PacketFlags};
+pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
 pub use info::{AttachInfo, DelayStats, Drops, QInfo, StackInfo, TcpInfo};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};

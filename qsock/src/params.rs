@@ -49,6 +49,13 @@ pub struct RateAttrs {
     /// Guaranteed rate, bit/s (> 0). Admission refuses it when the sum of
     /// guarantees on the device would leave less than the best-effort reserve.
     pub rate_bps: u64,
+    /// Burst, bytes: the class may send this much at once after idling
+    /// (the token bucket's depth, HTB's `burst`; `b` of an IntServ TSpec,
+    /// RFC 2212). Admission books it against the link's burst horizon.
+    /// `None`: one tick of data at the rate plus one frame, booked as nothing
+    /// (`qsock::sched::default_burst_bytes`).
+    #[serde(default)]
+    pub burst_bytes: Option<u64>,
     /// Rate the class may borrow up to when the link is idle, bit/s
     /// (≥ `rate_bps`); `None`: the link rate.
     #[serde(default)]
@@ -69,7 +76,12 @@ pub struct RateAttrs {
 impl RateAttrs {
     /// A lossy guaranteed rate of `rate_bps` bit/s with defaults elsewhere.
     pub fn guaranteed(rate_bps: u64) -> Self {
-        Self { rate_bps, ceil_bps: None, delay_budget_ns: None, non_droppable: false, lossless: false }
+        Self { rate_bps, burst_bytes: None, ceil_bps: None, delay_budget_ns: None, non_droppable: false, lossless: false }
+    }
+
+    /// A lossy token bucket: `rate_bps` bit/s with a burst of `burst_bytes`.
+    pub fn token_bucket(rate_bps: u64, burst_bytes: u64) -> Self {
+        Self { burst_bytes: Some(burst_bytes), ..Self::guaranteed(rate_bps) }
     }
 }
 
@@ -212,6 +224,12 @@ fn default_best_effort_permille() -> u32 {
 /// computed in 64-bit ns of `CLOCK_MONOTONIC` in the data path.
 pub const MAX_INTERVAL_NS: u64 = 3_600_000_000_000;
 
+/// Largest burst a stream may declare, bytes (64 MiB).
+pub const MAX_BURST_BYTES: u64 = 64 << 20;
+/// Longest a declared burst may take to drain at the stream's rate, ns
+/// (60 s; HTB keeps it in 32 bits of 64 ns ticks, at most 275 s).
+pub const MAX_BURST_DRAIN_NS: u64 = 60_000_000_000;
+
 /// Longest interface name Linux accepts, bytes (IFNAMSIZ − 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -254,6 +272,17 @@ impl QosParams {
                 if let Some(c) = r.ceil_bps {
                     if c < r.rate_bps {
                         return bad(format!("ceil {c} bit/s is below the guaranteed rate {} bit/s", r.rate_bps));
+                    }
+                }
+                if let Some(b) = r.burst_bytes {
+                    // HTB keeps the bucket as time at the rate in a u32 of 64 ns ticks.
+                    let drain_ns = b as u128 * 8 * 1_000_000_000 / r.rate_bps as u128;
+                    if b == 0 || b > MAX_BURST_BYTES || drain_ns > MAX_BURST_DRAIN_NS as u128 {
+                        return bad(format!(
+                            "burst must be > 0 bytes, at most {MAX_BURST_BYTES} bytes and drain within {} s at the rate (got {b} bytes at {} bit/s)",
+                            MAX_BURST_DRAIN_NS / 1_000_000_000,
+                            r.rate_bps
+                        ));
                     }
                 }
                 if r.delay_budget_ns.is_some_and(|b| b == 0 || b > MAX_INTERVAL_NS) {

@@ -41,8 +41,38 @@ pub struct LinkFacts {
     pub room_bps: u64,
     /// The socket is a datagram socket whose messages carry qsock tags.
     pub msg_tags: bool,
+    /// Burst still free to book on the device, bytes: what the link drains
+    /// within the configured burst horizon, less the bursts already booked,
+    /// counting the stream's own booking as free on a change.
+    pub burst_room_bytes: u64,
     /// Refuse or warn when a stream does not fit.
     pub admission: Admission,
+}
+
+/// Largest Ethernet frame on the wire, bytes.
+pub const MAX_FRAME_BYTES: u64 = 1514;
+/// Kernel HZ qsock assumes when it sizes default buckets.
+pub const BUCKET_HZ: u64 = 250;
+
+/// The bucket every class gets without asking, bytes: one tick (1/250 s)
+/// of data at `rate_bps` plus one full frame, what HTB needs to keep a
+/// class at its rate with a timer of that granularity. It is not booked
+/// against the link's burst horizon.
+pub const fn default_burst_bytes(rate_bps: u64) -> u64 {
+    rate_bps / 8 / BUCKET_HZ + MAX_FRAME_BYTES
+}
+
+/// Admission of a burst of `burst_bytes` (IntServ TSpec `b`, RFC 2212) on
+/// top of a rate: all of it when it fits `link.burst_room_bytes`; otherwise
+/// [`ErrorKind::CapacityExceeded`], or with [`Admission::Warn`] what is left
+/// and a warning. Returns (granted bytes, warning).
+pub fn admit_burst(burst_bytes: u64, link: &LinkFacts) -> Result<(u64, Option<String>)> {
+    admit_within(burst_bytes, link.burst_room_bytes, link.admission, "bytes of burst", || {
+        format!(
+            "a burst of {burst_bytes} bytes does not fit: {} bytes of burst are left on {} (all booked bursts must drain within the link's burst horizon)",
+            link.burst_room_bytes, link.device
+        )
+    })
 }
 
 /// Admission of a stream that needs `need_bps` bit/s: all of it when it
@@ -50,15 +80,16 @@ pub struct LinkFacts {
 /// `refusal`, or, with [`Admission::Warn`], what is left and a warning.
 /// Returns (granted bit/s, warning).
 pub fn admit(need_bps: u64, link: &LinkFacts, refusal: impl FnOnce() -> String) -> Result<(u64, Option<String>)> {
-    if need_bps <= link.room_bps {
-        return Ok((need_bps, None));
+    admit_within(need_bps, link.room_bps, link.admission, "bit/s", refusal)
+}
+
+fn admit_within(need: u64, room: u64, admission: Admission, unit: &str, refusal: impl FnOnce() -> String) -> Result<(u64, Option<String>)> {
+    if need <= room {
+        return Ok((need, None));
     }
-    match link.admission {
+    match admission {
         Admission::Refuse => Err(QsockError::new(ErrorKind::CapacityExceeded, refusal())),
-        Admission::Warn => Ok((
-            link.room_bps,
-            Some(format!("{}; admitted anyway with {} bit/s because admission is \"warn\"", refusal(), link.room_bps)),
-        )),
+        Admission::Warn => Ok((room, Some(format!("{}; admitted anyway with {room} {unit} because admission is \"warn\"", refusal())))),
     }
 }
 
@@ -76,12 +107,15 @@ pub struct SharedClass {
 /// Where a stream's packets are queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamClass {
-    /// A class of its own, created by qsockd: guaranteed rate and ceiling, bit/s.
+    /// A class of its own, created by qsockd: a token bucket (rate, burst)
+    /// and a ceiling it may borrow up to.
     Own {
         /// Guaranteed rate, bit/s (> 0).
         rate_bps: u64,
         /// Ceiling, bit/s (≥ `rate_bps`).
         ceil_bps: u64,
+        /// Bucket depth (HTB `burst`), bytes (≥ [`default_burst_bytes`] of the rate).
+        burst_bytes: u64,
     },
     /// A [`SharedClass`] of the module, by minor.
     Shared {
@@ -100,6 +134,9 @@ pub struct StreamPlan {
     pub policy: SocketPolicy,
     /// Rate reserved for the stream out of the link, bit/s.
     pub reserved_bps: u64,
+    /// Burst booked for the stream against the link's burst horizon, bytes
+    /// (0 for the default bucket).
+    pub booked_burst_bytes: u64,
     /// Set when admission let the stream in with less than it needs.
     pub warning: Option<String>,
 }
@@ -171,12 +208,18 @@ mod tests {
 
     #[test]
     fn admission_refuses_or_warns() {
-        let mut link = LinkFacts { device: "d".into(), link_rate_bps: 10, room_bps: 4, msg_tags: false, admission: Admission::Refuse };
+        let mut link = LinkFacts { device: "d".into(), link_rate_bps: 10, room_bps: 4, burst_room_bytes: 100, msg_tags: false, admission: Admission::Refuse };
         assert_eq!(admit(4, &link, || "no".into()).unwrap(), (4, None));
         assert_eq!(admit(5, &link, || "no".into()).unwrap_err().kind, ErrorKind::CapacityExceeded);
         link.admission = Admission::Warn;
         let (granted, warning) = admit(5, &link, || "no".into()).unwrap();
         assert_eq!(granted, 4);
         assert!(warning.unwrap().starts_with("no; admitted anyway with 4 bit/s"));
+        assert_eq!(admit_burst(100, &link).unwrap(), (100, None));
+        let (granted, warning) = admit_burst(150, &link).unwrap();
+        assert_eq!(granted, 100);
+        assert!(warning.unwrap().contains("admitted anyway with 100 bytes of burst"));
+        link.admission = Admission::Refuse;
+        assert_eq!(admit_burst(101, &link).unwrap_err().kind, ErrorKind::CapacityExceeded);
     }
 }

@@ -11,6 +11,7 @@ use nix::sys::socket::{getsockopt, sendmsg, setsockopt, sockopt, ControlMessage,
 use crate::{
     error::{ErrorKind, QsockError, Result},
     flags::PacketFlags,
+    params::MAX_INTERVAL_NS,
 };
 
 /// Now on `CLOCK_MONOTONIC`, ns: the clock deadlines are given in.
@@ -33,14 +34,24 @@ pub(crate) fn enable_txtime(fd: BorrowedFd<'_>) -> Result<()> {
     setsockopt(&fd, sockopt::TxTime, &cfg).map_err(|e| QsockError::sys("setsockopt(SO_TXTIME)", e))
 }
 
+/// Checks what no kernel needs to see: a deadline must be a
+/// `CLOCK_MONOTONIC` time within [`MAX_INTERVAL_NS`] of now (a past one is
+/// fine: the data path treats it as a miss), and a frame size belongs on a
+/// frame's first message.
 fn check_flags(flags: &PacketFlags) -> Result<u64> {
+    let now = monotonic_now_ns();
     if let Some(d) = flags.deadline_ns {
-        let now = monotonic_now_ns();
-        if d <= now {
-            return Err(QsockError::new(ErrorKind::DeadlineInPast, format!("deadline {d} ns is {} ns in the past (CLOCK_MONOTONIC)", now - d)));
+        if d.abs_diff(now) > MAX_INTERVAL_NS {
+            return Err(QsockError::new(
+                ErrorKind::InvalidParams,
+                format!("deadline {d} ns is more than 1 h from now ({now} ns): not a CLOCK_MONOTONIC time (use qsock::monotonic_now_ns)"),
+            ));
         }
     }
-    Ok(flags.tag())
+    if flags.frame_bytes.is_some() && !flags.frame_start {
+        return Err(QsockError::new(ErrorKind::InvalidParams, "frame_bytes belongs on the frame's first message (frame_start)"));
+    }
+    Ok(flags.tag_at(now))
 }
 
 fn send_tagged(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&SockaddrStorage>, flags: &PacketFlags) -> Result<usize> {
@@ -60,8 +71,12 @@ fn send_tagged(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&SockaddrStorage>, f
 /// `qsend`). Returns the bytes sent. One `sendmsg()`; the flags travel as
 /// `SCM_TXTIME` and reach the egress classifier in `skb->tstamp`.
 ///
-/// Errors: [`ErrorKind::DeadlineInPast`], [`ErrorKind::InvalidParams`]
-/// (socket not attached, or not a datagram socket), [`ErrorKind::BadSocket`],
+/// A deadline already past is not an error (the data path drops or sends
+/// the message late, by its policy, and `qinfo` counts it).
+///
+/// Errors: [`ErrorKind::InvalidParams`] (socket not attached, not a
+/// datagram socket, a deadline that is no `CLOCK_MONOTONIC` time, a frame
+/// size off a frame's first message), [`ErrorKind::BadSocket`],
 /// [`ErrorKind::Kernel`] (other `sendmsg` errors, e.g. `EAGAIN` on a
 /// non-blocking socket, in the message).
 pub fn qsend(fd: impl AsFd, buf: &[u8], flags: &PacketFlags) -> Result<usize> {

@@ -76,6 +76,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
         skb_tstamp: offset_of(&btf, "sk_buff", &["tstamp"])?,
         sk_cookie: offset_of(&btf, "sock", &["__sk_common", "skc_cookie"])?,
         skb_len: offset_of(&btf, "sk_buff", &["len"])?,
+        skb_next: offset_of(&btf, "sk_buff", &["next"])?,
         valid: 1,
     })
 }

@@ -29,6 +29,11 @@ pub struct Config {
     /// DWCS reservation headroom on top of Σ (1 − x/y)·C/T, per mille
     /// (default 100 = 10 %; see `qsock_dwcs::module`).
     pub dwcs_headroom_permille: u32,
+    /// Burst horizon, ms (> 0): the bursts booked on a device (IntServ `b`
+    /// of its token-bucket streams) must all drain within this time at the
+    /// link rate, which bounds how long one stream's burst can hold up
+    /// another's guaranteed service. Default 200.
+    pub burst_horizon_ms: u64,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             rate_window_ms: 1000,
             admission: qsock::sched::Admission::Refuse,
             dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
+            burst_horizon_ms: 200,
         }
     }
 }
@@ -52,6 +58,15 @@ impl Config {
         let Some(p) = path else { return Ok(Self::default()) };
         let text = std::fs::read_to_string(p).with_context(|| format!("read config {}", p.display()))?;
         toml::from_str(&text).with_context(|| format!("parse config {}", p.display()))
+    }
+
+    /// Checks ranges a file or flag may get wrong. Errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.burst_horizon_ms == 0 || self.burst_horizon_ms > 60_000 {
+            anyhow::bail!("burst_horizon_ms must be 1..=60000 (got {})", self.burst_horizon_ms);
+        }
+        self.socket_mode_bits()?;
+        Ok(())
     }
 
     /// `socket_mode` as permission bits. Errors on a malformed octal string.

@@ -184,9 +184,9 @@ pub async fn init(paths: &Paths, params: &InitParams) -> Result<DeviceState, Qso
 async fn install(paths: &Paths, tc: &Tc, s: &DeviceState) -> Result<(), QsockError> {
     let link = s.link_rate_bps;
     tc.add_htb_root(s.ifindex, ROOT_MAJOR, BEST_EFFORT_MINOR).await.map_err(tc_err)?;
-    let root = HtbClass { rate_bps: link, ceil_bps: link, prio: 0 };
+    let root = HtbClass::new(link, link, 0);
     tc.set_htb_class(s.ifindex, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), classid(ROOT_MAJOR, 0), &root, true).await.map_err(tc_err)?;
-    let be = HtbClass { rate_bps: link, ceil_bps: link, prio: BEST_EFFORT_PRIO };
+    let be = HtbClass::new(link, link, BEST_EFFORT_PRIO);
     tc.set_htb_class(s.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, true).await.map_err(tc_err)?;
     if !s.clsact_preexisting {
         tc::qdisc_add_clsact(&s.device).map_err(|e| tc_err(TcError { op: format!("add clsact on {}", s.device), source: e }))?;

@@ -21,6 +21,22 @@ use crate::{
     EBPF_OBJECT,
 };
 
+/// What a stream holds of a device's books.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Booking {
+    /// Reserved rate, bit/s.
+    pub rate_bps: u64,
+    /// Booked burst, bytes.
+    pub burst_bytes: u64,
+}
+
+impl Booking {
+    /// What `plan` books.
+    pub fn of(plan: &StreamPlan) -> Self {
+        Self { rate_bps: plan.reserved_bps, burst_bytes: plan.booked_burst_bytes }
+    }
+}
+
 pub(crate) fn kernel_err(e: impl std::fmt::Display) -> QsockError {
     QsockError::new(ErrorKind::Kernel, e.to_string())
 }
@@ -32,11 +48,13 @@ pub struct ModuleSettings {
     pub admission: Admission,
     /// DWCS headroom on top of the feasibility share, per mille.
     pub dwcs_headroom_permille: u32,
+    /// Booked bursts must drain within this at the link rate, ns.
+    pub burst_horizon_ns: u64,
 }
 
 impl Default for ModuleSettings {
     fn default() -> Self {
-        Self { admission: Admission::Refuse, dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE }
+        Self { admission: Admission::Refuse, dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE, burst_horizon_ns: 200_000_000 }
     }
 }
 
@@ -53,6 +71,10 @@ pub struct DeviceRt {
     pub delay_probe: bool,
     pub(crate) free_minors: BTreeSet<u32>,
     pub(crate) guaranteed_bps: u64,
+    /// Bursts booked by the device's streams, bytes.
+    pub(crate) booked_burst_bytes: u64,
+    /// Booked bursts must drain within this at the link rate, ns.
+    pub(crate) burst_horizon_ns: u64,
     /// Classes of released sockets still holding packets: (minor, rate bit/s).
     pub(crate) draining: Vec<(u32, u64)>,
     /// Scheduler modules serving the device, all at once.
@@ -97,6 +119,8 @@ impl DeviceRt {
             delay_probe,
             free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
             guaranteed_bps: 0,
+            booked_burst_bytes: 0,
+            burst_horizon_ns: settings.burst_horizon_ns,
             draining: Vec::new(),
             modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille))],
             admission: settings.admission,
@@ -112,13 +136,15 @@ impl DeviceRt {
         self.counters.get(&cookie, 0).ok()
     }
 
-    /// What modules plan against; `own_bps` (the stream's current
-    /// reservation, on a change) counts as free.
-    pub(crate) fn link(&self, sock_type: i32, own_bps: u64) -> LinkFacts {
+    /// What modules plan against; `own` (the stream's current reservation
+    /// and booked burst, on a change) counts as free.
+    pub(crate) fn link(&self, sock_type: i32, own: Booking) -> LinkFacts {
+        let burst_capacity = (self.state.link_rate_bps as u128 * self.burst_horizon_ns as u128 / 8_000_000_000) as u64;
         LinkFacts {
             device: self.state.device.clone(),
             link_rate_bps: self.state.link_rate_bps,
-            room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own_bps),
+            room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own.rate_bps),
+            burst_room_bytes: burst_capacity.saturating_sub(self.booked_burst_bytes - own.burst_bytes),
             msg_tags: sock_type == libc::SOCK_DGRAM,
             admission: self.admission,
         }
@@ -144,12 +170,14 @@ pub(crate) fn attach_probe(ebpf: &mut Ebpf, btf: Option<&Btf>) -> anyhow::Result
     Ok(())
 }
 
-pub(crate) fn htb_class(rate_bps: u64, ceil_bps: u64) -> HtbClass {
-    HtbClass { rate_bps: rate_bps.max(1), ceil_bps: ceil_bps.max(rate_bps).max(1), prio: MANAGED_PRIO }
+pub(crate) fn htb_class(rate_bps: u64, ceil_bps: u64, burst_bytes: u64) -> HtbClass {
+    let rate = rate_bps.max(1);
+    HtbClass { rate_bps: rate, ceil_bps: ceil_bps.max(rate), burst_bytes: burst_bytes.max(qsock::sched::default_burst_bytes(rate)), prio: MANAGED_PRIO }
 }
 
-pub(crate) fn burst_ns(rate_bps: u64) -> u64 {
-    (crate::tc::burst_bytes(rate_bps) as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128) as u64
+/// A bucket of `burst_bytes` as time at `rate_bps`, ns.
+pub(crate) fn burst_ns(burst_bytes: u64, rate_bps: u64) -> u64 {
+    (burst_bytes as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128) as u64
 }
 
 /// The data-path policy of a planned stream in class `minor`.
@@ -159,9 +187,11 @@ pub(crate) fn policy_of(plan: &StreamPlan, minor: u32, msg_tags: bool) -> Socket
     if msg_tags {
         p.flags |= POLICY_MSG_TAGS;
     }
-    if let StreamClass::Own { rate_bps, .. } = plan.class {
-        p.rate_bps = rate_bps;
-        p.burst_ns = burst_ns(rate_bps);
+    if let StreamClass::Own { rate_bps, ceil_bps, burst_bytes } = plan.class {
+        let class = htb_class(rate_bps, ceil_bps, burst_bytes);
+        p.rate_bps = class.rate_bps;
+        p.ceil_bps = class.ceil_bps;
+        p.burst_ns = burst_ns(class.burst_bytes, class.rate_bps);
     }
     p
 }
@@ -182,12 +212,13 @@ pub(crate) fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps:
 pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
     for c in dev.shared_classes() {
         let cid = DeviceRt::classid(c.minor);
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &htb_class(c.rate_bps, c.ceil_bps), create)
+        let class = htb_class(c.rate_bps, c.ceil_bps, 0);
+        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create)
             .await
             .map_err(kernel_err)?;
         let old = dev.clocks.get(&cid, 0).unwrap_or_default();
         let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
-        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(c.rate_bps) }, 0).map_err(kernel_err)?;
+        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0).map_err(kernel_err)?;
     }
     Ok(())
 }
@@ -223,7 +254,7 @@ pub(crate) async fn open_device(tc: &Tc, st: DeviceState, settings: ModuleSettin
         log::info!("{}: removed {} classes left by a previous qsockd", dev.state.device, stale.len());
     }
     resize_best_effort(tc, &dev).await?;
-    let link = dev.link(libc::SOCK_DGRAM, 0);
+    let link = dev.link(libc::SOCK_DGRAM, Booking::default());
     for m in dev.modules.iter_mut() {
         let classes = m.init(&link);
         log::debug!("{}: module {} owns {} shared classes", dev.state.device, m.name(), classes.len());
@@ -268,8 +299,8 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError>
 /// `reuse`: an own class the stream already has, changed in place.
 pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, QsockError> {
     match plan.class {
-        StreamClass::Own { rate_bps, ceil_bps } => {
-            let class = htb_class(rate_bps, ceil_bps);
+        StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => {
+            let class = htb_class(rate_bps, ceil_bps, burst_bytes);
             let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
             if let Some(minor) = reuse {
                 tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await.map_err(kernel_err)?;
@@ -289,14 +320,19 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
 /// reservation and an own class are undone; the caller rebalances.
 pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, QsockError> {
     dev.guaranteed_bps += plan.reserved_bps;
-    if let Err(e) = rebalance(tc, dev, true).await {
+    dev.booked_burst_bytes += plan.booked_burst_bytes;
+    let unbook = |dev: &mut DeviceRt| {
         dev.guaranteed_bps -= plan.reserved_bps;
+        dev.booked_burst_bytes -= plan.booked_burst_bytes;
+    };
+    if let Err(e) = rebalance(tc, dev, true).await {
+        unbook(dev);
         return Err(e);
     }
     let minor = match place(tc, dev, plan, None).await {
         Ok(m) => m,
         Err(e) => {
-            dev.guaranteed_bps -= plan.reserved_bps;
+            unbook(dev);
             return Err(e);
         }
     };
@@ -307,7 +343,7 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
             let _ = tc.delete_class(dev.state.ifindex, DeviceRt::classid(minor)).await;
             dev.free_minors.insert(minor);
         }
-        dev.guaranteed_bps -= plan.reserved_bps;
+        unbook(dev);
         return Err(kernel_err(format!("install policy: {e}")));
     }
     Ok(minor)
@@ -317,7 +353,7 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
 /// assured rates of all classes never add up to more than the link.
 pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
     let link = dev.state.link_rate_bps;
-    let be = HtbClass { rate_bps: (link - dev.guaranteed_bps).max(1), ceil_bps: link, prio: device::BEST_EFFORT_PRIO };
+    let be = HtbClass::new((link - dev.guaranteed_bps).max(1), link, device::BEST_EFFORT_PRIO);
     tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false)
         .await
         .map_err(kernel_err)

@@ -40,6 +40,9 @@ struct Cli {
     /// DWCS reservation headroom, per mille (default 100 = 10 %).
     #[arg(long, global = true)]
     dwcs_headroom_permille: Option<u32>,
+    /// Burst horizon, ms: booked bursts must drain within it at the link rate (default 200).
+    #[arg(long, global = true)]
+    burst_horizon_ms: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -116,6 +119,10 @@ fn config(cli: &Cli) -> Result<Config> {
     if let Some(h) = cli.dwcs_headroom_permille {
         cfg.dwcs_headroom_permille = h;
     }
+    if let Some(h) = cli.burst_horizon_ms {
+        cfg.burst_horizon_ms = h;
+    }
+    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -165,7 +172,7 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille }).await));
+    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille, burst_horizon_ns: cfg.burst_horizon_ms * 1_000_000 }).await));
     let listener = server::bind_listener(&cfg)?;
     log::info!("qsockd serving on {}", cfg.socket.display());
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));

@@ -1,10 +1,11 @@
-//! The `rate` scheduler module: a guaranteed rate in a class of the socket's
-//! own, borrowing up to its ceiling, with per-message drop decisions
-//! (deadline, drop priority, frames) in the egress program.
+//! The `rate` scheduler module: a token bucket (guaranteed rate and burst,
+//! as an IntServ TSpec, RFC 2212) in a class of the socket's own, borrowing
+//! up to its ceiling, with per-unit drop decisions (deadline, drop
+//! priority, whole frames) in the egress program.
 use std::collections::HashSet;
 
 use qsock::{
-    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
+    sched::{admit, admit_burst, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::*;
@@ -37,6 +38,16 @@ impl SchedulerModule for RateModule {
             format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device)
         })?;
         let ceil = r.ceil_bps.unwrap_or(link.link_rate_bps).min(link.link_rate_bps).max(rate);
+        // A declared burst is booked; the default bucket is not (see default_burst_bytes).
+        let (booked_burst, burst_warning) = match r.burst_bytes {
+            Some(b) => admit_burst(b, link)?,
+            None => (0, None),
+        };
+        let warning = match (warning, burst_warning) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        let burst = booked_burst.max(default_burst_bytes(rate));
         let mut flags = 0;
         if r.non_droppable {
             flags |= POLICY_NON_DROPPABLE;
@@ -51,7 +62,13 @@ impl SchedulerModule for RateModule {
             ..SocketPolicy::default()
         };
         self.streams.insert(cookie);
-        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: ceil }, policy, reserved_bps: rate, warning })
+        Ok(StreamPlan {
+            class: StreamClass::Own { rate_bps: rate, ceil_bps: ceil, burst_bytes: burst },
+            policy,
+            reserved_bps: rate,
+            booked_burst_bytes: booked_burst,
+            warning,
+        })
     }
 
     fn remove(&mut self, cookie: u64) {

@@ -15,7 +15,7 @@ use qsock_common::*;
 use crate::{
     config::Paths,
     device::{self, DeviceState},
-    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, DeviceRt, ModuleSettings},
+    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
     sockinfo,
     tc::{fmt_classid, Tc},
 };
@@ -29,8 +29,10 @@ pub struct Managed {
     pub minor: u32,
     /// The class is the socket's own (else a module's shared class).
     own_class: bool,
-    /// Rate reserved for it, bit/s.
-    reserved_bps: u64,
+    /// What it holds of the device's books (rate, burst).
+    booking: Booking,
+    /// Its class's token bucket and ceiling as planned (own classes).
+    class: StreamClass,
     /// Parameters in force.
     pub params: QosParams,
     /// uid of the client that attached it.
@@ -124,7 +126,7 @@ impl Registry {
         }
         let tc = self.tc.clone();
         let dev = self.device(&params.device).await?;
-        let link = dev.link(facts.sock_type, 0);
+        let link = dev.link(facts.sock_type, Booking::default());
         let name = params.scheduler.name();
         let plan = dev.module(name)?.add(facts.cookie, &params.scheduler, &link)?;
         let minor = match install(&tc, dev, facts.cookie, &plan, link.msg_tags).await {
@@ -144,7 +146,8 @@ impl Registry {
                 device: params.device.clone(),
                 minor,
                 own_class,
-                reserved_bps: plan.reserved_bps,
+                booking: Booking::of(&plan),
+                class: plan.class,
                 params,
                 owner_uid: peer.uid,
                 conn: peer.conn,
@@ -168,12 +171,12 @@ impl Registry {
         params.validate()?;
         let m = self.managed(facts.cookie)?;
         let old_params = m.params.clone();
-        let (owner, minor, own_class, old_reserved) = (Peer { uid: m.owner_uid, conn: m.conn }, m.minor, m.own_class, m.reserved_bps);
+        let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, conn: m.conn }, m.minor, m.own_class, m.booking);
         let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
         if old_params.device != params.device {
             // Another device: a dry run on the target first, so a refusal changes nothing.
             let target = self.device(&params.device).await?;
-            let link = target.link(facts.sock_type, 0);
+            let link = target.link(facts.sock_type, Booking::default());
             target.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
             target.module(new_name)?.remove(facts.cookie);
             self.close(facts.cookie).await?;
@@ -181,7 +184,7 @@ impl Registry {
         }
         let tc = self.tc.clone();
         let dev = self.devices.get_mut(&params.device).expect("managed sockets have open devices");
-        let link = dev.link(facts.sock_type, old_reserved);
+        let link = dev.link(facts.sock_type, old);
         let plan = if old_name == new_name {
             dev.module(new_name)?.change(facts.cookie, &params.scheduler, &link)?
         } else {
@@ -189,8 +192,10 @@ impl Registry {
             dev.module(old_name)?.remove(facts.cookie);
             plan
         };
-        dev.guaranteed_bps = dev.guaranteed_bps - old_reserved + plan.reserved_bps;
-        let grew = plan.reserved_bps > old_reserved;
+        let new = Booking::of(&plan);
+        dev.guaranteed_bps = dev.guaranteed_bps - old.rate_bps + new.rate_bps;
+        dev.booked_burst_bytes = dev.booked_burst_bytes - old.burst_bytes + new.burst_bytes;
+        let grew = new.rate_bps > old.rate_bps;
         let reuse = if own_class && matches!(plan.class, StreamClass::Own { .. }) { Some(minor) } else { None };
         let applied = async {
             if grew {
@@ -212,7 +217,8 @@ impl Registry {
             Ok(new_minor) => {
                 let _ = drain(&tc, dev).await;
                 let m = self.sockets.get_mut(&facts.cookie).expect("managed");
-                (m.params, m.minor, m.own_class, m.reserved_bps) = (params, new_minor, reuse.is_some() || matches!(plan.class, StreamClass::Own { .. }), plan.reserved_bps);
+                (m.params, m.minor, m.own_class, m.booking, m.class) =
+                    (params, new_minor, reuse.is_some() || matches!(plan.class, StreamClass::Own { .. }), new, plan.class);
                 if let Some(w) = &plan.warning {
                     log::warn!("socket {}: {w}", facts.cookie);
                 }
@@ -220,14 +226,15 @@ impl Registry {
             }
             Err(e) => {
                 // Put the modules and reservations back as they were.
-                let old_link = dev.link(facts.sock_type, plan.reserved_bps);
+                let old_link = dev.link(facts.sock_type, new);
                 if old_name != new_name {
                     dev.module(new_name)?.remove(facts.cookie);
                 }
                 if let Err(e2) = dev.module(old_name)?.change(facts.cookie, &old_params.scheduler, &old_link) {
                     log::error!("{}: restoring socket {} after a failed change: {e2}", dev.state.device, facts.cookie);
                 }
-                dev.guaranteed_bps = dev.guaranteed_bps - plan.reserved_bps + old_reserved;
+                dev.guaranteed_bps = dev.guaranteed_bps - new.rate_bps + old.rate_bps;
+                dev.booked_burst_bytes = dev.booked_burst_bytes - new.burst_bytes + old.burst_bytes;
                 let _ = rebalance(&tc, dev, true).await;
                 Err(e)
             }
@@ -244,11 +251,12 @@ impl Registry {
         let _ = dev.policies.remove(&cookie);
         let _ = dev.counters.remove(&cookie);
         dev.module(m.params.scheduler.name())?.remove(cookie);
+        dev.booked_burst_bytes -= m.booking.burst_bytes;
         if m.own_class {
-            dev.draining.push((m.minor, m.reserved_bps));
+            dev.draining.push((m.minor, m.booking.rate_bps));
             drain(&self.tc, dev).await
         } else {
-            dev.guaranteed_bps -= m.reserved_bps;
+            dev.guaranteed_bps -= m.booking.rate_bps;
             rebalance(&self.tc, dev, false).await
         }
     }
@@ -296,13 +304,23 @@ impl Registry {
                 .map(|x| x.report(facts.cookie, &c))
                 .unwrap_or(qsock::sched::SchedulerState::Rate),
             intents: m.params.intents.clone(),
-            guaranteed_rate_bps: m.reserved_bps,
+            guaranteed_rate_bps: m.booking.rate_bps,
+            guaranteed_burst_bytes: match m.class {
+                StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => crate::devrt::htb_class(rate_bps, ceil_bps, burst_bytes).burst_bytes,
+                StreamClass::Shared { .. } => 0,
+            },
+            ceil_bps: match m.class {
+                StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => crate::devrt::htb_class(rate_bps, ceil_bps, burst_bytes).ceil_bps,
+                StreamClass::Shared { .. } => m.booking.rate_bps,
+            },
+            service_rate_bps: c.meter.rate_at(qsock::monotonic_now_ns()),
             rate_bps,
             rate_window_ns,
             enqueued_packets: c.enq_packets,
             enqueued_bytes: c.enq_bytes,
             sent_packets,
             sent_bytes,
+            unseen_packets: c.unseen_packets,
             backlog_packets: cls.qlen,
             backlog_bytes: cls.backlog,
             drops: Drops {
@@ -313,6 +331,7 @@ impl Registry {
                 qdisc_packets: cls.drops,
             },
             late_kept_packets: c.late_kept_packets,
+            past_deadline_units: c.past_deadline_units,
             deadline_met_packets: c.deadline_met_packets,
             queuing_delay: delay_stats(&c),
             stack: sockinfo::stack_info(sock.as_fd()),

@@ -26,10 +26,8 @@ const TCA_HTB_CEIL64: u16 = 7;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 /// `TC_HTB_PROTOVER`.
 const HTB_PROTOVER: u32 = 3;
-/// Kernel HZ assumed for burst sizing: one tick of data at the rate.
-const BURST_HZ: u64 = 250;
 /// Largest Ethernet frame on the wire, bytes.
-const MAX_FRAME: u64 = 1514;
+const MAX_FRAME: u64 = qsock::sched::MAX_FRAME_BYTES;
 
 /// A failed tc operation: what was attempted and the kernel's errno.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +82,15 @@ pub struct ClassStats {
     pub backlog: u64,
 }
 
-/// Rate and priority of an HTB class.
+/// Token buckets and priority of an HTB class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HtbClass {
     /// Assured rate, bit/s.
     pub rate_bps: u64,
     /// Rate it may borrow up to, bit/s (≥ `rate_bps`).
     pub ceil_bps: u64,
+    /// Depth of the rate bucket (`burst`), bytes.
+    pub burst_bytes: u64,
     /// HTB priority: lower is served first when borrowing (0..=7).
     pub prio: u32,
 }
@@ -116,10 +116,12 @@ fn xmit_ticks(bytes: u64, rate_bps: u64) -> u32 {
     (ns >> 6).min(u32::MAX as u128) as u32
 }
 
-/// Bucket depth qsock gives an HTB class at `rate_bps`: one tick of data at
-/// the rate plus a full frame, bytes.
-pub fn burst_bytes(rate_bps: u64) -> u64 {
-    rate_bps / 8 / BURST_HZ + MAX_FRAME
+impl HtbClass {
+    /// A class at `rate_bps` up to `ceil_bps` with the default bucket
+    /// ([`qsock::sched::default_burst_bytes`]) and priority `prio`.
+    pub fn new(rate_bps: u64, ceil_bps: u64, prio: u32) -> Self {
+        Self { rate_bps, ceil_bps, burst_bytes: qsock::sched::default_burst_bytes(rate_bps), prio }
+    }
 }
 
 fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
@@ -127,8 +129,9 @@ fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
     let mut p = Vec::with_capacity(44);
     p.extend_from_slice(&ratespec(c.rate_bps));
     p.extend_from_slice(&ratespec(c.ceil_bps));
-    p.extend_from_slice(&xmit_ticks(burst_bytes(c.rate_bps), c.rate_bps).to_ne_bytes());
-    p.extend_from_slice(&xmit_ticks(burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
+    // buffer: the rate bucket as time at the rate; cbuffer: the default at the ceiling.
+    p.extend_from_slice(&xmit_ticks(c.burst_bytes.max(MAX_FRAME), c.rate_bps).to_ne_bytes());
+    p.extend_from_slice(&xmit_ticks(qsock::sched::default_burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
     let quantum = (c.rate_bps / 8 / 10).clamp(MAX_FRAME + 86, 200_000) as u32;
     p.extend_from_slice(&quantum.to_ne_bytes());
     p.extend_from_slice(&0u32.to_ne_bytes());

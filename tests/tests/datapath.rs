@@ -81,33 +81,67 @@ fn non_droppable_messages_are_never_dropped() {
     assert_eq!(info.drops.deadline_packets + info.drops.frame_packets, 20 - droppable as u64);
 }
 
+/// A burst of frames that overruns the class: each frame is judged once,
+/// at its first message, and arrives whole or not at all, with and without
+/// the frame's size declared on its first message.
 #[test]
-fn a_frame_is_dropped_from_its_first_dropped_message_to_its_end() {
-    let b = Bed::new("frame", "10mbit").unwrap();
-    let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
-    const FRAMES: u16 = 10;
-    const PER_FRAME: u16 = 6;
-    for f in 0..FRAMES {
-        let deadline = deadline_in(100);
-        for i in 0..PER_FRAME {
-            let flags = PacketFlags { deadline_ns: deadline, frame_start: i == 0, frame_end: i + 1 == PER_FRAME, ..Default::default() };
-            qsendto(tx.as_fd(), &payload(b'F', f, i), &to, &flags).unwrap();
+fn a_frame_is_sent_whole_or_dropped_whole() {
+    for declared in [false, true] {
+        let b = Bed::new("frame", "10mbit").unwrap();
+        let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
+        const FRAMES: u16 = 10;
+        const PER_FRAME: u16 = 6;
+        for f in 0..FRAMES {
+            let deadline = deadline_in(100);
+            let wire = PER_FRAME as u32 * qsock::datagram_wire_bytes(payload(b'F', f, 0).len(), false);
+            for i in 0..PER_FRAME {
+                let flags = PacketFlags {
+                    deadline_ns: deadline,
+                    frame_start: i == 0,
+                    frame_end: i + 1 == PER_FRAME,
+                    frame_bytes: (declared && i == 0).then_some(wire),
+                    ..Default::default()
+                };
+                qsendto(tx.as_fd(), &payload(b'F', f, i), &to, &flags).unwrap();
+            }
         }
+        send_marker(&tx, to).unwrap();
+        let mut per_frame: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+        for p in recv_until_marker(&rx).unwrap() {
+            let (_, f, i) = parse(&p);
+            per_frame.entry(f).or_default().push(i);
+        }
+        for (f, idx) in &per_frame {
+            assert_eq!(idx, &(0..PER_FRAME).collect::<Vec<_>>(), "frame {f} (declared size: {declared}) arrived in part");
+        }
+        let dropped = FRAMES as u64 - per_frame.len() as u64;
+        assert!(dropped >= 1, "the burst overruns the 100 ms deadline at 200 kbit/s: {per_frame:?}");
+        let info = b.client.info(tx.as_fd()).unwrap();
+        assert_eq!(info.drops.deadline_packets, dropped, "one deadline drop per frame: {:?}", info.drops);
+        assert_eq!(info.drops.frame_packets, dropped * (PER_FRAME as u64 - 1), "the rest of each dropped frame: {:?}", info.drops);
+    }
+}
+
+/// A deadline already past when the message is sent is a policy matter:
+/// `qsendto` succeeds, a droppable message is dropped, a non-droppable one
+/// is sent late, and qinfo counts both.
+#[test]
+fn a_deadline_already_past_is_dropped_or_sent_late_and_counted() {
+    let b = Bed::new("past", "10mbit").unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(1_000_000));
+    let past = Some(qsock::monotonic_now_ns() - 50_000_000);
+    for i in 0..5u16 {
+        qsendto(tx.as_fd(), &payload(b'D', i, 0), &to, &PacketFlags { deadline_ns: past, ..Default::default() }).unwrap();
+        let keep = PacketFlags { deadline_ns: past, drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() };
+        qsendto(tx.as_fd(), &payload(b'N', i, 0), &to, &keep).unwrap();
     }
     send_marker(&tx, to).unwrap();
-    let mut per_frame: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
-    for p in recv_until_marker(&rx).unwrap() {
-        let (_, f, i) = parse(&p);
-        per_frame.entry(f).or_default().push(i);
-    }
-    for (f, idx) in &per_frame {
-        let prefix: Vec<u16> = (0..idx.len() as u16).collect();
-        assert_eq!(idx, &prefix, "frame {f}: after a dropped message nothing of the frame may follow");
-    }
-    let partial = per_frame.values().filter(|v| !v.is_empty() && v.len() < PER_FRAME as usize).count();
-    assert!(partial >= 1, "the burst overruns the deadline inside a frame: {per_frame:?}");
+    let got: Vec<u8> = recv_until_marker(&rx).unwrap().iter().map(|p| parse(p).0).collect();
+    assert_eq!(got, vec![b'N'; 5], "only the non-droppable messages arrive");
     let info = b.client.info(tx.as_fd()).unwrap();
-    assert!(info.drops.frame_packets > 0 && info.drops.deadline_packets > 0, "{:?}", info.drops);
+    assert_eq!(info.past_deadline_units, 10, "{info:?}");
+    assert_eq!(info.drops.deadline_packets, 5);
+    assert_eq!(info.late_kept_packets, 5);
 }
 
 #[test]

@@ -44,6 +44,15 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
     // A ceil below the guarantee.
     let bad_ceil = QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(1000), ..RateAttrs::guaranteed(2000) }), ..QosParams::rate(dev.clone(), 1) };
     assert_eq!(kind(c.attach(tx2.as_fd(), &bad_ceil)), ErrorKind::InvalidParams);
+    // Token buckets: a burst of 0 or one that cannot drain in 60 s at its
+    // rate is invalid; one beyond the link's burst horizon (200 ms of
+    // 10 Mbit/s = 250,000 bytes) is refused by admission, and says so.
+    let bucket = |rate, burst| QosParams { scheduler: SchedulerParams::Rate(RateAttrs::token_bucket(rate, burst)), ..QosParams::rate(dev.clone(), 1) };
+    assert_eq!(kind(c.attach(tx2.as_fd(), &bucket(1_000_000, 0))), ErrorKind::InvalidParams);
+    assert_eq!(kind(c.attach(tx2.as_fd(), &bucket(1_000, 8_000_000))), ErrorKind::InvalidParams);
+    let e = c.attach(tx2.as_fd(), &bucket(1_000_000, 300_000)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CapacityExceeded);
+    assert!(e.message.contains("burst of 300000 bytes"), "{e}");
 
     // A closed descriptor, and a descriptor that is not a socket.
     let closed = b.sender().unwrap();
@@ -58,9 +67,16 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
     assert_eq!(kind(c.call(&Request::Info, None)), ErrorKind::Malformed);
 
     // Per-message errors, before anything is sent.
-    let past = PacketFlags { deadline_ns: Some(qsock::monotonic_now_ns() - 1_000_000), ..Default::default() };
+    // A deadline that is no CLOCK_MONOTONIC time (a wall-clock one, an hour
+    // and more away) is refused; a merely past one is policy (datapath tests).
     let to = "10.77.0.2:9".parse().unwrap();
-    assert_eq!(kind(qsock::qsendto(tx.as_fd(), b"x", &to, &past)), ErrorKind::DeadlineInPast);
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for d in [wall, qsock::monotonic_now_ns() + 3_700_000_000_000] {
+        let f = PacketFlags { deadline_ns: Some(d), ..Default::default() };
+        assert_eq!(kind(qsock::qsendto(tx.as_fd(), b"x", &to, &f)), ErrorKind::InvalidParams, "deadline {d}");
+    }
+    let misplaced = PacketFlags { frame_bytes: Some(3000), ..Default::default() };
+    assert_eq!(kind(qsock::qsendto(tx.as_fd(), b"x", &to, &misplaced)), ErrorKind::InvalidParams, "frame size off a frame start");
     assert_eq!(kind(qsock::qsendto(tx2.as_fd(), b"x", &to, &PacketFlags::default())), ErrorKind::InvalidParams, "flags on an unattached socket");
 
     // A second init of the same device through the daemon.

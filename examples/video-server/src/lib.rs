@@ -4,8 +4,12 @@
 //! the DWCS experiments: Q.Sockets Fig. 6 (two DWCS video streams and an
 //! unmanaged one) and a window test over synthetic periodic streams.
 #![warn(missing_docs)]
+pub mod adapt;
+pub mod envelope;
 pub mod h264;
 pub mod report;
 pub mod plot;
 pub mod rtpstream;
+pub mod sdp;
+pub mod session;
 pub mod streams;

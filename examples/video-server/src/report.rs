@@ -65,6 +65,10 @@ pub struct Summary {
     pub lost_b: usize,
     /// Completed frames later than the playout budget.
     pub late: usize,
+    /// Frames of which some but not all packets arrived.
+    pub partial: usize,
+    /// Frames of which no packet arrived (never sent, or lost).
+    pub missing: usize,
     /// Median |jitter|, ms.
     pub jitter_p50_ms: f64,
     /// 99th percentile |jitter|, ms.
@@ -98,6 +102,11 @@ pub fn analyse(records: &[FrameRecord], fps: u32, playout_ms: u64) -> (Vec<Secon
         if !r.complete() {
             if let Some(m) = sum.missed.get_mut(r.index) {
                 *m = true;
+            }
+            if r.received_packets == 0 {
+                sum.missing += 1;
+            } else {
+                sum.partial += 1;
             }
             match r.kind {
                 FrameKind::I => (rows[sched_sec].lost_i += 1, sum.lost_i += 1),
@@ -167,6 +176,7 @@ mod tests {
         recs[10].last_arrival_ns = Some(10 * 50_000_000 + 300_000_000);
         let (_, s) = analyse(&recs, 20, 200);
         assert_eq!((s.lost_i, s.lost_p, s.lost_b), (1, 1, 0));
+        assert_eq!((s.partial, s.missing), (1, 1));
         assert_eq!(s.completed, 18);
         assert_eq!(s.late, 1);
         assert!(s.jitter_p99_ms >= 290.0, "{}", s.jitter_p99_ms);

@@ -87,7 +87,9 @@ impl DwcsModule {
             dwcs_unit_bytes: d.unit_bytes,
             ..SocketPolicy::default()
         };
-        Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved, warning }))
+        // No burst is booked: DWCS spreads each unit over its ipg, and a unit
+        // above its declared size shows in the prediction as a window miss.
+        Ok((d.clone(), StreamPlan { class: StreamClass::Shared { minor: DWCS_CLASS_MINOR }, policy, reserved_bps: reserved, booked_burst_bytes: 0, warning }))
     }
 }
 
@@ -139,7 +141,7 @@ mod tests {
     }
 
     fn link(room: u64) -> LinkFacts {
-        LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: room, msg_tags: true, admission: Default::default() }
+        LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: room, burst_room_bytes: 0, msg_tags: true, admission: Default::default() }
     }
 
     #[test]

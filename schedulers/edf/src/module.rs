@@ -4,7 +4,7 @@
 //! lossy EDF drops a message predicted to miss its deadline, lossless sends
 //! it late. Admission keeps the device's deadline traffic schedulable.
 use qsock::{
-    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
+    sched::{admit, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
     ErrorKind, QsockError, SchedulerParams,
 };
 use qsock_common::{SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, POLICY_LOSSLESS};
@@ -43,8 +43,11 @@ impl SchedulerModule for EdfModule {
             default_drop_prio: DROP_PRIO_MAX_DROPPABLE,
             ..SocketPolicy::default()
         };
-        // No borrowing: the class drains at exactly its reservation.
-        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: rate }, policy, reserved_bps: rate, warning })
+        // No borrowing: the class drains at exactly its reservation. The
+        // sporadic stream is the token bucket (C·8/T, C); one message fits
+        // the default bucket, so no burst is booked.
+        let burst_bytes = default_burst_bytes(rate).max(e.message_bytes as u64);
+        Ok(StreamPlan { class: StreamClass::Own { rate_bps: rate, ceil_bps: rate, burst_bytes }, policy, reserved_bps: rate, booked_burst_bytes: 0, warning })
     }
 
     fn remove(&mut self, cookie: u64) {
@@ -64,10 +67,10 @@ mod tests {
     #[test]
     fn admission_refuses_an_unschedulable_stream() {
         let mut m = EdfModule::default();
-        let link = LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: 1_000_000, msg_tags: true, admission: Default::default() };
+        let link = LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: 1_000_000, burst_room_bytes: 0, msg_tags: true, admission: Default::default() };
         let ok = SchedulerParams::Edf(EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 10_000_000 });
         let p = m.add(1, &ok, &link).unwrap();
-        assert_eq!(p.class, StreamClass::Own { rate_bps: 1_000_000, ceil_bps: 1_000_000 });
+        assert_eq!(p.class, StreamClass::Own { rate_bps: 1_000_000, ceil_bps: 1_000_000, burst_bytes: 1_000_000 / 8 / 250 + 1514 });
         assert_eq!(p.policy.flags & POLICY_LOSSLESS, 0);
         let big = SchedulerParams::Edf(EdfAttrs { lossy: false, message_bytes: 1251, min_interval_ns: 10_000_000 });
         assert_eq!(m.add(2, &big, &link).unwrap_err().kind, ErrorKind::CapacityExceeded);

@@ -1,175 +1,187 @@
-//! The qsock demo: streams a real H.264 file through a 10 Mbit/s bottleneck
-//! twice under the same bulk TCP perturbation (iperf3 during the middle
-//! third), once with a plain socket and once through qsock with a
-//! guaranteed rate, and prints a side-by-side table per second, a summary,
-//! and CSV/JSON files.
+//! The qsock demo on real content: each input is streamed as RTP through a
+//! 10 Mbit/s bottleneck, on an idle link and under `iperf3 -P 4` bulk TCP
+//! for the whole stream, once with a plain socket and once through qsock
+//! (token bucket sized by `video-server` from the file), all in one bed,
+//! one after the other. ffmpeg receives every stream as an ordinary RTP
+//! client (SDP file) and decodes it. Prints, per input, link and variant:
+//! frames complete, partial, missing, late, I-frames lost, what ffmpeg
+//! decoded and its error count, and how many frames plain delivered on
+//! time that qsock did not; writes CSV and JSON.
 //!
 //! Test bed: namespaces `server` and `client` joined by veth; qsockd owns
 //! the server's egress (root HTB at `--link-rate`). The qsock sender runs
-//! unprivileged (uid 65534) to show that applications need no privilege.
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+//! unprivileged (uid 65534).
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
-use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
-use video_server::report::{analyse, FrameRecord, SecondRow, Summary};
+use testbed::{ExperimentArgs, Testbed};
+use video_server::session::{stream_once, RunOutcome, StreamRun};
 
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]
     bed: ExperimentArgs,
-    /// H.264 Annex-B input (20 fps unless --fps says otherwise).
-    #[arg(long)]
-    input: PathBuf,
-    /// Frames per second of the input.
+    /// H.264 Annex-B inputs (`scripts/footage.sh` makes the real ones).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Frames per second of the inputs.
     #[arg(long, default_value_t = 20)]
     fps: u32,
-    /// Guaranteed rate of the qsock video socket, bit/s.
-    #[arg(long, default_value_t = 2_500_000)]
-    rate: u64,
     /// Playout budget (frame deadline = send time + this), ms.
     #[arg(long, default_value_t = 300)]
     playout_ms: u64,
+    /// Link conditions to run: "idle", "load" (iperf3 for the whole stream).
+    #[arg(long, value_delimiter = ',', default_value = "idle,load")]
+    links: Vec<String>,
+    /// Do not decode with ffmpeg.
+    #[arg(long)]
+    no_decode: bool,
 }
 
-const VIDEO_PORT: u16 = 5004;
-
-struct RunResult {
-    rows: Vec<SecondRow>,
-    summary: Summary,
-    sender: serde_json::Value,
+/// One row of the result table.
+#[derive(serde::Serialize)]
+struct Row {
+    input: String,
+    link: String,
+    variant: &'static str,
+    frames: usize,
+    complete: usize,
+    partial: usize,
+    missing: usize,
+    late: usize,
+    i_lost: usize,
+    complete_on_time: usize,
+    decoded: Option<u64>,
+    decode_errors: Option<u64>,
+    reserved_rate_bps: Option<u64>,
+    reserved_burst_bytes: Option<u64>,
+    shed_frames: u64,
+    qsock_drops: Option<u64>,
+    /// Frames the plain run delivered complete and on time that this run did not.
+    worse_than_plain: usize,
 }
 
-fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
-    let f = std::fs::File::create(log)?;
-    cmd.stdout(Stdio::piped()).stderr(f).spawn().with_context(|| format!("spawn {cmd:?}"))
+fn on_time(o: &RunOutcome) -> Vec<bool> {
+    o.summary.missed.iter().map(|m| !m).collect()
 }
 
-fn run_once(bed: &Testbed, args: &Args, plain: bool) -> Result<RunResult> {
-    let mode = if plain { "plain" } else { "qsock" };
-    let records_path = bed.dir.join(format!("records-{mode}.json"));
-    let mut rx = bed.command_in(&bed.client_ns, workspace_bin("video-receiver")?);
-    rx.arg("--reference").arg(&args.input).args(["--bind", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &args.fps.to_string()]);
-    rx.arg("--out").arg(&records_path);
-    let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{mode}.log")))?;
-
-    // The sender: unprivileged in qsock mode.
-    let sender_bin = workspace_bin("video-server")?;
-    let mut tx = bed.command_in(&bed.server_ns, "setpriv");
-    if plain {
-        tx = bed.command_in(&bed.server_ns, &sender_bin);
-    } else {
-        tx.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&sender_bin);
+fn row(input: &str, link: &str, variant: &'static str, o: &RunOutcome, plain: Option<&RunOutcome>) -> Row {
+    let s = &o.summary;
+    let mine = on_time(o);
+    let worse = plain.map_or(0, |p| on_time(p).iter().zip(&mine).filter(|(p, m)| **p && !**m).count());
+    let res = o.sender.get("reservation");
+    Row {
+        input: input.to_string(),
+        link: link.to_string(),
+        variant,
+        frames: s.frames,
+        complete: s.completed,
+        partial: s.partial,
+        missing: s.missing,
+        late: s.late,
+        i_lost: s.lost_i,
+        complete_on_time: mine.iter().filter(|x| **x).count(),
+        decoded: o.decoded.as_ref().map(|d| d.frames),
+        decode_errors: o.decoded.as_ref().map(|d| d.errors),
+        reserved_rate_bps: res.and_then(|r| r["rate_bps"].as_u64()),
+        reserved_burst_bytes: res.and_then(|r| r["burst_bytes"].as_u64()),
+        shed_frames: o.sender["shed_frames"].as_u64().unwrap_or(0),
+        qsock_drops: o.sender.get("qinfo").and_then(|i| i.get("drops")).map(|d| {
+            d["deadline_packets"].as_u64().unwrap_or(0) + d["frame_packets"].as_u64().unwrap_or(0) + d["qdisc_packets"].as_u64().unwrap_or(0)
+        }),
+        worse_than_plain: worse,
     }
-    tx.arg("--input").arg(&args.input).args(["--dest", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &args.fps.to_string()]);
-    tx.args(["--device", &bed.server_dev, "--rate", &args.rate.to_string(), "--playout-ms", &args.playout_ms.to_string()]);
-    if plain {
-        tx.arg("--plain");
-    }
-    tx.env("QSOCK_SOCKET", bed.socket_path());
-    let frames = video_server::h264::read_frames(&args.input)?.len();
-    let duration = Duration::from_secs_f64(frames as f64 / args.fps as f64);
-    let started = Instant::now();
-    let tx = spawn_logged(tx, &bed.dir.join(format!("sender-{mode}.log")))?;
-
-    // Perturbation: bulk TCP from the server side during the middle third.
-    std::thread::sleep(duration / 3);
-    let third = (duration.as_secs_f64() / 3.0).round().max(1.0) as u64;
-    bed.iperf_client(third, args.bed.iperf_streams)?;
-    let out = tx.wait_with_output()?;
-    if !out.status.success() {
-        bail!("sender ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("sender-{mode}.log")))?);
-    }
-    let sender: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let st = rx.wait()?;
-    if !st.success() {
-        bail!("receiver ({mode}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("receiver-{mode}.log")))?);
-    }
-    eprintln!("[demo] {mode} run took {:.1} s", started.elapsed().as_secs_f64());
-    let records: Vec<FrameRecord> = serde_json::from_slice(&std::fs::read(&records_path)?)?;
-    let (rows, summary) = analyse(&records, args.fps, args.playout_ms);
-    Ok(RunResult { rows, summary, sender })
 }
 
-fn print_and_write(args: &Args, plain: &RunResult, q: &RunResult, link: &str) -> Result<()> {
-    println!();
-    println!("Per second (perturbation: iperf3 -P {} over the middle third; link {link}; qsock guarantee {} bit/s)", args.bed.iperf_streams, args.rate);
-    println!("{:>4} | {:>9} {:>11} {:>5} {:>10} | {:>9} {:>11} {:>5} {:>10}", "sec", "plain fps", "lost I/P/B", "late", "jit99 ms", "qsock fps", "lost I/P/B", "late", "jit99 ms");
-    std::fs::create_dir_all(&args.bed.out_dir)?;
-    let csv_path = args.bed.out_dir.join("video-demo.csv");
-    let mut w = csv::Writer::from_path(&csv_path)?;
-    w.write_record([
-        "second", "plain_fps", "plain_lost_i", "plain_lost_p", "plain_lost_b", "plain_late", "plain_jitter_p99_ms", "qsock_fps", "qsock_lost_i",
-        "qsock_lost_p", "qsock_lost_b", "qsock_late", "qsock_jitter_p99_ms",
-    ])?;
-    let n = plain.rows.len().max(q.rows.len());
-    let empty = SecondRow::default();
-    for i in 0..n {
-        let (a, b) = (plain.rows.get(i).unwrap_or(&empty), q.rows.get(i).unwrap_or(&empty));
+fn print_table(rows: &[Row]) {
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>15} {:>6}",
+        "input", "link", "var.", "complete", "on time", "partial", "missing", "late", "I lost", "decoded", "dec.err", "worse", "reserved", "drops"
+    );
+    for r in rows {
+        let reserved = match (r.reserved_rate_bps, r.reserved_burst_bytes) {
+            (Some(rate), Some(b)) => format!("{:.2}M/{}kB", rate as f64 / 1e6, b / 1000),
+            _ => "-".into(),
+        };
         println!(
-            "{:>4} | {:>9} {:>11} {:>5} {:>10.1} | {:>9} {:>11} {:>5} {:>10.1}",
-            i,
-            a.fps,
-            format!("{}/{}/{}", a.lost_i, a.lost_p, a.lost_b),
-            a.late,
-            a.jitter_p99_ms,
-            b.fps,
-            format!("{}/{}/{}", b.lost_i, b.lost_p, b.lost_b),
-            b.late,
-            b.jitter_p99_ms
+            "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>15} {:>6}",
+            r.input,
+            r.link,
+            r.variant,
+            format!("{}/{}", r.complete, r.frames),
+            r.complete_on_time,
+            r.partial,
+            r.missing,
+            r.late,
+            r.i_lost,
+            opt(r.decoded),
+            opt(r.decode_errors),
+            r.worse_than_plain,
+            reserved,
+            opt(r.qsock_drops)
         );
-        w.write_record(
-            [
-                i as f64, a.fps as f64, a.lost_i as f64, a.lost_p as f64, a.lost_b as f64, a.late as f64, a.jitter_p99_ms, b.fps as f64, b.lost_i as f64,
-                b.lost_p as f64, b.lost_b as f64, b.late as f64, b.jitter_p99_ms,
-            ]
-            .map(|v| v.to_string()),
-        )?;
     }
-    w.flush()?;
-    println!();
-    println!("Summary ({} frames)       {:>10} {:>10}", plain.summary.frames, "plain", "qsock");
-    let row = |name: &str, a: String, b: String| println!("  {name:<24}{a:>10} {b:>10}");
-    row("mean fps", format!("{:.2}", plain.summary.mean_fps), format!("{:.2}", q.summary.mean_fps));
-    row("frames completed", plain.summary.completed.to_string(), q.summary.completed.to_string());
-    row("I-frames lost", plain.summary.lost_i.to_string(), q.summary.lost_i.to_string());
-    row("P-frames lost", plain.summary.lost_p.to_string(), q.summary.lost_p.to_string());
-    row("B-frames lost", plain.summary.lost_b.to_string(), q.summary.lost_b.to_string());
-    row(&format!("late (> {} ms)", args.playout_ms), plain.summary.late.to_string(), q.summary.late.to_string());
-    row("jitter p50 (ms)", format!("{:.2}", plain.summary.jitter_p50_ms), format!("{:.2}", q.summary.jitter_p50_ms));
-    row("jitter p99 (ms)", format!("{:.2}", plain.summary.jitter_p99_ms), format!("{:.2}", q.summary.jitter_p99_ms));
-    if let Some(info) = q.sender.get("qinfo") {
-        println!();
-        println!(
-            "qinfo of the qsock socket at the end of the stream: sent {} packets, drops {}, late kept {}, queuing delay mean {} us / p99 {} us / max {} us",
-            info["sent_packets"], info["drops"], info["late_kept_packets"],
-            info["queuing_delay"]["mean_ns"].as_u64().unwrap_or(0) / 1000,
-            info["queuing_delay"]["p99_ns"].as_u64().unwrap_or(0) / 1000,
-            info["queuing_delay"]["max_ns"].as_u64().unwrap_or(0) / 1000,
-        );
-        println!("sender skipped {} frames itself as already past their deadline", q.sender["skipped_late"]);
-    }
-    let summary_path = args.bed.out_dir.join("video-demo-summary.json");
-    std::fs::write(
-        &summary_path,
-        serde_json::to_vec_pretty(&serde_json::json!({"plain": plain.summary, "qsock": q.summary, "qsock_sender": q.sender, "link_rate": link, "guaranteed_bps": args.rate}))?,
-    )?;
-    println!("\nwrote {} and {}", csv_path.display(), summary_path.display());
-    Ok(())
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let args = Args { input: std::fs::canonicalize(&args.input).with_context(|| format!("input {}", args.input.display()))?, ..args };
     let mut bed = Testbed::new("demo")?;
     bed.init(&args.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf_server = bed.iperf_server()?;
-    let plain = run_once(&bed, &args, true)?;
-    let q = run_once(&bed, &args, false)?;
-    print_and_write(&args, &plain, &q, &args.bed.link_rate)
+    let mut rows = Vec::new();
+    for input in &args.input {
+        let input = std::fs::canonicalize(input).with_context(|| format!("input {}", input.display()))?;
+        let name = input.file_stem().map_or("input".into(), |s| s.to_string_lossy().into_owned());
+        for link in &args.links {
+            let load = match link.as_str() {
+                "idle" => false,
+                "load" => true,
+                other => anyhow::bail!("link condition {other:?}: use idle or load"),
+            };
+            let mut plain_outcome = None;
+            for plain in [true, false] {
+                let variant = if plain { "plain" } else { "qsock" };
+                let run = StreamRun {
+                    label: format!("{name}-{link}-{variant}"),
+                    input: input.clone(),
+                    fps: args.fps,
+                    playout_ms: args.playout_ms,
+                    plain,
+                    sender_args: Vec::new(),
+                    decode: !args.no_decode,
+                };
+                eprintln!("[demo] {name}, {link} link, {variant}");
+                let o = stream_once(&bed, &run, |d| if load { bed.iperf_client(d.as_secs() + 1, args.bed.iperf_streams) } else { Ok(()) })?;
+                if let Some(d) = o.decoded.as_ref().filter(|d| d.errors > 0) {
+                    eprintln!("[demo] ffmpeg said ({} lines): {}", d.errors, d.first_errors.join(" | "));
+                }
+                rows.push(row(&name, link, variant, &o, plain_outcome.as_ref()));
+                if plain {
+                    plain_outcome = Some(o);
+                }
+            }
+        }
+    }
+    println!();
+    println!(
+        "Real content through a {} bottleneck (load: iperf3 -P {} for the whole stream); playout budget {} ms",
+        args.bed.link_rate, args.bed.iperf_streams, args.playout_ms
+    );
+    print_table(&rows);
+    println!("on time: complete and within the playout budget; worse: frames plain delivered on time that this run did not;");
+    println!("decoded/dec.err: ffmpeg as an RTP client (SDP); reserved: what video-server asked (rate/burst); drops: qsock drops (packets)");
+    std::fs::create_dir_all(&args.bed.out_dir)?;
+    let csv_path = args.bed.out_dir.join("video-demo.csv");
+    let mut w = csv::Writer::from_path(&csv_path)?;
+    for r in &rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    let json_path = args.bed.out_dir.join("video-demo.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&rows)?)?;
+    println!("wrote {} and {}", csv_path.display(), json_path.display());
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Receives the RTP stream of `video-server`, matches packets to frames of
 //! the reference file (same packetization), and writes one record per frame
-//! (JSON) when the end-of-stream marker arrives or `--timeout-s` passes.
+//! (JSON) when the end-of-stream marker arrives or `--timeout-s` passes;
+//! with `--forward` it also relays the stream to an RTP client.
 //! Prints "ready" on stdout once bound.
 use std::{io::Write, net::UdpSocket, path::PathBuf, time::Duration};
 
@@ -8,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use video_server::{report::FrameRecord, rtpstream};
-use webrtc_util::marshal::Unmarshal;
+use webrtc_util::marshal::{Marshal, Unmarshal};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -22,7 +23,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     fps: u32,
     /// Sender's RTP datagram limit, bytes.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = rtpstream::DEFAULT_MTU)]
     mtu: usize,
     /// Where to write the records (JSON).
     #[arg(long)]
@@ -30,6 +31,10 @@ struct Args {
     /// Give up waiting for the end marker after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
+    /// Also relay every RTP packet to this address (an ordinary RTP client
+    /// such as ffmpeg listening there).
+    #[arg(long)]
+    forward: Option<std::net::SocketAddr>,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +54,10 @@ fn main() -> Result<()> {
     let give_up = std::time::Instant::now() + Duration::from_secs(args.timeout_s);
     let mut buf = vec![0u8; 65536];
     let mut highest: i64 = -1;
+    let relay = match args.forward {
+        Some(to) => Some((UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?, to)),
+        None => None,
+    };
     loop {
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
@@ -65,7 +74,15 @@ fn main() -> Result<()> {
         let mut b = Bytes::copy_from_slice(&buf[..n]);
         let Ok(pkt) = rtp::packet::Packet::unmarshal(&mut b) else { continue };
         if pkt.header.payload_type == rtpstream::PAYLOAD_TYPE_END {
+            // End of the session for the relayed client too: RTCP BYE (RFC 3550 §6.6).
+            if let Some((relay, to)) = &relay {
+                let bye = rtcp::goodbye::Goodbye { sources: vec![rtpstream::SSRC], reason: Bytes::from_static(b"end of stream") };
+                relay.send_to(&bye.marshal()?, std::net::SocketAddr::new(to.ip(), to.port() + 1))?;
+            }
             break;
+        }
+        if let Some((relay, to)) = &relay {
+            relay.send_to(&buf[..n], to)?;
         }
         // Extend the 16-bit sequence number to the value nearest the highest seen.
         let s16 = pkt.header.sequence_number as i64;

@@ -1,11 +1,17 @@
 //! Streams an H.264 Annex-B file as RTP over UDP, paced at the file's frame
-//! rate. With qsock (default) the socket gets a guaranteed rate, I-frames are
-//! non-droppable, P- and B-frames droppable (B first), every packet carries
-//! its frame's deadline and frame-start/end marks. `--scheduler dwcs` puts
-//! the socket under DWCS instead (ipg = 1/fps, window constraint
-//! `--oln`/`--old` over frames, reservation from the file's mean frame size).
-//! `--plain` uses a plain socket. Prints a JSON summary (with `qinfo` in qsock
-//! mode) on stdout.
+//! rate. With qsock (default) the socket gets a token-bucket reservation
+//! sized from the file itself (`envelope`: every frame within
+//! `--sizing-budget-ms` when the class gets exactly its reservation; say
+//! `--rate`/`--burst` to choose), I-frames are non-droppable, P- and
+//! B-frames droppable (B first), and every frame is sent with its deadline,
+//! its size on its first packet and frame-start/end marks, so the data path
+//! judges it once, whole. While it streams it reads `qinfo` and sheds
+//! B-frames, then P-frames up to the next I-frame, when its class is under
+//! pressure (`adapt`; `--no-adapt` turns it off). `--scheduler dwcs` puts the
+//! socket under DWCS instead (ipg = 1/fps, window constraint `--oln`/`--old`
+//! over frames, reservation from the file's mean frame size). `--plain` uses
+//! a plain socket. Prints what it reserved on stderr and a JSON summary
+//! (with `qinfo` in qsock mode) on stdout.
 use std::{
     net::{SocketAddr, UdpSocket},
     path::PathBuf,
@@ -15,7 +21,12 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Parser;
 use qsock::{DropPriority, DwcsAttrs, PacketFlags, QosParams, RateAttrs, SchedulerParams};
-use video_server::{h264::FrameKind, rtpstream};
+use video_server::{
+    adapt::{Sample, Shedder},
+    envelope::{size_reservation, Reservation},
+    h264::FrameKind,
+    rtpstream,
+};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -29,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     fps: u32,
     /// Largest RTP datagram, bytes.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = rtpstream::DEFAULT_MTU)]
     mtu: usize,
     /// Use a plain UDP socket instead of qsock.
     #[arg(long)]
@@ -37,9 +48,17 @@ struct Args {
     /// Egress device for qsock.
     #[arg(long, default_value = "eth0")]
     device: String,
-    /// Guaranteed rate for qsock, bit/s (rate scheduler).
-    #[arg(long, default_value_t = 2_500_000)]
-    rate: u64,
+    /// Guaranteed rate, bit/s (rate scheduler). Default: sized from the file.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Burst with `--rate`, bytes. Default: the file's envelope at that rate.
+    #[arg(long, requires = "rate")]
+    burst: Option<u64>,
+    /// Delay budget the reservation is sized for, ms: every frame leaves
+    /// within it when the class gets exactly its reservation. Default: two
+    /// thirds of the playout budget.
+    #[arg(long)]
+    sizing_budget_ms: Option<u64>,
     /// qsock scheduler: "rate" or "dwcs".
     #[arg(long, default_value = "rate")]
     scheduler: String,
@@ -52,6 +71,12 @@ struct Args {
     /// Playout budget: each frame's deadline is its send time plus this, ms.
     #[arg(long, default_value_t = 300)]
     playout_ms: u64,
+    /// Do not adapt to qinfo (send every frame whatever the pressure).
+    #[arg(long)]
+    no_adapt: bool,
+    /// How often to read qinfo for adaptation, ms.
+    #[arg(long, default_value_t = 250)]
+    adapt_poll_ms: u64,
 }
 
 fn drop_priority(kind: FrameKind) -> DropPriority {
@@ -62,26 +87,52 @@ fn drop_priority(kind: FrameKind) -> DropPriority {
     }
 }
 
+/// The reservation to ask for: `--rate`/`--burst`, or sized from the file.
+fn reservation(args: &Args, stream: &[rtpstream::RtpFrame]) -> Result<(Reservation, &'static str)> {
+    let sizes: Vec<u64> = stream.iter().map(|f| f.wire_bytes()).collect();
+    let period_ns = 1_000_000_000 / args.fps as u64;
+    let budget_ns = args.sizing_budget_ms.unwrap_or(args.playout_ms * 2 / 3) * 1_000_000;
+    match args.rate {
+        Some(rate_bps) => {
+            let burst_bytes = args.burst.unwrap_or_else(|| video_server::envelope::envelope_burst(&sizes, period_ns, rate_bps));
+            let delay_bound_ns = (burst_bytes as u128 * 8_000_000_000 / rate_bps.max(1) as u128) as u64;
+            Ok((Reservation { rate_bps, burst_bytes, delay_bound_ns }, "given"))
+        }
+        None => Ok((size_reservation(&sizes, period_ns, budget_ns)?, "sized from the file")),
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let frames = video_server::h264::read_frames(&args.input)?;
     let stream = rtpstream::packetize(&frames, args.mtu, args.fps)?;
+    let (res, how) = reservation(&args, &stream)?;
     let sock: UdpSocket = if args.plain {
         UdpSocket::bind("0.0.0.0:0")?
     } else {
+        let sizes: Vec<u64> = stream.iter().map(|f| f.wire_bytes()).collect();
+        let mean = sizes.iter().sum::<u64>() / sizes.len() as u64;
         let scheduler = match args.scheduler.as_str() {
-            "rate" => SchedulerParams::Rate(RateAttrs { rate_bps: args.rate, ..RateAttrs::guaranteed(args.rate) }),
-            "dwcs" => {
-                // One DWCS unit per frame: its mean size on the wire (IPv4 + UDP + Ethernet headers added).
-                let wire: usize = stream.iter().flat_map(|f| f.packets.iter().map(|p| p.len() + 42)).sum();
-                SchedulerParams::Dwcs(DwcsAttrs {
-                    ipg_ns: 1_000_000_000 / args.fps as u64,
-                    unit_bytes: (wire / stream.len().max(1)) as u32,
-                    oln: args.oln,
-                    old: args.old,
-                    non_droppable: false,
-                })
+            "rate" => {
+                eprintln!(
+                    "video-server: asking for rate {} bit/s, burst {} bytes ({how}; delay bound {} ms; mean {} bit/s, largest frame {} bytes = {:.1}x the mean)",
+                    res.rate_bps,
+                    res.burst_bytes,
+                    res.delay_bound_ns / 1_000_000,
+                    mean * 8 * args.fps as u64,
+                    sizes.iter().max().copied().unwrap_or(0),
+                    *sizes.iter().max().unwrap_or(&0) as f64 / mean.max(1) as f64
+                );
+                SchedulerParams::Rate(RateAttrs::token_bucket(res.rate_bps, res.burst_bytes))
             }
+            // One DWCS unit per frame: its mean size on the wire.
+            "dwcs" => SchedulerParams::Dwcs(DwcsAttrs {
+                ipg_ns: 1_000_000_000 / args.fps as u64,
+                unit_bytes: mean as u32,
+                oln: args.oln,
+                old: args.old,
+                non_droppable: false,
+            }),
             other => anyhow::bail!("unknown scheduler {other:?}; use rate or dwcs"),
         };
         let params = QosParams {
@@ -89,7 +140,7 @@ fn main() -> Result<()> {
             scheduler,
             intents: qsock::Intents {
                 category: Some(qsock::Category::Stream),
-                bitrate_bps: Some(args.rate),
+                bitrate_bps: Some(mean * 8 * args.fps as u64),
                 burstiness: Some(qsock::Burstiness::RegularBursts),
                 timeliness: Some(qsock::Timeliness::Stream),
                 resilience: Some(qsock::Resilience::Tolerant),
@@ -98,10 +149,17 @@ fn main() -> Result<()> {
         };
         UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).context("qsocket")?)
     };
+    let adapt = !args.plain && !args.no_adapt;
+    let mut shedder = Shedder::new(args.playout_ms * 1_000_000 / 3, 500_000_000, 2_000_000_000);
+    let poll = Duration::from_millis(args.adapt_poll_ms.max(1));
+    let mut last_info = if adapt { qsock::qinfo(&sock).ok() } else { None };
+    let mut next_poll = Instant::now() + poll;
+    let mut level_changes = Vec::new();
+
     let period = Duration::from_nanos(1_000_000_000 / args.fps as u64);
     let start = Instant::now();
     let start_mono = qsock::monotonic_now_ns();
-    let (mut sent_frames, mut skipped_late) = (0u64, 0u64);
+    let (mut sent_frames, mut shed_frames) = (0u64, 0u64);
     for f in &stream {
         let due = start + period * f.index as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -114,16 +172,37 @@ fn main() -> Result<()> {
             sent_frames += 1;
             continue;
         }
-        let deadline = start_mono + (period * f.index as u32).as_nanos() as u64 + args.playout_ms * 1_000_000;
-        let prio = drop_priority(f.kind);
-        let late = deadline <= qsock::monotonic_now_ns() + 1_000_000;
-        if late && prio != DropPriority::NON_DROPPABLE {
-            skipped_late += 1; // the application's own lossy choice: a late frame is useless
+        if adapt && Instant::now() >= next_poll {
+            next_poll += poll;
+            // A failed qinfo (the daemon restarting) leaves the level as it is.
+            if let Ok(info) = qsock::qinfo(&sock) {
+                if let Some(before) = &last_info {
+                    let t = start.elapsed().as_nanos() as u64;
+                    if let Some(level) = shedder.observe(Sample::between(before, &info), t) {
+                        level_changes.push(serde_json::json!({"t_ms": t / 1_000_000, "frame": f.index, "level": level}));
+                    }
+                }
+                last_info = Some(info);
+            }
+        }
+        if adapt && !shedder.send(f.kind, f.reference) {
+            shed_frames += 1;
             continue;
         }
+        // A deadline already past (the sender stalled) is the data path's
+        // call: it drops a droppable frame and sends an I-frame late.
+        let deadline = start_mono + (period * f.index as u32).as_nanos() as u64 + args.playout_ms * 1_000_000;
+        let prio = drop_priority(f.kind);
+        let frame_bytes = u32::try_from(f.wire_bytes()).unwrap_or(u32::MAX);
         let n = f.packets.len();
         for (i, p) in f.packets.iter().enumerate() {
-            let flags = PacketFlags { deadline_ns: (!late).then_some(deadline), drop_priority: prio, frame_start: i == 0, frame_end: i + 1 == n };
+            let flags = PacketFlags {
+                deadline_ns: Some(deadline),
+                drop_priority: prio,
+                frame_start: i == 0,
+                frame_end: i + 1 == n,
+                frame_bytes: (i == 0).then_some(frame_bytes),
+            };
             qsock::qsendto(&sock, p, &args.dest, &flags)?;
         }
         sent_frames += 1;
@@ -136,7 +215,28 @@ fn main() -> Result<()> {
     } else {
         qsock::qsendto(&sock, &end, &args.dest, &PacketFlags { drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() })?;
     }
-    let summary = serde_json::json!({ "sent_frames": sent_frames, "skipped_late": skipped_late, "qinfo": info });
+    // Once the class has drained (bounded: 2 s), every packet the data path
+    // let into the qdisc has been seen leaving it.
+    let drained = if args.plain {
+        None
+    } else {
+        let give_up = Instant::now() + Duration::from_secs(2);
+        loop {
+            let i = qsock::qinfo(&sock)?;
+            if i.enqueued_packets == i.sent_packets + i.unseen_packets || Instant::now() > give_up {
+                break Some(i);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let summary = serde_json::json!({
+        "drained_qinfo": drained,
+        "sent_frames": sent_frames,
+        "shed_frames": shed_frames,
+        "reservation": if args.plain { None } else { Some(res) },
+        "adaptation": level_changes,
+        "qinfo": info,
+    });
     println!("{summary}");
     if !args.plain {
         qsock::qclose(std::os::fd::OwnedFd::from(sock))?;

@@ -1,0 +1,187 @@
+//! One video stream through the namespace test bed: `video-server` on the
+//! server side (plain, or through qsock as an unprivileged user),
+//! `video-receiver` on the client side recording every frame, and
+//! optionally ffmpeg as an ordinary RTP client decoding what arrives (the
+//! receiver relays the stream to it and ends the session with an RTCP BYE;
+//! ffmpeg reads an SDP file). Used by the
+//! demo, the adaptation experiment and the integration tests.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use testbed::{run, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+
+use crate::report::{analyse, FrameRecord, SecondRow, Summary};
+
+/// Port the receiver listens on in the client namespace.
+pub const VIDEO_PORT: u16 = 5004;
+/// Port ffmpeg listens on (loopback of the client namespace).
+pub const DECODER_PORT: u16 = 5006;
+
+/// What to stream and how.
+#[derive(Clone, Debug)]
+pub struct StreamRun {
+    /// Name of the run, for file names and messages.
+    pub label: String,
+    /// H.264 Annex-B input.
+    pub input: PathBuf,
+    /// Frames per second of the input.
+    pub fps: u32,
+    /// Playout budget, ms.
+    pub playout_ms: u64,
+    /// A plain socket instead of qsock.
+    pub plain: bool,
+    /// More `video-server` arguments (e.g. `--rate`, `--no-adapt`).
+    pub sender_args: Vec<String>,
+    /// Decode the stream with ffmpeg as an RTP client.
+    pub decode: bool,
+}
+
+/// What ffmpeg made of the stream.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Decoded {
+    /// Frames ffmpeg decoded (lines of its `framecrc` output).
+    pub frames: u64,
+    /// Lines ffmpeg printed at log level `error` (decode errors).
+    pub errors: u64,
+    /// The first few of those lines.
+    pub first_errors: Vec<String>,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// Per frame, what the receiver saw.
+    pub records: Vec<FrameRecord>,
+    /// Per second of the run.
+    pub rows: Vec<SecondRow>,
+    /// The whole run.
+    pub summary: Summary,
+    /// The sender's JSON summary (reservation, adaptation, qinfo).
+    pub sender: serde_json::Value,
+    /// ffmpeg's count, if it decoded.
+    pub decoded: Option<Decoded>,
+}
+
+/// Streams `run.input` once over `bed` (qsockd running for the qsock
+/// variant). `during` runs on this thread once the sender has started,
+/// with the stream's nominal duration (e.g. a load, or link changes);
+/// returns after the sender, the receiver and ffmpeg have finished.
+/// Errors: a process that fails to start or exits with an error (its log
+/// in the message), a receiver that got no end marker.
+pub fn stream_once(bed: &Testbed, run: &StreamRun, during: impl FnOnce(Duration) -> Result<()>) -> Result<RunOutcome> {
+    let label = &run.label;
+    let (frames, sets) = crate::h264::read_stream(&run.input)?;
+    let duration = Duration::from_secs_f64(frames.len() as f64 / run.fps as f64);
+    let decoder = if run.decode { Some(start_decoder(bed, label, &sets)?) } else { None };
+
+    let records_path = bed.dir.join(format!("records-{label}.json"));
+    let mut rx = bed.command_in(&bed.client_ns, workspace_bin("video-receiver")?);
+    rx.arg("--reference").arg(&run.input).args(["--bind", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &run.fps.to_string()]);
+    rx.arg("--out").arg(&records_path);
+    if decoder.is_some() {
+        rx.args(["--forward", &format!("127.0.0.1:{DECODER_PORT}")]);
+    }
+    let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{label}.log")))?;
+
+    let sender_bin = workspace_bin("video-server")?;
+    let mut tx = if run.plain {
+        bed.command_in(&bed.server_ns, &sender_bin)
+    } else {
+        // Applications need no privilege: the qsock sender runs as nobody.
+        let mut c = bed.command_in(&bed.server_ns, "setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&sender_bin);
+        c
+    };
+    tx.arg("--input").arg(&run.input).args(["--dest", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &run.fps.to_string()]);
+    tx.args(["--device", &bed.server_dev, "--playout-ms", &run.playout_ms.to_string()]).args(&run.sender_args);
+    if run.plain {
+        tx.arg("--plain");
+    }
+    tx.env("QSOCK_SOCKET", bed.socket_path());
+    let sender_log = bed.dir.join(format!("sender-{label}.log"));
+    let tx = tx.stdout(Stdio::piped()).stderr(std::fs::File::create(&sender_log)?).spawn().context("spawn video-server")?;
+    let during_result = during(duration);
+    let out = tx.wait_with_output()?;
+    let log = std::fs::read_to_string(&sender_log).unwrap_or_default();
+    if !out.status.success() {
+        bail!("sender ({label}) failed: {log}");
+    }
+    during_result?;
+    let sender: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("sender ({label}) summary"))?;
+    if !rx.wait()?.success() {
+        bail!("receiver ({label}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("receiver-{label}.log")))?);
+    }
+    let decoded = match decoder {
+        Some(d) => Some(d.finish()?),
+        None => None,
+    };
+    let records: Vec<FrameRecord> = serde_json::from_slice(&std::fs::read(&records_path)?)?;
+    let (rows, summary) = analyse(&records, run.fps, run.playout_ms);
+    Ok(RunOutcome { records, rows, summary, sender, decoded })
+}
+
+/// A running ffmpeg RTP client.
+struct Decoder {
+    child: Child,
+    crc: PathBuf,
+    log: PathBuf,
+}
+
+fn start_decoder(bed: &Testbed, label: &str, sets: &crate::h264::ParameterSets) -> Result<Decoder> {
+    let sdp = bed.dir.join(format!("stream-{label}.sdp"));
+    std::fs::write(&sdp, crate::sdp::h264_sdp(std::net::Ipv4Addr::LOCALHOST, DECODER_PORT, sets))?;
+    let crc = bed.dir.join(format!("decoded-{label}.framecrc"));
+    let log = bed.dir.join(format!("ffmpeg-{label}.log"));
+    let mut c = bed.command_in(&bed.client_ns, "ffmpeg");
+    // No reorder queue: the link does not reorder, and a lost packet should
+    // not hold the frames behind it back; every decoded frame is output once.
+    c.args(["-hide_banner", "-nostdin", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-reorder_queue_size", "0", "-i"]).arg(&sdp);
+    c.args(["-fps_mode", "passthrough", "-f", "framecrc", "-y"]).arg(&crc);
+    let child = c.stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn().context("spawn ffmpeg (scripts/setup.sh --demo installs it)")?;
+    let mut d = Decoder { child, crc, log };
+    // Wait until ffmpeg has bound its RTP port (bounded: 10 s).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ss = bed.command_in(&bed.client_ns, "ss");
+        ss.args(["-Huln", &format!("sport = :{DECODER_PORT}")]);
+        if !run(&mut ss)?.stdout.is_empty() {
+            return Ok(d);
+        }
+        if let Some(st) = d.child.try_wait()? {
+            bail!("ffmpeg exited ({st}) before listening: {}", std::fs::read_to_string(&d.log).unwrap_or_default());
+        }
+        if Instant::now() > give_up {
+            let _ = d.child.kill();
+            bail!("ffmpeg did not listen on port {DECODER_PORT} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Decoder {
+    /// Waits for ffmpeg to end on its own (the relay ends the session with
+    /// an RTCP BYE, and ffmpeg flushes its decoder at that end of input;
+    /// bounded: 10 s), then counts its frames and error lines.
+    fn finish(mut self) -> Result<Decoded> {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > give_up {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("ffmpeg did not end within 10 s of the stream's RTCP BYE");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Ok(Decoded { frames: count_frames(&self.crc)?, errors: log.lines().count() as u64, first_errors: log.lines().take(5).map(str::to_string).collect() })
+    }
+}
+
+fn count_frames(crc: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(crc).with_context(|| format!("ffmpeg wrote no {}", crc.display()))?;
+    Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count() as u64)
+}
