@@ -8,13 +8,17 @@
 #   3. DWCS window test: streams with x/y 1/2, 1/4, 1/8, 0/1 on a DWCS class
 #      offered more than it holds, iperf3 throughout, plain sockets first
 #                                              -> results/dwcs-window.{csv,svg}
-# Each prints a summary table. About 6 minutes.
+#   4. qinfo-driven adaptation: real footage reserved below its mean rate,
+#      the link dropping from 10 to 1.2 Mbit/s over the middle third and
+#      back, with and without adaptation       -> results/video-adapt.csv
+# Each prints a summary table. About 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/experiments.sh must run as root (namespaces, tc, BPF)" >&2; exit 1; }
 bash scripts/setup.sh --demo
 export PATH="$HOME/.cargo/bin:$PATH"
 clip=$(bash scripts/clip.sh)
+mapfile -t footage < <(bash scripts/footage.sh)
 cargo build --release --workspace --bins
 echo "== Q.Sockets Fig. 7 =="
 ./target/release/sensor-experiment --out-dir results
@@ -22,3 +26,5 @@ echo "== Q.Sockets Fig. 6 =="
 ./target/release/video-fig6 --input "$clip" --out-dir results
 echo "== DWCS window test =="
 ./target/release/dwcs-window --out-dir results
+echo "== qinfo-driven adaptation =="
+./target/release/video-adapt --input "${footage[0]}" --out-dir results

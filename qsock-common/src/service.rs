@@ -14,7 +14,8 @@
 //!   borrowing no longer waits ([`resync_vclock`]).
 //! * **Measured**: the backlog plus the unit drained at the rate the class
 //!   was measured to drain at while it had a backlog ([`ServiceMeter`], in
-//!   the dequeue probe), trusted between `R` and `C` and only while fresh.
+//!   the dequeue probe), used only when it exceeds `R` (the class borrows),
+//!   trusted up to `C`, and only while fresh.
 //!
 //! Neither is earlier than the backlog and the unit drained at `C`: the
 //! ceiling's bucket paces even a burst.
@@ -106,14 +107,14 @@ pub const fn predict(class: ClassModel, vclock_ns: u64, now_ns: u64, backlog_byt
     let ahead = if unit_bytes <= packet_bytes { 0 } else { unit_bytes - MIN_PACKET_BYTES };
     let leaves = start.saturating_add(tx_ns(ahead, class.rate_bps));
     let mut finish = if leaves > now_ns { leaves } else { now_ns };
-    if measured_bps != 0 {
-        let mut s = measured_bps;
-        if s < class.rate_bps {
-            s = class.rate_bps;
-        }
-        if s > class.ceil_bps && class.ceil_bps >= class.rate_bps {
-            s = class.ceil_bps;
-        }
+    // The meter counts only when the class was served faster than its
+    // guarantee (it borrowed); at R the guaranteed clock is the better bound
+    // (it knows the bucket's debt).
+    let mut s = measured_bps;
+    if s > class.ceil_bps && class.ceil_bps >= class.rate_bps {
+        s = class.ceil_bps;
+    }
+    if s > class.rate_bps {
         let measured = now_ns.saturating_add(tx_ns(backlog_bytes.saturating_add(ahead), s));
         if measured < finish {
             finish = measured;
@@ -188,6 +189,16 @@ mod tests {
     use super::*;
 
     const C: ClassModel = ClassModel { rate_bps: 1_000_000, ceil_bps: 10_000_000, burst_ns: 12_000_000 };
+
+    #[test]
+    fn a_class_that_cannot_borrow_ignores_the_meter() {
+        // ceil = rate: a burst measured above R says nothing about the future.
+        let edf = ClassModel { rate_bps: 1_000_000, ceil_bps: 1_000_000, burst_ns: 12_000_000 };
+        let now = 5_000_000_000;
+        let with = predict(edf, now + 20_000_000, now, 2_000, 1000, 1000, 9_000_000);
+        let without = predict(edf, now + 20_000_000, now, 2_000, 1000, 1000, 0);
+        assert_eq!(with, without);
+    }
 
     #[test]
     fn an_idle_class_sends_its_burst_at_once() {

@@ -112,11 +112,7 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
         let verdict = unit::judge(deadline, p.finish_ns, now, prio, droppable);
         (*counters).frame_state = unit::frame_state_after(state, tag, verdict == unit::Verdict::Drop);
         match verdict {
-            unit::Verdict::Drop => {
-                add(&mut (*counters).drop_deadline_packets, 1);
-                add(&mut (*counters).drop_deadline_bytes, len);
-                return TC_ACT_SHOT as i32;
-            }
+            unit::Verdict::Drop => return drop_packet(counters, true, len),
             unit::Verdict::LateKept => add(&mut (*counters).late_kept_packets, 1),
             unit::Verdict::Met => add(&mut (*counters).deadline_met_packets, 1),
             unit::Verdict::Untimed => {}
@@ -126,9 +122,7 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
     } else {
         (*counters).frame_state = unit::frame_state_after(state, tag, false);
         if state == FRAME_DROPPING && droppable {
-            add(&mut (*counters).drop_frame_packets, 1);
-            add(&mut (*counters).drop_frame_bytes, len);
-            return TC_ACT_SHOT as i32;
+            return drop_packet(counters, false, len);
         }
         // The rest of a kept frame: paid for when the frame was judged, up
         // to its declared size; beyond that it costs the clock now.
@@ -140,13 +134,34 @@ unsafe fn egress(ctx: &TcContext) -> i32 {
             (*counters).vclock_ns = service::charge((*counters).vclock_ns, now, policy.burst_ns, len - credit, policy.rate_bps);
         }
     }
-    (*skb).priority = policy.classid;
-    // Replace the tag with the enqueue time; the dequeue probe reads it.
+    enqueue(skb, policy.classid, counters, now, len)
+}
+
+/// Lets a packet of a managed socket into its class: steers it by
+/// `skb->priority`, replaces the tag with the enqueue time (the dequeue
+/// probe reads it) and counts it.
+#[inline(always)]
+unsafe fn enqueue(skb: *mut aya_ebpf::bindings::__sk_buff, classid: u32, c: *mut SocketCounters, now: u64, len: u64) -> i32 {
+    (*skb).priority = classid;
     (*skb).tstamp = now;
-    add(&mut (*counters).enq_packets, 1);
-    add(&mut (*counters).enq_bytes, len);
-    (*counters).last_enq_ns = now;
+    add(&mut (*c).enq_packets, 1);
+    add(&mut (*c).enq_bytes, len);
+    (*c).last_enq_ns = now;
     TC_ACT_OK as i32
+}
+
+/// Drops a packet: the first of a unit judged late, or the rest of a
+/// dropped frame.
+#[inline(always)]
+unsafe fn drop_packet(c: *mut SocketCounters, first_of_unit: bool, len: u64) -> i32 {
+    if first_of_unit {
+        add(&mut (*c).drop_deadline_packets, 1);
+        add(&mut (*c).drop_deadline_bytes, len);
+    } else {
+        add(&mut (*c).drop_frame_packets, 1);
+        add(&mut (*c).drop_frame_bytes, len);
+    }
+    TC_ACT_SHOT as i32
 }
 
 /// DWCS per unit (a frame, or one packet outside frames), at enqueue into the
@@ -240,25 +255,16 @@ unsafe fn dwcs(
         (*c).dwcs_violated = w.violated as u32;
         (*c).frame_state = unit::frame_state_after(state, tag, drop);
         if drop {
-            add(&mut (*c).drop_deadline_packets, 1);
-            add(&mut (*c).drop_deadline_bytes, len);
-            return TC_ACT_SHOT as i32;
+            return drop_packet(c, true, len);
         }
     } else {
         (*c).frame_state = unit::frame_state_after(state, tag, false);
         if state == FRAME_DROPPING && droppable {
-            add(&mut (*c).drop_frame_packets, 1);
-            add(&mut (*c).drop_frame_bytes, len);
-            return TC_ACT_SHOT as i32;
+            return drop_packet(c, false, len);
         }
     }
     (*clock).vclock_ns = finish;
-    (*skb).priority = policy.classid;
-    (*skb).tstamp = now;
-    add(&mut (*c).enq_packets, 1);
-    add(&mut (*c).enq_bytes, len);
-    (*c).last_enq_ns = now;
-    TC_ACT_OK as i32
+    enqueue(skb, policy.classid, c, now, len)
 }
 
 #[btf_tracepoint(function = "qdisc_dequeue")]

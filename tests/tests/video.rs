@@ -61,12 +61,11 @@ fn real_video_is_never_worse_than_a_plain_socket_and_holds_its_frames_under_load
     let (enq, sent, unseen) = (drained["enqueued_packets"].as_u64().unwrap(), drained["sent_packets"].as_u64().unwrap(), drained["unseen_packets"].as_u64().unwrap());
     assert_eq!(enq, sent + unseen, "{drained}");
     assert!(unseen * 200 <= enq, "more than 0.5 % of the packets left unseen: {drained}");
-    // ffmpeg decodes what arrived without error. (It sometimes outputs one
-    // frame fewer than arrived, with no error, plain or qsock alike; not
-    // understood yet, so one frame of slack.)
+    // ffmpeg, an ordinary RTP client, shows what arrived as it was encoded.
+    // (Between the relay and ffmpeg a frame is sometimes lost or damaged,
+    // plain or qsock alike, on loopback: 1 % of slack for that path.)
     let decoded = q.decoded.as_ref().unwrap();
-    assert_eq!(decoded.errors, 0, "{decoded:?}");
-    assert!(decoded.frames + 1 >= q.summary.completed as u64, "ffmpeg decodes the frames that arrived: {decoded:?}");
+    assert!(decoded.exact_frames * 100 >= q.summary.completed as u64 * 99, "ffmpeg decodes the frames that arrived: {decoded:?}");
     assert_eq!(q.sender["qinfo"]["guaranteed_burst_bytes"], 20000, "qinfo reports the burst asked for");
 
     // Real footage under iperf3 -P 4, reserved from its own profile.

@@ -4,9 +4,9 @@
 //! the pressure goes.
 //!
 //! Levels: 0 sends everything; 1 sheds non-reference B-frames (nothing
-//! depends on them); 2 sheds every B-frame and, from the first P-frame it
-//! sheds, every frame up to the next I-frame (they would only decode
-//! against a missing reference). Pressure (new drops, or a recent mean
+//! depends on them); 2 sheds every B-frame; 3 also sheds, from the first
+//! P-frame it sheds, every frame up to the next I-frame (they would only
+//! decode against a missing reference). Pressure (new drops, or a recent mean
 //! queuing delay above a threshold) raises the level one step at a time;
 //! calm for a hold time lowers it one step.
 use crate::h264::FrameKind;
@@ -33,7 +33,7 @@ impl Sample {
 }
 
 /// Highest shedding level.
-pub const MAX_LEVEL: u8 = 2;
+pub const MAX_LEVEL: u8 = 3;
 
 /// The shedding state of one stream.
 #[derive(Clone, Debug)]
@@ -57,8 +57,14 @@ impl Shedder {
     }
 
     /// Takes a poll's sample at `now_ns`; returns the new level if it changed.
+    /// From level 2 on only new drops raise the level: every B-frame is shed
+    /// then, so a drop is a P-frame and its GOP is broken (skip to the next
+    /// I-frame), while delay alone comes from I-frames, which no shedding
+    /// removes. Any drop or delay counts against stepping down.
     pub fn observe(&mut self, s: Sample, now_ns: u64) -> Option<u8> {
-        let pressed = s.new_drops > 0 || s.recent_delay_ns > self.delay_threshold_ns;
+        let delayed = s.recent_delay_ns > self.delay_threshold_ns;
+        let calm = s.new_drops == 0 && !delayed;
+        let pressed = s.new_drops > 0 || (delayed && self.level < 2);
         if pressed {
             self.calm_since_ns = None;
             if self.level < MAX_LEVEL && now_ns.saturating_sub(self.last_change_ns) >= self.step_gap_ns {
@@ -66,6 +72,10 @@ impl Shedder {
                 self.last_change_ns = now_ns;
                 return Some(self.level);
             }
+            return None;
+        }
+        if !calm {
+            self.calm_since_ns = None;
             return None;
         }
         let since = *self.calm_since_ns.get_or_insert(now_ns);
@@ -88,7 +98,7 @@ impl Shedder {
             }
             _ if self.skip_to_i => false,
             FrameKind::B if self.level >= 2 || (self.level >= 1 && !reference) => false,
-            FrameKind::P if self.level >= 2 => {
+            FrameKind::P if self.level >= 3 => {
                 self.skip_to_i = true;
                 false
             }
@@ -115,14 +125,20 @@ mod tests {
         assert!(s.send(FrameKind::P, true));
         assert_eq!(s.observe(hot, 1_200 * MS), None, "one step per gap");
         assert_eq!(s.observe(Sample { new_drops: 3, recent_delay_ns: 0 }, 1_600 * MS), Some(2));
-        assert!(s.send(FrameKind::P, true) == false);
-        assert!(!s.send(FrameKind::B, true));
-        assert_eq!(s.observe(calm, 2_000 * MS), None);
-        assert_eq!(s.observe(calm, 4_000 * MS), Some(1), "calm for the hold time");
+        assert!(!s.send(FrameKind::B, true), "every B at level 2");
+        assert!(s.send(FrameKind::P, true), "P kept at level 2");
+        assert_eq!(s.observe(hot, 2_200 * MS), None, "delay alone does not raise level 2");
+        assert_eq!(s.observe(Sample { new_drops: 1, recent_delay_ns: 0 }, 2_200 * MS), Some(3), "a P-frame dropped does");
+        assert!(!s.send(FrameKind::P, true));
+        assert_eq!(s.observe(calm, 2_400 * MS), None);
+        assert_eq!(s.observe(hot, 3_400 * MS), None, "delay is not calm");
+        assert_eq!(s.observe(calm, 3_500 * MS), None);
+        assert_eq!(s.observe(calm, 5_500 * MS), Some(2), "calm for the hold time");
         assert!(!s.send(FrameKind::P, true), "still skipping to the next I-frame");
         assert!(s.send(FrameKind::I, true));
         assert!(s.send(FrameKind::P, true));
-        assert_eq!(s.observe(calm, 6_000 * MS), Some(0));
+        assert_eq!(s.observe(calm, 7_500 * MS), Some(1));
+        assert_eq!(s.observe(calm, 9_500 * MS), Some(0));
         assert!(s.send(FrameKind::B, false));
     }
 

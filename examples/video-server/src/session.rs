@@ -45,10 +45,17 @@ pub struct StreamRun {
 pub struct Decoded {
     /// Frames ffmpeg decoded (lines of its `framecrc` output).
     pub frames: u64,
+    /// Of those, frames identical to a frame of the file decoded locally
+    /// (same `framecrc` checksum): shown as encoded, not concealed.
+    pub exact_frames: u64,
     /// Lines ffmpeg printed at log level `error` (decode errors).
     pub errors: u64,
     /// The first few of those lines.
     pub first_errors: Vec<String>,
+    /// UDP datagrams the client namespace's stack dropped for a full
+    /// receive buffer while ffmpeg ran (`Udp: RcvbufErrors`): relayed
+    /// packets ffmpeg never got, though the receiver did.
+    pub socket_drops: u64,
 }
 
 /// The outcome of one run.
@@ -76,7 +83,7 @@ pub fn stream_once(bed: &Testbed, run: &StreamRun, during: impl FnOnce(Duration)
     let label = &run.label;
     let (frames, sets) = crate::h264::read_stream(&run.input)?;
     let duration = Duration::from_secs_f64(frames.len() as f64 / run.fps as f64);
-    let decoder = if run.decode { Some(start_decoder(bed, label, &sets)?) } else { None };
+    let decoder = if run.decode { Some(start_decoder(bed, label, &sets, reference_crcs(&run.input)?)?) } else { None };
 
     let records_path = bed.dir.join(format!("records-{label}.json"));
     let mut rx = bed.command_in(&bed.client_ns, workspace_bin("video-receiver")?);
@@ -129,9 +136,22 @@ struct Decoder {
     child: Child,
     crc: PathBuf,
     log: PathBuf,
+    reference: String,
+    rcvbuf_errors_before: u64,
+    client_ns: String,
 }
 
-fn start_decoder(bed: &Testbed, label: &str, sets: &crate::h264::ParameterSets) -> Result<Decoder> {
+/// `Udp: RcvbufErrors` of namespace `ns` (`/proc/net/snmp`).
+fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
+    let out = run(std::process::Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/snmp"]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors").context("no RcvbufErrors in /proc/net/snmp")?;
+    Ok(values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn start_decoder(bed: &Testbed, label: &str, sets: &crate::h264::ParameterSets, reference: String) -> Result<Decoder> {
     let sdp = bed.dir.join(format!("stream-{label}.sdp"));
     std::fs::write(&sdp, crate::sdp::h264_sdp(std::net::Ipv4Addr::LOCALHOST, DECODER_PORT, sets))?;
     let crc = bed.dir.join(format!("decoded-{label}.framecrc"));
@@ -141,8 +161,9 @@ fn start_decoder(bed: &Testbed, label: &str, sets: &crate::h264::ParameterSets) 
     // not hold the frames behind it back; every decoded frame is output once.
     c.args(["-hide_banner", "-nostdin", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-reorder_queue_size", "0", "-i"]).arg(&sdp);
     c.args(["-fps_mode", "passthrough", "-f", "framecrc", "-y"]).arg(&crc);
+    let rcvbuf_errors_before = udp_rcvbuf_errors(&bed.client_ns)?;
     let child = c.stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn().context("spawn ffmpeg (scripts/setup.sh --demo installs it)")?;
-    let mut d = Decoder { child, crc, log };
+    let mut d = Decoder { child, crc, log, reference, rcvbuf_errors_before, client_ns: bed.client_ns.clone() };
     // Wait until ffmpeg has bound its RTP port (bounded: 10 s).
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
@@ -177,11 +198,27 @@ impl Decoder {
             std::thread::sleep(Duration::from_millis(20));
         }
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        Ok(Decoded { frames: count_frames(&self.crc)?, errors: log.lines().count() as u64, first_errors: log.lines().take(5).map(str::to_string).collect() })
+        let crcs = frame_crcs(&std::fs::read_to_string(&self.crc).with_context(|| format!("ffmpeg wrote no {}", self.crc.display()))?);
+        let reference: std::collections::HashSet<String> = frame_crcs(&self.reference).into_iter().collect();
+        Ok(Decoded {
+            frames: crcs.len() as u64,
+            exact_frames: crcs.iter().filter(|c| reference.contains(*c)).count() as u64,
+            errors: log.lines().count() as u64,
+            first_errors: log.lines().take(5).map(str::to_string).collect(),
+            socket_drops: udp_rcvbuf_errors(&self.client_ns)?.saturating_sub(self.rcvbuf_errors_before),
+        })
     }
 }
 
-fn count_frames(crc: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(crc).with_context(|| format!("ffmpeg wrote no {}", crc.display()))?;
-    Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count() as u64)
+/// The checksum of every frame in `framecrc` output (its last field).
+fn frame_crcs(text: &str) -> Vec<String> {
+    text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).filter_map(|l| l.rsplit(',').next()).map(|c| c.trim().to_string()).collect()
+}
+
+/// `framecrc` of `input` decoded from the file by ffmpeg: what every frame
+/// looks like when nothing was lost.
+fn reference_crcs(input: &Path) -> Result<String> {
+    let mut c = std::process::Command::new("ffmpeg");
+    c.args(["-hide_banner", "-nostdin", "-v", "error", "-i"]).arg(input).args(["-fps_mode", "passthrough", "-f", "framecrc", "-"]);
+    Ok(String::from_utf8(run(&mut c)?.stdout)?)
 }

@@ -1,9 +1,11 @@
 //! qinfo-driven adaptation under a bottleneck that drops mid-stream and
 //! comes back. The stream is reserved less than it needs (`--rate`, below
-//! its mean rate: admission gave less than asked) and lives on borrowing;
-//! `iperf3 -P 4` loads best effort throughout. At a third of the stream the
-//! link drops from `--link-rate` to `--low-rate` (`tc class change` of the
-//! root class and the best-effort class), and at two thirds it comes back.
+//! its mean rate: admission gave less than asked) and lives on borrowing.
+//! At a third of the stream the link drops from `--link-rate` to
+//! `--low-rate` (`tc class change` of the root class and the best-effort
+//! class), below the stream's mean rate, and at two thirds it comes back.
+//! `--load` adds `iperf3 -P 4` in best effort throughout (best effort then
+//! holds its own rate, and the stream gets only its reservation).
 //! The stream runs twice in one bed: `video-server` adapting to `qinfo`
 //! (shedding B-frames, then P-frames up to the next I-frame) and not
 //! adapting. ffmpeg decodes both as an RTP client. Prints per second the
@@ -36,8 +38,11 @@ struct Args {
     #[arg(long, default_value_t = 30_000)]
     burst: u64,
     /// Link rate during the middle third, bit/s.
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, default_value_t = 1_200_000)]
     low_rate: u64,
+    /// Load best effort with iperf3 throughout.
+    #[arg(long)]
+    load: bool,
 }
 
 /// Sets the root class (the link) and best effort (what guarantees leave)
@@ -77,7 +82,7 @@ fn main() -> Result<()> {
         let o = stream_once(&bed, &run, |d| {
             let third = d / 3;
             let load = std::thread::scope(|s| {
-                let load = s.spawn(|| bed.iperf_client(d.as_secs() + 1, args.bed.iperf_streams));
+                let load = s.spawn(|| if args.load { bed.iperf_client(d.as_secs() + 1, args.bed.iperf_streams) } else { Ok(()) });
                 std::thread::sleep(third);
                 set_link(&bed, args.low_rate, args.rate)?;
                 std::thread::sleep(third);
@@ -113,8 +118,12 @@ fn print_and_write(args: &Args, outcomes: &[(&str, RunOutcome)]) -> Result<()> {
     let n = outcomes.iter().map(|(_, o)| o.rows.len()).max().unwrap_or(0);
     println!();
     println!(
-        "Link {} -> {} bit/s over the middle third and back; iperf3 -P {} throughout; stream reserved {} bit/s, burst {} bytes",
-        args.bed.link_rate, args.low_rate, args.bed.iperf_streams, args.rate, args.burst
+        "Link {} -> {} bit/s over the middle third and back; {}; stream reserved {} bit/s, burst {} bytes",
+        args.bed.link_rate,
+        args.low_rate,
+        if args.load { format!("iperf3 -P {} throughout", args.bed.iperf_streams) } else { "no other traffic".into() },
+        args.rate,
+        args.burst
     );
     println!("{:>4} | {:>22} | {:>22}", "sec", "adapting: on time/lvl", "not adapting: on time");
     std::fs::create_dir_all(&args.bed.out_dir)?;
@@ -130,23 +139,28 @@ fn print_and_write(args: &Args, outcomes: &[(&str, RunOutcome)]) -> Result<()> {
     }
     w.flush()?;
     println!();
-    println!("{:<14} {:>9} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>6}", "run", "complete", "on time", "partial", "missing", "late", "shed", "decoded", "dec.err", "drops");
+    println!(
+        "{:<14} {:>9} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6}",
+        "run", "complete", "on time", "partial", "missing", "late", "shed", "decoded", "exact", "dec.err", "drops"
+    );
     for (label, o) in outcomes {
         let s = &o.summary;
         let on_time = s.missed.iter().filter(|m| !**m).count();
         let drops = o.sender["qinfo"]["drops"]["deadline_packets"].as_u64().unwrap_or(0) + o.sender["qinfo"]["drops"]["frame_packets"].as_u64().unwrap_or(0);
         let d = o.decoded.clone().unwrap_or_default();
         println!(
-            "{label:<14} {:>9} {on_time:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {drops:>6}",
+            "{label:<14} {:>9} {on_time:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>6} {:>8} {drops:>6}",
             format!("{}/{}", s.completed, s.frames),
             s.partial,
             s.missing,
             s.late,
             o.sender["shed_frames"].as_u64().unwrap_or(0),
             d.frames,
+            d.exact_frames,
             d.errors
         );
     }
+    println!("exact: frames ffmpeg decoded identical to the file's own decode (not concealed)");
     println!("adaptation steps (adapting run): {}", outcomes[0].1.sender["adaptation"]);
     println!("wrote {}", csv_path.display());
     Ok(())

@@ -53,6 +53,7 @@ struct Row {
     i_lost: usize,
     complete_on_time: usize,
     decoded: Option<u64>,
+    decoded_exact: Option<u64>,
     decode_errors: Option<u64>,
     reserved_rate_bps: Option<u64>,
     reserved_burst_bytes: Option<u64>,
@@ -83,6 +84,7 @@ fn row(input: &str, link: &str, variant: &'static str, o: &RunOutcome, plain: Op
         i_lost: s.lost_i,
         complete_on_time: mine.iter().filter(|x| **x).count(),
         decoded: o.decoded.as_ref().map(|d| d.frames),
+        decoded_exact: o.decoded.as_ref().map(|d| d.exact_frames),
         decode_errors: o.decoded.as_ref().map(|d| d.errors),
         reserved_rate_bps: res.and_then(|r| r["rate_bps"].as_u64()),
         reserved_burst_bytes: res.and_then(|r| r["burst_bytes"].as_u64()),
@@ -97,8 +99,8 @@ fn row(input: &str, link: &str, variant: &'static str, o: &RunOutcome, plain: Op
 fn print_table(rows: &[Row]) {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     println!(
-        "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>15} {:>6}",
-        "input", "link", "var.", "complete", "on time", "partial", "missing", "late", "I lost", "decoded", "dec.err", "worse", "reserved", "drops"
+        "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>6} {:>8} {:>6} {:>15} {:>6}",
+        "input", "link", "var.", "complete", "on time", "partial", "missing", "late", "I lost", "decoded", "exact", "dec.err", "worse", "reserved", "drops"
     );
     for r in rows {
         let reserved = match (r.reserved_rate_bps, r.reserved_burst_bytes) {
@@ -106,7 +108,7 @@ fn print_table(rows: &[Row]) {
             _ => "-".into(),
         };
         println!(
-            "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>6} {:>15} {:>6}",
+            "{:<11} {:<5} {:<6} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>6} {:>8} {:>6} {:>15} {:>6}",
             r.input,
             r.link,
             r.variant,
@@ -117,6 +119,7 @@ fn print_table(rows: &[Row]) {
             r.late,
             r.i_lost,
             opt(r.decoded),
+            opt(r.decoded_exact),
             opt(r.decode_errors),
             r.worse_than_plain,
             reserved,
@@ -155,8 +158,8 @@ fn main() -> Result<()> {
                 };
                 eprintln!("[demo] {name}, {link} link, {variant}");
                 let o = stream_once(&bed, &run, |d| if load { bed.iperf_client(d.as_secs() + 1, args.bed.iperf_streams) } else { Ok(()) })?;
-                if let Some(d) = o.decoded.as_ref().filter(|d| d.errors > 0) {
-                    eprintln!("[demo] ffmpeg said ({} lines): {}", d.errors, d.first_errors.join(" | "));
+                if let Some(d) = o.decoded.as_ref().filter(|d| d.errors > 0 || d.socket_drops > 0) {
+                    eprintln!("[demo] ffmpeg said ({} lines): {}; datagrams its socket dropped: {}", d.errors, d.first_errors.join(" | "), d.socket_drops);
                 }
                 rows.push(row(&name, link, variant, &o, plain_outcome.as_ref()));
                 if plain {
@@ -172,7 +175,8 @@ fn main() -> Result<()> {
     );
     print_table(&rows);
     println!("on time: complete and within the playout budget; worse: frames plain delivered on time that this run did not;");
-    println!("decoded/dec.err: ffmpeg as an RTP client (SDP); reserved: what video-server asked (rate/burst); drops: qsock drops (packets)");
+    println!("decoded/exact/dec.err: frames ffmpeg decoded as an RTP client (SDP), those identical to the file's own decode, its error lines;");
+    println!("reserved: what video-server asked (rate/burst); drops: qsock drops (packets)");
     std::fs::create_dir_all(&args.bed.out_dir)?;
     let csv_path = args.bed.out_dir.join("video-demo.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;

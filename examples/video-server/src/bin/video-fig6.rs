@@ -54,7 +54,8 @@ fn sender(bed: &Testbed, a: &Args, s: &Stream) -> Result<Child> {
     let mut tx = bed.command_in(&bed.server_ns, "setpriv");
     tx.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
     tx.arg("--input").arg(&a.input).args(["--dest", &format!("{CLIENT_IP}:{}", s.port), "--fps", &s.fps.to_string()]);
-    tx.args(["--device", &bed.server_dev, "--playout-ms", &a.playout_ms.to_string()]);
+    // As in the paper, the application does not adapt: DWCS alone decides.
+    tx.args(["--device", &bed.server_dev, "--playout-ms", &a.playout_ms.to_string(), "--no-adapt"]);
     if s.managed {
         tx.args(["--scheduler", "dwcs", "--oln", &a.oln.to_string(), "--old", &a.old.to_string()]);
     } else {

@@ -150,7 +150,8 @@ fn main() -> Result<()> {
         UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).context("qsocket")?)
     };
     let adapt = !args.plain && !args.no_adapt;
-    let mut shedder = Shedder::new(args.playout_ms * 1_000_000 / 3, 500_000_000, 2_000_000_000);
+    // A step gets 1.5 s to show (the queue it left behind drains first); 3 s of calm to step back.
+    let mut shedder = Shedder::new(args.playout_ms * 1_000_000 / 3, 1_500_000_000, 3_000_000_000);
     let poll = Duration::from_millis(args.adapt_poll_ms.max(1));
     let mut last_info = if adapt { qsock::qinfo(&sock).ok() } else { None };
     let mut next_poll = Instant::now() + poll;
