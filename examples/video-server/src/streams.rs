@@ -122,7 +122,7 @@ pub struct StreamOutcome {
 }
 
 /// Classifies every deadline of every stream: `sent[i]` datagrams of stream
-/// `i` (seq 0..sent[i]) against what arrived.
+/// `i` (seq 0..`sent[i]`) against what arrived.
 pub fn outcomes(specs: &[StreamSpec], sent: &[u64], arrivals: &[Arrival]) -> Vec<StreamOutcome> {
     specs
         .iter()

@@ -28,7 +28,7 @@ pub const DEFAULT_HEADROOM_PERMILLE: u32 = 100;
 
 /// Rate a DWCS stream reserves, bit/s, rounded up: `(1 − x/y) · unit_bytes ·
 /// 8 / ipg`, or `unit_bytes · 8 / ipg` when non-droppable, plus
-/// [`HEADROOM_PERMILLE`]. The sum over a device's streams is the DWCS
+/// `headroom_permille` (default [`DEFAULT_HEADROOM_PERMILLE`]). The sum over a device's streams is the DWCS
 /// feasibility test Σ (1 − x_i/y_i)·C_i/T_i ≤ 1 (West et al., IEEE TC 53(6),
 /// 2004) scaled to the class's rate.
 pub fn reservation_bps(d: &DwcsAttrs, headroom_permille: u32) -> u64 {
