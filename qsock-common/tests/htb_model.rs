@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use qsock_common::{
     service::{predict, tx_ns, ClassModel, ServiceMeter},
-    unit::{frame_state_after, judge, starts_unit, Verdict, FRAME_DROPPING},
+    unit::{self, frame_state_after, judge, starts_unit, Verdict, FRAME_DROPPING},
     *,
 };
 
@@ -247,6 +247,25 @@ proptest! {
         prop_assert_eq!(tag & TAG_FRAME_END != 0, end);
         prop_assert!(tag & TAG_FRAME_START != 0);
         prop_assert!(encode_frame_tag(Some(now + COMPACT_DEADLINE_REACH_NS + 1), now, prio, end, bytes).is_none());
+    }
+
+    /// DWCS patience (precedence turned into patience at enqueue): never
+    /// more than the slack; the whole slack for a unit that may not be
+    /// dropped or whose window has no room; and a stream with a looser
+    /// current constraint (larger x'/y') never gets more patience than a
+    /// tighter one, so losses land on the loosest constraints first.
+    #[test]
+    fn dwcs_patience_orders_streams_by_their_current_constraint(slack in 0u64..10_000_000_000, unit_tx in 0u64..100_000_000,
+                                                                  y1 in 1u32..64, y2 in 1u32..64, x1s in 0u32..64, x2s in 0u32..64) {
+        let (x1, x2) = (x1s % (y1 + 1), x2s % (y2 + 1));
+        let p1 = unit::dwcs_patience(slack, x1, y1, true, true, unit_tx);
+        prop_assert!(p1 <= slack);
+        prop_assert_eq!(unit::dwcs_patience(slack, x1, y1, false, true, unit_tx), slack);
+        prop_assert_eq!(unit::dwcs_patience(slack, x1, y1, true, false, unit_tx), slack);
+        let p2 = unit::dwcs_patience(slack, x2, y2, true, true, unit_tx);
+        if x2 > 0 && (x1 as u64) * (y2 as u64) < (x2 as u64) * (y1 as u64) {
+            prop_assert!(p2 <= p1, "x'/y' {x2}/{y2} looser than {x1}/{y1} but more patient: {p2} > {p1}");
+        }
     }
 
     /// The BPF-safe arithmetic agrees with 128-bit arithmetic.
