@@ -52,6 +52,8 @@ pub struct Decoded {
     pub errors: u64,
     /// The first few of those lines.
     pub first_errors: Vec<String>,
+    /// Output positions (from 0) of the first few frames that were not exact.
+    pub first_inexact: Vec<usize>,
     /// UDP datagrams the client namespace's stack dropped for a full
     /// receive buffer while ffmpeg ran (`Udp: RcvbufErrors`): relayed
     /// packets ffmpeg never got, though the receiver did.
@@ -203,6 +205,7 @@ impl Decoder {
         Ok(Decoded {
             frames: crcs.len() as u64,
             exact_frames: crcs.iter().filter(|c| reference.contains(*c)).count() as u64,
+            first_inexact: crcs.iter().enumerate().filter(|(_, c)| !reference.contains(*c)).map(|(i, _)| i).take(5).collect(),
             errors: log.lines().count() as u64,
             first_errors: log.lines().take(5).map(str::to_string).collect(),
             socket_drops: udp_rcvbuf_errors(&self.client_ns)?.saturating_sub(self.rcvbuf_errors_before),

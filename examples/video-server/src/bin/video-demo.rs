@@ -159,7 +159,13 @@ fn main() -> Result<()> {
                 eprintln!("[demo] {name}, {link} link, {variant}");
                 let o = stream_once(&bed, &run, |d| if load { bed.iperf_client(d.as_secs() + 1, args.bed.iperf_streams) } else { Ok(()) })?;
                 if let Some(d) = o.decoded.as_ref().filter(|d| d.errors > 0 || d.socket_drops > 0) {
-                    eprintln!("[demo] ffmpeg said ({} lines): {}; datagrams its socket dropped: {}", d.errors, d.first_errors.join(" | "), d.socket_drops);
+                    eprintln!(
+                        "[demo] ffmpeg said ({} lines): {}; datagrams its socket dropped: {}; first frames not as encoded (output positions): {:?}",
+                        d.errors,
+                        d.first_errors.join(" | "),
+                        d.socket_drops,
+                        d.first_inexact
+                    );
                 }
                 rows.push(row(&name, link, variant, &o, plain_outcome.as_ref()));
                 if plain {
