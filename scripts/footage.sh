@@ -7,8 +7,8 @@
 #                       20 fps, about 1.5 Mbit/s, scene-cut I-frames up to
 #                       about 7x the mean frame
 #   data/scenecuts.h264 generated: six 5 s scenes (still and moving lavfi
-#                       sources) cut hard, about 1.2 Mbit/s; its largest
-#                       I-frame is about 15x the mean frame
+#                       sources) cut hard, about 1.3 Mbit/s; its largest
+#                       I-frame is about 13x the mean frame
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p data

@@ -1,5 +1,5 @@
 //! Real video through qsock, compared with a plain socket in the same bed:
-//! the generated sequence with hard scene cuts (largest frame about 15x the
+//! the generated sequence with hard scene cuts (largest frame about 13x the
 //! mean) on an idle 10 Mbit/s link, and the real camera footage under
 //! `iperf3 -P 4`, each with the token bucket `video-server` sizes from the
 //! file. Alone in its test binary (cargo runs test binaries one after the
