@@ -159,6 +159,14 @@ impl Client {
         }
     }
 
+    /// The interfaces qsockd manages; see [`crate::qinterfaces`].
+    pub fn interfaces(&self) -> Result<Vec<crate::InterfaceInfo>> {
+        match self.call(&Request::Interfaces, None)? {
+            Response::Interfaces(v) => Ok(v),
+            r => Err(unexpected(r)),
+        }
+    }
+
     /// Liveness check; returns the daemon's version.
     pub fn ping(&self) -> Result<String> {
         match self.call(&Request::Ping, None)? {

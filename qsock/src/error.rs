@@ -23,6 +23,12 @@ pub enum ErrorKind {
     AlreadyManaged,
     /// The file descriptor is closed or is not a socket.
     BadSocket,
+    /// No managed interface can carry the socket: none is up, or none meets
+    /// its Require/Prohibit interface preferences.
+    NoInterface,
+    /// The policy cannot place the socket on an interface because it is
+    /// already connected or bound to an address; it is not moved.
+    SocketInUse,
     /// A privileged operation requested by an unprivileged client.
     PermissionDenied,
     /// The kernel or this build lacks what the request needs.

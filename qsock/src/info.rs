@@ -23,6 +23,9 @@ pub struct QInfo {
     pub scheduler_state: SchedulerState,
     /// Intents the application declared.
     pub intents: Intents,
+    /// How the interface was chosen, when the policy chose it (the socket
+    /// was attached without a device).
+    pub selection: Option<Selection>,
     /// Guaranteed rate of the class, bit/s.
     pub guaranteed_rate_bps: u64,
     /// Bucket depth of the socket's own class (HTB `burst`), bytes: what it
@@ -151,10 +154,69 @@ pub struct TcpInfo {
 pub struct AttachInfo {
     /// Socket cookie.
     pub cookie: u64,
+    /// Device whose egress carries the socket.
+    pub device: String,
+    /// How the policy chose that device (when the caller gave none).
+    #[serde(default)]
+    pub selection: Option<Selection>,
     /// tc classid of the socket's class, e.g. `"1:10"`.
     pub classid: String,
     /// Set when qsockd's admission is configured to warn and let the socket
     /// in with less than it needs.
     #[serde(default)]
     pub warning: Option<String>,
+}
+
+/// An interface-selection policy's decision for one socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Policy that decided, by its config name.
+    pub policy: String,
+    /// Interface chosen.
+    pub interface: String,
+    /// Source address the socket was bound to (port chosen by the kernel).
+    pub source: std::net::IpAddr,
+    /// Why, in the policy's words, with the figures it used (e.g.
+    /// "file size 2000000 B >= threshold 312000 B from measured RTT and bandwidth").
+    pub reason: String,
+}
+
+/// One interface qsockd manages, as it knows it now (`qinterfaces`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceInfo {
+    /// Interface name.
+    pub name: String,
+    /// Interface index; 0 while the interface does not exist.
+    pub ifindex: u32,
+    /// The interface exists in qsockd's network namespace.
+    pub present: bool,
+    /// It is administratively up with carrier (`IFF_UP` and `IFF_LOWER_UP`).
+    pub up: bool,
+    /// Type from the config (`wired`, `wifi`, `cellular`).
+    pub kind: crate::taps::InterfaceType,
+    /// The config marks it metered.
+    pub metered: bool,
+    /// Cost per byte from the config, in the operator's unit (ranks only).
+    pub cost: u32,
+    /// Nominal downstream bandwidth from the config, bit/s.
+    pub nominal_down_bps: u64,
+    /// Nominal upstream bandwidth from the config, bit/s (the root HTB rate).
+    pub nominal_up_bps: u64,
+    /// Measured receive rate from the device counters, bit/s (moving average).
+    pub rx_bps: u64,
+    /// Measured transmit rate from the device counters, bit/s (moving average).
+    pub tx_bps: u64,
+    /// Smoothed RTT of TCP connections bound to its addresses (sock_diag,
+    /// `tcpi_rtt`), µs; `None` before the first sample.
+    pub srtt_us: Option<u64>,
+    /// TCP connections seen on it in the last measurement.
+    pub tcp_connections: u32,
+    /// Mean queuing delay in its root qdisc over the managed sockets' packets, ns.
+    pub queuing_delay_ns: u64,
+    /// Sockets qsockd manages on it.
+    pub managed_sockets: u32,
+    /// Its addresses qsockd binds sockets to.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Routing table qsockd installed for it (policy routing), if any.
+    pub table: Option<u32>,
 }

@@ -18,6 +18,7 @@ pub mod params;
 pub mod proto;
 pub mod sched;
 mod send;
+pub mod taps;
 
 use std::{
     os::fd::{AsFd, FromRawFd, OwnedFd},
@@ -27,7 +28,8 @@ use std::{
 pub use client::Client;
 pub use error::{ErrorKind, QsockError, Result};
 pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
-pub use info::{AttachInfo, DelayStats, Drops, QInfo, StackInfo, TcpInfo};
+pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, Selection, StackInfo, TcpInfo};
+pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
 
@@ -94,6 +96,32 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.attach(fd, params))
+}
+
+/// Intent-aware connect (Socket Intents intercept `connect`): attaches the
+/// socket with `params` (with `device: None` qsockd's policy chooses the
+/// interface from the intents and binds the socket to its source address),
+/// then connects it to `dest`. A non-blocking socket may return with the
+/// connect in progress (`EINPROGRESS` is not an error). The socket stays
+/// managed when the connect itself fails (`qclose` it).
+///
+/// Errors: those of [`qattach`], [`ErrorKind::NoInterface`] (no interface
+/// meets a Require/Prohibit), [`ErrorKind::SocketInUse`] (already bound or
+/// connected), and [`ErrorKind::Kernel`] from `connect(2)`.
+pub fn qconnect(fd: impl AsFd, dest: &std::net::SocketAddr, params: &QosParams) -> Result<AttachInfo> {
+    let fd = fd.as_fd();
+    let info = qattach(fd, params)?;
+    let addr = nix::sys::socket::SockaddrStorage::from(*dest);
+    match nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) | Err(nix::Error::EINPROGRESS) => Ok(info),
+        Err(e) => Err(QsockError::sys("connect", e)),
+    }
+}
+
+/// The interfaces qsockd manages, with what it measures on each (rates,
+/// RTT, queuing delay, state). Errors: [`ErrorKind::Daemon`].
+pub fn qinterfaces() -> Result<Vec<InterfaceInfo>> {
+    with_default(|c| c.interfaces())
 }
 
 /// Changes the parameters of a managed socket (Q.Sockets `qchange`); packets

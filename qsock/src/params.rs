@@ -2,22 +2,37 @@
 //! `qsockinit`, plus Socket-Intents-style intents.
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorKind, QsockError, Result};
+use crate::{
+    error::{ErrorKind, QsockError, Result},
+    taps::{CapacityProfile, InterfacePreference},
+};
 
 /// Parameters of `qsocket`/`qattach`/`qchange`: the device whose egress
-/// carries the socket's traffic, the scheduler and its attributes, and the
+/// carries the socket's traffic (or none, and qsockd's policy chooses one
+/// from the intents), the scheduler and its attributes, and the
 /// application's intents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QosParams {
-    /// Egress network device, e.g. `"eth0"` (at most 15 bytes, IFNAMSIZ − 1).
-    pub device: String,
+    /// Egress network device, e.g. `"eth0"` (at most 15 bytes, IFNAMSIZ − 1):
+    /// the application chose. `None`: qsockd's interface-selection policy
+    /// chooses among the interfaces its config manages, binds the socket to
+    /// that interface's source address and routes it out of it (the socket
+    /// must be neither bound nor connected yet).
+    #[serde(default)]
+    pub device: Option<String>,
     /// Scheduler and its attributes.
     pub scheduler: SchedulerParams,
     /// What the application knows about its traffic (Socket Intents,
-    /// Schmidt et al., CoNEXT 2013). Recorded and reported; interface
-    /// selection from intents is not implemented yet.
+    /// Schmidt et al., CoNEXT 2013, and TAPS properties, RFC 9622).
+    /// Advisory, except the Require/Prohibit interface preferences.
     #[serde(default)]
     pub intents: Intents,
+    /// Interface-selection policy to ask, by name (one the daemon's config
+    /// enables, e.g. `"category"`, `"filesize"`, `"earliest_completion"`,
+    /// `"round_robin"`); `None`: the config's default. Used only when
+    /// `device` is `None`.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// Scheduler name and attributes. Serialised with the scheduler's name as tag.
@@ -30,6 +45,11 @@ pub enum SchedulerParams {
     Dwcs(DwcsAttrs),
     /// Earliest deadline first over per-message deadlines.
     Edf(EdfAttrs),
+    /// No guarantee: the device's best-effort class, with counters and
+    /// queuing delay measured. For sockets that want only an interface
+    /// chosen from their intents.
+    #[serde(rename = "best_effort")]
+    BestEffort,
 }
 
 impl SchedulerParams {
@@ -39,6 +59,7 @@ impl SchedulerParams {
             Self::Rate(_) => "rate",
             Self::Dwcs(_) => "dwcs",
             Self::Edf(_) => "edf",
+            Self::BestEffort => "best_effort",
         }
     }
 }
@@ -129,7 +150,8 @@ pub struct EdfAttrs {
 pub struct Intents {
     /// Traffic category.
     pub category: Option<Category>,
-    /// Bytes the application expects to send on this socket.
+    /// Bytes the application expects to transfer on this socket (the
+    /// policies, like the paper's, model it as a download to this host).
     pub file_size_bytes: Option<u64>,
     /// Expected lifetime of the socket, ns.
     pub duration_ns: Option<u64>,
@@ -141,10 +163,27 @@ pub struct Intents {
     pub timeliness: Option<Timeliness>,
     /// How well the application tolerates loss or a broken connection.
     pub resilience: Option<Resilience>,
+    /// TAPS capacity profile (RFC 9622 §8.1.6); stands for a category when
+    /// none is given ([`CapacityProfile::category`]).
+    #[serde(default)]
+    pub capacity_profile: Option<CapacityProfile>,
+    /// TAPS interface preferences (RFC 9622 §6.2), applied in order:
+    /// Require and Prohibit filter (hard), then Prefer and Avoid narrow
+    /// what is left when they leave something.
+    #[serde(default)]
+    pub interfaces: Vec<InterfacePreference>,
+}
+
+impl Intents {
+    /// The category the policies act on: the declared one, else the
+    /// capacity profile's.
+    pub fn effective_category(&self) -> Option<Category> {
+        self.category.or_else(|| self.capacity_profile.and_then(CapacityProfile::category))
+    }
 }
 
 /// Socket Intents traffic category.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Short request/response exchanges.
@@ -233,7 +272,9 @@ pub const MAX_BURST_DRAIN_NS: u64 = 60_000_000_000;
 /// Longest interface name Linux accepts, bytes (IFNAMSIZ − 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
-pub(crate) fn check_device(device: &str) -> Result<()> {
+/// Checks an interface name: 1..=15 bytes, no `/`, NUL or space.
+/// Errors: [`ErrorKind::InvalidParams`].
+pub fn check_device(device: &str) -> Result<()> {
     if device.is_empty() || device.len() > MAX_IFNAME_LEN || device.contains(['/', '\0', ' ']) {
         return Err(QsockError::new(ErrorKind::InvalidParams, format!("invalid device name {device:?}")));
     }
@@ -257,14 +298,37 @@ impl InitParams {
 impl QosParams {
     /// Parameters for a guaranteed rate of `rate_bps` bit/s on `device`.
     pub fn rate(device: impl Into<String>, rate_bps: u64) -> Self {
-        Self { device: device.into(), scheduler: SchedulerParams::Rate(RateAttrs::guaranteed(rate_bps)), intents: Intents::default() }
+        Self::on(device, SchedulerParams::Rate(RateAttrs::guaranteed(rate_bps)))
+    }
+
+    /// `scheduler` on `device`, no intents.
+    pub fn on(device: impl Into<String>, scheduler: SchedulerParams) -> Self {
+        Self { device: Some(device.into()), scheduler, intents: Intents::default(), policy: None }
+    }
+
+    /// Best effort on the interface qsockd's policy chooses from `intents`.
+    pub fn intents(intents: Intents) -> Self {
+        Self { device: None, scheduler: SchedulerParams::BestEffort, intents, policy: None }
     }
 
     /// Checks ranges that need no kernel; errors: [`ErrorKind::InvalidParams`].
     pub fn validate(&self) -> Result<()> {
-        check_device(&self.device)?;
+        if let Some(d) = &self.device {
+            check_device(d)?;
+        }
         let bad = |m: String| Err(QsockError::new(ErrorKind::InvalidParams, m));
+        if let Some(p) = &self.policy {
+            if p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return bad(format!("policy name {p:?} must be 1..=64 letters, digits or '_'"));
+            }
+        }
+        for pref in &self.intents.interfaces {
+            if let crate::taps::InterfaceSelector::Name(n) = &pref.interface {
+                check_device(n)?;
+            }
+        }
         match &self.scheduler {
+            SchedulerParams::BestEffort => {}
             SchedulerParams::Rate(r) => {
                 if r.rate_bps == 0 {
                     return bad("guaranteed rate must be > 0 bit/s".into());

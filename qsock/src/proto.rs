@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::QsockError,
-    info::{AttachInfo, QInfo},
+    info::{AttachInfo, InterfaceInfo, QInfo},
     params::{InitParams, QosParams},
 };
 
@@ -37,6 +37,8 @@ pub enum Request {
     Info,
     /// `qclose`: stop managing the attached socket.
     Close,
+    /// The interfaces qsockd manages, with what it measured; no descriptor.
+    Interfaces,
 }
 
 impl Request {
@@ -57,6 +59,8 @@ pub enum Response {
     Attached(AttachInfo),
     /// Answer to `Info`.
     Info(Box<QInfo>),
+    /// Answer to `Interfaces`.
+    Interfaces(Vec<InterfaceInfo>),
     /// The request failed; nothing was changed.
     Error(QsockError),
 }

@@ -147,6 +147,9 @@ pub struct StreamPlan {
 pub enum SchedulerState {
     /// A guaranteed rate; nothing beyond the counters.
     Rate,
+    /// No guarantee: the device's best-effort class.
+    #[serde(rename = "best_effort")]
+    BestEffort,
     /// EDF: per-message deadlines in a class reserved at the stream's utilisation.
     Edf {
         /// Lossy (drops messages predicted late) or lossless.

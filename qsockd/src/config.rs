@@ -34,7 +34,71 @@ pub struct Config {
     /// link rate, which bounds how long one stream's burst can hold up
     /// another's guaranteed service. Default 200.
     pub burst_horizon_ms: u64,
+    /// Interfaces qsockd manages and chooses among for sockets attached
+    /// without a device (Socket Intents). Each gets qsock's root qdisc at
+    /// its `nominal_up_bps` when `run` starts, a routing table and a rule
+    /// per source address. Empty: no interface selection.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Interface-selection policies clients may name (`QosParams.policy`):
+    /// any of `category`, `filesize`, `earliest_completion`, `round_robin`.
+    pub policies: Vec<String>,
+    /// Policy used when a client names none (one of `policies`).
+    pub default_policy: String,
+    /// Priority of the source-address rules qsockd installs (`ip rule pref`);
+    /// below the main table's 32766 so they are consulted first.
+    pub rule_priority: u32,
+    /// First routing table id qsockd uses: the n-th managed interface gets
+    /// `table_base + n` unless its entry names a table.
+    pub table_base: u32,
 }
+
+/// One managed interface: what qsockd cannot measure about it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Interface name.
+    pub name: String,
+    /// Nominal downstream bandwidth, bit/s (> 0): what the access link
+    /// delivers to this host (e.g. a DSL line's sync rate).
+    pub nominal_down_bps: u64,
+    /// Nominal upstream bandwidth, bit/s (> 0): the rate of the root HTB
+    /// qsockd installs on the interface's egress.
+    pub nominal_up_bps: u64,
+    /// Type, for TAPS preferences by type (`wired`, `wifi`, `cellular`).
+    #[serde(default = "default_kind")]
+    pub kind: qsock::InterfaceType,
+    /// Traffic on it costs money per byte (matched by `type:metered`).
+    #[serde(default)]
+    pub metered: bool,
+    /// Relative cost per byte (ranks interfaces for scavenger traffic).
+    #[serde(default)]
+    pub cost: u32,
+    /// Next hop for the interface's routing table; `None`: the table's
+    /// default route is on-link through the interface.
+    #[serde(default)]
+    pub gateway: Option<std::net::IpAddr>,
+    /// Routing table id (default `table_base` + position in the list).
+    #[serde(default)]
+    pub table: Option<u32>,
+    /// RTT to assume until the first measurement, ms (policies say when
+    /// they used it). `None`: unknown until measured.
+    #[serde(default)]
+    pub expected_rtt_ms: Option<u64>,
+    /// Best-effort share of the root HTB, per mille (1..=999, default 50).
+    #[serde(default = "default_be_permille")]
+    pub best_effort_permille: u32,
+}
+
+fn default_kind() -> qsock::InterfaceType {
+    qsock::InterfaceType::Wired
+}
+
+fn default_be_permille() -> u32 {
+    50
+}
+
+/// Names of the interface-selection policies this build ships.
+pub const KNOWN_POLICIES: [&str; 4] = ["category", "filesize", "earliest_completion", "round_robin"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -48,6 +112,11 @@ impl Default for Config {
             admission: qsock::sched::Admission::Refuse,
             dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
             burst_horizon_ms: 200,
+            interfaces: Vec::new(),
+            policies: KNOWN_POLICIES.iter().map(|s| s.to_string()).collect(),
+            default_policy: "category".into(),
+            rule_priority: 1000,
+            table_base: 1000,
         }
     }
 }
@@ -66,7 +135,40 @@ impl Config {
             anyhow::bail!("burst_horizon_ms must be 1..=60000 (got {})", self.burst_horizon_ms);
         }
         self.socket_mode_bits()?;
+        for p in &self.policies {
+            if !KNOWN_POLICIES.contains(&p.as_str()) {
+                anyhow::bail!("policies: unknown policy {p:?} (known: {})", KNOWN_POLICIES.join(", "));
+            }
+        }
+        if !self.policies.contains(&self.default_policy) {
+            anyhow::bail!("default_policy {:?} is not among policies {:?}", self.default_policy, self.policies);
+        }
+        if self.rule_priority == 0 || self.rule_priority >= 32766 {
+            anyhow::bail!("rule_priority must be 1..=32765 (before the main table's rule; got {})", self.rule_priority);
+        }
+        let mut tables = std::collections::HashSet::new();
+        for (i, ifc) in self.interfaces.iter().enumerate() {
+            qsock::params::check_device(&ifc.name).map_err(|e| anyhow::anyhow!("interfaces[{i}]: {}", e.message))?;
+            if self.interfaces[..i].iter().any(|o| o.name == ifc.name) {
+                anyhow::bail!("interfaces[{i}]: {} is listed twice", ifc.name);
+            }
+            if ifc.nominal_down_bps == 0 || ifc.nominal_up_bps == 0 {
+                anyhow::bail!("interfaces[{i}] ({}): nominal_down_bps and nominal_up_bps must be > 0", ifc.name);
+            }
+            if !(1..=999).contains(&ifc.best_effort_permille) {
+                anyhow::bail!("interfaces[{i}] ({}): best_effort_permille must be 1..=999", ifc.name);
+            }
+            let t = self.table_of(i);
+            if matches!(t, 0 | 253..=255) || !tables.insert(t) {
+                anyhow::bail!("interfaces[{i}] ({}): routing table {t} is reserved or used twice", ifc.name);
+            }
+        }
         Ok(())
+    }
+
+    /// Routing table of the `i`-th managed interface.
+    pub fn table_of(&self, i: usize) -> u32 {
+        self.interfaces[i].table.unwrap_or(self.table_base + i as u32)
     }
 
     /// `socket_mode` as permission bits. Errors on a malformed octal string.
@@ -126,6 +228,25 @@ mod tests {
         assert_eq!(c.sample_interval_ms, Config::default().sample_interval_ms);
         std::fs::write(&f, "sokcet = \"/tmp/x.sock\"\n").unwrap();
         assert!(Config::load(Some(&f)).is_err(), "a misspelt key is an error, not ignored");
+        std::fs::write(
+            &f,
+            "default_policy = \"filesize\"\n[[interfaces]]\nname = \"wa\"\nnominal_down_bps = 6000000\nnominal_up_bps = 768000\n\
+             [[interfaces]]\nname = \"wb\"\nnominal_down_bps = 12000000\nnominal_up_bps = 6000000\nkind = \"cellular\"\nmetered = true\ngateway = \"10.2.0.1\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.interfaces[1].kind, qsock::InterfaceType::Cellular);
+        assert_eq!((c.table_of(0), c.table_of(1)), (1000, 1001));
+        let mut bad = c.clone();
+        bad.default_policy = "fastest".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("default_policy"));
+        let mut bad = c.clone();
+        bad.policies.push("magic".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("unknown policy"));
+        let mut bad = c;
+        bad.interfaces[1].name = "wa".into();
+        assert!(bad.validate().is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

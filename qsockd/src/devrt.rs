@@ -122,7 +122,7 @@ impl DeviceRt {
             booked_burst_bytes: 0,
             burst_horizon_ns: settings.burst_horizon_ns,
             draining: Vec::new(),
-            modules: vec![Box::new(RateModule::default()), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille))],
+            modules: vec![Box::new(RateModule::default()), Box::new(crate::best_effort::BestEffortModule), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille))],
             admission: settings.admission,
         })
     }

@@ -3,16 +3,23 @@
 //! the device (`teardown`). See `docs/architecture.md`.
 #![warn(missing_docs)]
 
+pub mod best_effort;
 pub mod btf;
 pub mod config;
 pub mod device;
 pub mod devrt;
+pub mod ifaces;
 pub mod netns;
 pub mod rate;
 pub mod registry;
+pub mod routing;
+pub mod rtt;
+pub mod select;
+pub mod selection;
 pub mod server;
 pub mod sockinfo;
 pub mod tc;
+pub mod watch;
 
 /// The eBPF object built by `build.rs` from `qsock-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/qsock.bpf.o"));

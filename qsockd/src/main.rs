@@ -172,17 +172,28 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, cfg.rate_window_ms * 1_000_000, ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille, burst_horizon_ns: cfg.burst_horizon_ms * 1_000_000 }).await));
+    let settings = ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille, burst_horizon_ns: cfg.burst_horizon_ms * 1_000_000 };
+    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, settings, &cfg).await));
     let listener = server::bind_listener(&cfg)?;
+    registry.lock().await.start_interfaces().await;
+    if !cfg.interfaces.is_empty() {
+        let reg = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = qsockd::watch::watch_links(reg).await {
+                log::error!("link events: {e}; interface changes are seen at the next sampling tick only");
+            }
+        });
+    }
     log::info!("qsockd serving on {}", cfg.socket.display());
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
-        r = server::serve(listener, registry) => r,
+        r = server::serve(listener, registry.clone()) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
     };
     server::remove_socket(&cfg.socket);
+    registry.lock().await.stop_interfaces().await;
     log::info!("qsockd stopped");
     result
 }

@@ -8,12 +8,15 @@ use std::{
 
 use qsock::{
     sched::StreamClass,
-    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError,
+    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, Selection,
 };
 use qsock_common::*;
 
 use crate::{
-    config::Paths,
+    config::{Config, Paths},
+    ifaces::Interfaces,
+    routing::Routing,
+    select::SelectionPolicy,
     device::{self, DeviceState},
     devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
     sockinfo,
@@ -42,16 +45,28 @@ pub struct Managed {
     pub conn: u64,
     /// Rate samples: (ns of CLOCK_MONOTONIC, bytes dequeued).
     samples: VecDeque<(u64, u64)>,
+    /// How the policy chose the device (attached without one).
+    pub selection: Option<Selection>,
 }
 
 /// The daemon's state.
 pub struct Registry {
-    paths: Paths,
-    tc: Tc,
-    devices: HashMap<String, DeviceRt>,
-    sockets: HashMap<u64, Managed>,
+    pub(crate) paths: Paths,
+    pub(crate) tc: Tc,
+    pub(crate) devices: HashMap<String, DeviceRt>,
+    pub(crate) sockets: HashMap<u64, Managed>,
     rate_window_ns: u64,
-    settings: ModuleSettings,
+    pub(crate) settings: ModuleSettings,
+    /// The managed interfaces and what is measured on them.
+    pub(crate) ifaces: Interfaces,
+    /// Policy routing of the managed interfaces.
+    pub(crate) routing: Routing,
+    /// Enabled interface-selection policies, by name.
+    pub(crate) policies: HashMap<String, Box<dyn SelectionPolicy>>,
+    /// Policy for sockets that name none.
+    pub(crate) default_policy: String,
+    /// When the RTTs were last sampled, ns of `CLOCK_MONOTONIC`.
+    pub(crate) last_rtt_ns: u64,
 }
 
 
@@ -68,16 +83,32 @@ pub struct Peer {
 pub struct SocketFacts {
     /// `SO_COOKIE`.
     pub cookie: u64,
+    /// `SO_DOMAIN`: `AF_INET` or `AF_INET6`.
+    pub domain: i32,
     /// `SO_TYPE`.
     pub sock_type: i32,
 }
 
 impl Registry {
     /// A registry for the namespace described by `paths`; opens every device
-    /// already initialised there.
-    /// `settings` say how the scheduler modules admit streams.
-    pub async fn new(paths: Paths, tc: Tc, rate_window_ns: u64, settings: ModuleSettings) -> Self {
-        let mut r = Self { paths, tc, devices: HashMap::new(), sockets: HashMap::new(), rate_window_ns, settings };
+    /// already initialised there. `settings` say how the scheduler modules
+    /// admit streams; `cfg` lists the managed interfaces and policies
+    /// (started by [`Registry::start_interfaces`]).
+    pub async fn new(paths: Paths, tc: Tc, settings: ModuleSettings, cfg: &Config) -> Self {
+        let routing = Routing::new(tc.handle().clone(), cfg.rule_priority);
+        let mut r = Self {
+            paths,
+            tc,
+            devices: HashMap::new(),
+            sockets: HashMap::new(),
+            rate_window_ns: cfg.rate_window_ms * 1_000_000,
+            settings,
+            ifaces: Interfaces::new(cfg),
+            routing,
+            policies: crate::select::build_all(&cfg.policies),
+            default_policy: cfg.default_policy.clone(),
+            last_rtt_ns: 0,
+        };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
             match open_device(&r.tc, st, r.settings).await {
@@ -118,14 +149,25 @@ impl Registry {
         device::teardown(&self.paths, device_name).await
     }
 
-    /// `qattach`: manage the socket `facts` describes with `params`.
-    pub async fn attach(&mut self, facts: &SocketFacts, peer: Peer, params: QosParams) -> Result<AttachInfo, QsockError> {
+    /// `qattach`: manage the socket `facts` describes with `params`. Without
+    /// a device, the policy chooses one and the socket `sock` is bound to
+    /// its source address once the attach succeeded.
+    pub async fn attach(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         if self.sockets.contains_key(&facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
         }
+        let selection = match &params.device {
+            Some(_) => None,
+            None => {
+                let s = self.choose_interface(facts, sock, &params)?;
+                params.device = Some(s.interface.clone());
+                Some(s)
+            }
+        };
+        let device_name = params.device.clone().expect("set above");
         let tc = self.tc.clone();
-        let dev = self.device(&params.device).await?;
+        let dev = self.device(&device_name).await?;
         let link = dev.link(facts.sock_type, Booking::default());
         let name = params.scheduler.name();
         let plan = dev.module(name)?.add(facts.cookie, &params.scheduler, &link)?;
@@ -143,7 +185,7 @@ impl Registry {
         self.sockets.insert(
             facts.cookie,
             Managed {
-                device: params.device.clone(),
+                device: device_name.clone(),
                 minor,
                 own_class,
                 booking: Booking::of(&plan),
@@ -152,12 +194,21 @@ impl Registry {
                 owner_uid: peer.uid,
                 conn: peer.conn,
                 samples: VecDeque::new(),
+                selection: selection.clone(),
             },
         );
+        if let Some(s) = &selection {
+            // Bound only now: a refused attach leaves the socket as it was.
+            if let Err(e) = crate::selection::bind_source(sock, s.source) {
+                let _ = self.close(facts.cookie).await;
+                return Err(e);
+            }
+            log::info!("socket {} on {} ({}: {})", facts.cookie, s.interface, s.policy, s.reason);
+        }
         if let Some(w) = &plan.warning {
             log::warn!("socket {}: {w}", facts.cookie);
         }
-        Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(minor)), warning: plan.warning })
+        Ok(AttachInfo { cookie: facts.cookie, device: device_name, classid: fmt_classid(DeviceRt::classid(minor)), warning: plan.warning, selection })
     }
 
     fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
@@ -166,24 +217,38 @@ impl Registry {
 
     /// `qchange`: new parameters or another scheduler. On the same device the
     /// packets already queued stay: an own class is changed in place, or
-    /// left to drain when the stream moves to another class.
-    pub async fn change(&mut self, facts: &SocketFacts, params: QosParams) -> Result<AttachInfo, QsockError> {
+    /// left to drain when the stream moves to another class. Without a
+    /// device the socket keeps the one it has (a socket is not moved to
+    /// another interface once placed: its source address is bound).
+    pub async fn change(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         let m = self.managed(facts.cookie)?;
+        let selection = m.selection.clone();
+        match (&params.device, &selection) {
+            (None, _) => params.device = Some(m.device.clone()),
+            (Some(d), Some(s)) if *d != s.interface => {
+                return Err(QsockError::new(
+                    ErrorKind::SocketInUse,
+                    format!("the socket was placed on {} and bound to {}; it cannot move to {d}", s.interface, s.source),
+                ))
+            }
+            _ => {}
+        }
         let old_params = m.params.clone();
         let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, conn: m.conn }, m.minor, m.own_class, m.booking);
         let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
-        if old_params.device != params.device {
+        if params.device.as_deref() != Some(m.device.as_str()) {
             // Another device: a dry run on the target first, so a refusal changes nothing.
-            let target = self.device(&params.device).await?;
+            let target = self.device(params.device.as_deref().expect("set above")).await?;
             let link = target.link(facts.sock_type, Booking::default());
             target.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
             target.module(new_name)?.remove(facts.cookie);
             self.close(facts.cookie).await?;
-            return self.attach(facts, owner, params).await;
+            return self.attach(facts, sock, owner, params).await;
         }
         let tc = self.tc.clone();
-        let dev = self.devices.get_mut(&params.device).expect("managed sockets have open devices");
+        let device_name = params.device.clone().expect("set above");
+        let dev = self.devices.get_mut(&device_name).expect("managed sockets have open devices");
         let link = dev.link(facts.sock_type, old);
         let plan = if old_name == new_name {
             dev.module(new_name)?.change(facts.cookie, &params.scheduler, &link)?
@@ -222,7 +287,7 @@ impl Registry {
                 if let Some(w) = &plan.warning {
                     log::warn!("socket {}: {w}", facts.cookie);
                 }
-                Ok(AttachInfo { cookie: facts.cookie, classid: fmt_classid(DeviceRt::classid(new_minor)), warning: plan.warning })
+                Ok(AttachInfo { cookie: facts.cookie, device: device_name, classid: fmt_classid(DeviceRt::classid(new_minor)), warning: plan.warning, selection })
             }
             Err(e) => {
                 // Put the modules and reservations back as they were.
@@ -304,6 +369,7 @@ impl Registry {
                 .map(|x| x.report(facts.cookie, &c))
                 .unwrap_or(qsock::sched::SchedulerState::Rate),
             intents: m.params.intents.clone(),
+            selection: m.selection.clone(),
             guaranteed_rate_bps: m.booking.rate_bps,
             guaranteed_burst_bytes: match m.class {
                 StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => crate::devrt::htb_class(rate_bps, ceil_bps, burst_bytes).burst_bytes,

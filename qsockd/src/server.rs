@@ -191,8 +191,9 @@ async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds:
             reg.teardown(&device).await?;
             Response::Ok
         }
-        Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), peer, p).await?),
-        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), p).await?),
+        Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), peer, p).await?),
+        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), p).await?),
+        Request::Interfaces => Response::Interfaces(reg.interfaces_info()),
         Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
         Request::Close => {
             reg.close(facts.as_ref().expect("checked").cookie).await?;
@@ -208,7 +209,10 @@ pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duratio
     loop {
         tick.tick().await;
         let mut reg = registry.lock().await;
-        reg.sample(qsock::monotonic_now_ns());
+        let now = qsock::monotonic_now_ns();
+        reg.sample(now);
+        reg.refresh_interfaces(now).await;
+        reg.sample_rtt(now);
         reg.sweep().await;
     }
 }

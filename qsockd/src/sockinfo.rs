@@ -27,7 +27,7 @@ pub fn facts(fd: BorrowedFd<'_>) -> Result<SocketFacts, QsockError> {
     let sock_type: i32 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
     let cookie: u64 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
         .ok_or_else(|| QsockError::new(ErrorKind::Unsupported, "kernel does not report SO_COOKIE"))?;
-    Ok(SocketFacts { cookie, sock_type })
+    Ok(SocketFacts { cookie, domain, sock_type })
 }
 
 /// Buffer sizes, unsent bytes and, for TCP, `TCP_INFO`.

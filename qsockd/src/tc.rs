@@ -189,6 +189,11 @@ impl Tc {
         Ok(Self { handle })
     }
 
+    /// The rtnetlink handle, for requests beyond tc (links, routes, rules).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Sends one request and waits for its ACK.
     async fn ack(&self, op: String, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         let mut req = NetlinkMessage::from(msg);

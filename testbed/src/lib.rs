@@ -24,7 +24,22 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// Client-side address of every bed.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
-static BED_SEQ: AtomicU32 = AtomicU32::new(0);
+pub mod multihomed;
+
+pub(crate) static BED_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets made there stay there).
+pub fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let file = File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("open netns {ns}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<T> {
+            setns(file, CloneFlags::CLONE_NEWNET).context("setns")?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow!("thread in {ns} panicked"))?
+    })
+}
 
 /// Path of a binary built from this workspace (`target/<profile>/<name>`),
 /// found next to the running executable (or its parent, for test binaries
@@ -115,15 +130,7 @@ impl Testbed {
 
     /// Runs `f` on a thread inside namespace `ns` (sockets made there stay there).
     pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let file = File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("open netns {ns}"))?;
-        std::thread::scope(|s| {
-            s.spawn(move || -> Result<T> {
-                setns(file, CloneFlags::CLONE_NEWNET).context("setns")?;
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| anyhow!("thread in {ns} panicked"))?
-        })
+        in_namespace(ns, f)
     }
 
     /// A UDP socket bound in `ns` to `bind` (port 0 for any).
@@ -260,7 +267,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Pings the qsockd at `path`.
-fn qsock_ping(path: &Path) -> Result<()> {
+pub(crate) fn qsock_ping(path: &Path) -> Result<()> {
     qsock::Client::connect(path)?.call(&qsock::proto::Request::Ping, None)?;
     Ok(())
 }
@@ -277,7 +284,7 @@ impl Drop for Testbed {
 }
 
 /// Removes a bpffs directory tree (bpffs has no recursive remove of its own).
-fn remove_tree(p: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(p: &Path) -> std::io::Result<()> {
     if p.is_dir() {
         for e in std::fs::read_dir(p)? {
             remove_tree(&e?.path())?;

@@ -161,6 +161,7 @@ mod tests {
             scheduler: qsock::SchedulerParams::Rate(qsock::RateAttrs::guaranteed(1)),
             scheduler_state: qsock::sched::SchedulerState::Rate,
             intents: Default::default(),
+            selection: None,
             guaranteed_rate_bps: 1,
             guaranteed_burst_bytes: 0,
             ceil_bps: 1,

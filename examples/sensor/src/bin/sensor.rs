@@ -70,7 +70,7 @@ fn main() -> Result<()> {
                 message_bytes: (a.message_bytes + WIRE_OVERHEAD) as u32,
                 min_interval_ns: a.declared_interval_ms * 1_000_000,
             };
-            let params = QosParams { device: a.device.clone(), scheduler: SchedulerParams::Edf(edf), intents: Default::default() };
+            let params = QosParams::on(a.device.clone(), SchedulerParams::Edf(edf));
             UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).context("qsocket (EDF)")?)
         }
     };

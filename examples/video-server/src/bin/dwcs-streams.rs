@@ -60,7 +60,8 @@ fn main() -> Result<()> {
             UdpSocket::bind("0.0.0.0:0")?
         } else {
             let params = QosParams {
-                device: a.device.clone(),
+                device: Some(a.device.clone()),
+                policy: None,
                 scheduler: SchedulerParams::Dwcs(DwcsAttrs {
                     ipg_ns,
                     unit_bytes: a.set.wire_bytes(),

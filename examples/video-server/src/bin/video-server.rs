@@ -136,7 +136,8 @@ fn main() -> Result<()> {
             other => anyhow::bail!("unknown scheduler {other:?}; use rate or dwcs"),
         };
         let params = QosParams {
-            device: args.device.clone(),
+            device: Some(args.device.clone()),
+            policy: None,
             scheduler,
             intents: qsock::Intents {
                 category: Some(qsock::Category::Stream),
