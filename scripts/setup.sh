@@ -10,10 +10,12 @@ demo=0
 log() { printf '[setup] %s\n' "$*"; }
 
 # System packages: iproute2 (ip, tc) and util-linux (setpriv) always;
-# iperf3 (perturbation), ffmpeg (H.264 input) and a font for the plots, for
-# the demo and the experiments.
+# iperf3 (perturbation), ffmpeg (H.264 input), a font for the plots, and for
+# the Socket Intents bed nginx (the web server), curl (the client) and
+# ethtool (offloads off around the delay line), for the demo, the tests
+# and the experiments.
 pkgs=(iproute2 util-linux)
-[ "$demo" = 1 ] && pkgs+=(iperf3 ffmpeg fonts-dejavu-core)
+[ "$demo" = 1 ] && pkgs+=(iperf3 ffmpeg fonts-dejavu-core nginx curl ethtool)
 need_pkgs=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
@@ -22,7 +24,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "apt-get install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages must not start their services (nginx would take port 80 of
+  # the host): the test beds start their own, in namespaces.
+  rc_policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$rc_policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$rc_policy"; chmod +x "$rc_policy"; own_policy=1; fi
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  [ "$own_policy" = 1 ] && rm -f "$rc_policy"
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -22,8 +22,7 @@ use std::{
 use libc::{c_int, sockaddr, socklen_t};
 use qsock::{ErrorKind, QosParams};
 
-/// Environment variable holding the socket parameters, JSON of [`QosParams`].
-pub const PARAMS_ENV: &str = "QSOCK_PARAMS";
+use qsock::PARAMS_ENV;
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 

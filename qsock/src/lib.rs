@@ -34,6 +34,10 @@ pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents,
 pub use send::{monotonic_now_ns, qsend, qsendto};
 
 
+/// Environment variable the `LD_PRELOAD` library (`qsock-run`) reads the
+/// socket parameters from: JSON of [`QosParams`].
+pub const PARAMS_ENV: &str = "QSOCK_PARAMS";
+
 /// The process-wide connection the free functions use, opened on first use
 /// and reopened once if qsockd restarted.
 static DEFAULT_CLIENT: Mutex<Option<Client>> = Mutex::new(None);
@@ -88,11 +92,19 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 /// until [`qclose`], or until the process's connection to qsockd closes
 /// (the process exits).
 ///
+/// With `params.device` `None`, qsockd's interface-selection policy
+/// (`params.policy`, else its default) chooses among the interfaces it
+/// manages from the intents, and the socket is bound to the chosen
+/// interface's address; `AttachInfo::selection` says what and why.
+///
 /// Errors: [`ErrorKind::BadSocket`] (closed or not a socket),
-/// [`ErrorKind::InvalidParams`], [`ErrorKind::NotInitialized`],
+/// [`ErrorKind::InvalidParams`] (also: unknown policy, unmanaged interface
+/// in a preference), [`ErrorKind::NotInitialized`],
 /// [`ErrorKind::NoSuchDevice`], [`ErrorKind::CapacityExceeded`],
-/// [`ErrorKind::AlreadyManaged`], [`ErrorKind::Unsupported`],
-/// [`ErrorKind::Daemon`].
+/// [`ErrorKind::AlreadyManaged`], [`ErrorKind::NoInterface`] (no usable
+/// interface meets Require/Prohibit), [`ErrorKind::SocketInUse`] (no
+/// device given and the socket is already bound or connected),
+/// [`ErrorKind::Unsupported`], [`ErrorKind::Daemon`].
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.attach(fd, params))

@@ -68,7 +68,13 @@ impl Registry {
             return Err(QsockError::new(ErrorKind::InvalidParams, "no device given and qsockd manages no interfaces (config [[interfaces]])"));
         }
         check_unplaced(sock)?;
-        let all = self.ifaces.candidates(facts.domain);
+        let mut all = self.ifaces.candidates(facts.domain);
+        // Sockets placed and still open count at once; sock_diag sees
+        // connections only at its next tick, and short ones not at all.
+        for c in &mut all {
+            let placed = self.sockets.values().filter(|m| m.device == c.name).count() as u32;
+            c.flows = c.flows.max(placed);
+        }
         let (set, notes) = prefs::apply(&params.intents.interfaces, &all)?;
         let subset: Vec<&Candidate> = set.iter().map(|&i| &all[i]).collect();
         let d = policy.choose(&params.intents, &subset);

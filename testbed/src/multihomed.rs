@@ -178,8 +178,14 @@ impl MultiHomed {
     /// Starts `qsockd run` in the host namespace with [`MultiHomed::config_toml`]
     /// and waits until it answers (bounded: 10 s). Log: `dir/qsockd.log`.
     pub fn start_daemon(&mut self, default_policy: &str) -> Result<()> {
+        self.start_daemon_with(default_policy, "")
+    }
+
+    /// [`MultiHomed::start_daemon`] with `extra` TOML appended to the config
+    /// (e.g. more `[[interfaces]]` entries).
+    pub fn start_daemon_with(&mut self, default_policy: &str, extra: &str) -> Result<()> {
         let cfg = self.dir.join("qsockd.toml");
-        std::fs::write(&cfg, self.config_toml(default_policy))?;
+        std::fs::write(&cfg, self.config_toml(default_policy) + extra)?;
         let log = File::options().create(true).append(true).open(self.dir.join("qsockd.log"))?;
         let mut c = Command::new(workspace_bin("qsockd")?);
         c.arg("--netns").arg(&self.host_ns).arg("--config").arg(&cfg).arg("--socket").arg(self.socket_path());

@@ -241,3 +241,54 @@ fn the_preload_launcher_places_an_unmodified_curl() {
     let plain = b.host_command("curl").args(["-s", "-o", "/dev/null", "-w", "%{local_ip}", &format!("http://{SERVICE_IP}/big.bin")]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&plain.stdout), MultiHomed::host_ip(0).to_string());
 }
+
+#[test]
+fn an_interface_that_appears_is_managed_and_one_that_vanishes_is_forgotten() {
+    require_root();
+    let links = vec![LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false }];
+    let mut b = MultiHomed::new("iappr", links).unwrap();
+    b.start_daemon_with("category", "\n[[interfaces]]\nname = \"wlan0\"\nnominal_down_bps = 50000000\nnominal_up_bps = 50000000\nkind = \"wifi\"\n").unwrap();
+    let c = b.client().unwrap();
+    wait_for_interface(&c, "wlan0", |i| !i.present);
+    let wifi = QosParams::intents(Intents { interfaces: vec![InterfacePreference::new(Preference::Require, "type:wifi").unwrap()], ..Default::default() });
+    let e = c.attach(tcp_socket(&b).as_fd(), &wifi).unwrap_err();
+    assert!(e.kind == ErrorKind::NoInterface && e.message.contains("wlan0: absent"), "{e}");
+    // It appears (a veth pair stands in for a Wi-Fi interface: this kernel has no dummy) without a restart.
+    for args in [
+        &["link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0p"][..],
+        &["addr", "add", "10.99.0.2/24", "dev", "wlan0"],
+        &["link", "set", "wlan0p", "up"],
+        &["link", "set", "wlan0", "up"],
+    ] {
+        b.ip_host(args).unwrap();
+    }
+    wait_for_interface(&c, "wlan0", |i| i.up && i.addresses.contains(&"10.99.0.2".parse().unwrap()));
+    let info = c.attach(tcp_socket(&b).as_fd(), &wifi).unwrap();
+    assert_eq!((info.device.as_str(), info.selection.unwrap().source.to_string()), ("wlan0", "10.99.0.2".to_string()));
+    let qdisc = run(std::process::Command::new("tc").args(["-n", &b.host_ns, "qdisc", "show", "dev", "wlan0"])).unwrap();
+    assert!(String::from_utf8_lossy(&qdisc.stdout).contains("qdisc htb 1: root"), "qsock's root qdisc is on the new interface");
+    assert!(b.ip_host(&["rule", "show"]).unwrap().contains("from 10.99.0.2 lookup 1001"));
+    b.ip_host(&["link", "del", "wlan0"]).unwrap();
+    wait_for_interface(&c, "wlan0", |i| !i.present);
+    assert!(!b.ip_host(&["rule", "show"]).unwrap().contains("10.99.0.2"), "its rule went with it");
+    assert_eq!(c.attach(tcp_socket(&b).as_fd(), &wifi).unwrap_err().kind, ErrorKind::NoInterface);
+    assert!(c.ping().is_ok());
+}
+
+#[test]
+fn qconnect_asks_the_policy_then_connects() {
+    let b = bed("iconn");
+    sink(&b, 5004);
+    // The library's own connection to qsockd (qconnect, qinterfaces) finds the bed's socket here.
+    std::env::set_var("QSOCK_SOCKET", b.socket_path());
+    let fd = tcp_socket(&b);
+    let params = QosParams::intents(Intents { capacity_profile: Some(qsock::CapacityProfile::CapacitySeeking), ..Default::default() });
+    let info = b.in_host(|| qsock::qconnect(&fd, &SocketAddr::new(SERVICE_IP.into(), 5004), &params)).unwrap().unwrap();
+    assert_eq!(info.device, "lte", "capacity-seeking: the most capacity");
+    let s = TcpStream::from(fd);
+    assert_eq!(s.peer_addr().unwrap(), SocketAddr::new(SERVICE_IP.into(), 5004));
+    assert_eq!(s.local_addr().unwrap().ip(), std::net::IpAddr::from(MultiHomed::host_ip(1)));
+    let ifs = qsock::qinterfaces().unwrap();
+    assert_eq!(ifs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["dsl", "lte"]);
+    assert!(ifs.iter().all(|i| i.present && i.up && i.table.is_some()));
+}

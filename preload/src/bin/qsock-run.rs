@@ -123,11 +123,6 @@ fn main() -> Result<()> {
         Ok(v) if !v.is_empty() => format!("{}:{v}", lib.display()),
         _ => lib.display().to_string(),
     };
-    let err = Command::new(&a.program[0]).args(&a.program[1..]).env("LD_PRELOAD", preload).env(qsock_preload_env(), serde_json::to_string(&p)?).exec();
+    let err = Command::new(&a.program[0]).args(&a.program[1..]).env("LD_PRELOAD", preload).env(qsock::PARAMS_ENV, serde_json::to_string(&p)?).exec();
     bail!("exec {}: {err}", a.program[0])
-}
-
-/// Name of the variable the library reads (kept in one place: the library's `PARAMS_ENV`).
-fn qsock_preload_env() -> &'static str {
-    "QSOCK_PARAMS"
 }

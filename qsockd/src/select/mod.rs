@@ -32,7 +32,8 @@ pub struct Candidate {
     pub rtt_ns: Option<u64>,
     /// Whether `rtt_ns` was measured (else configured).
     pub rtt_measured: bool,
-    /// TCP connections open on it now.
+    /// Connections open on it now: the larger of the established TCP
+    /// connections sock_diag last saw and the sockets qsockd placed there.
     pub flows: u32,
     /// Why it cannot carry the socket (down, absent, no address of the
     /// socket's family); `None`: usable.
