@@ -147,6 +147,9 @@ pub struct ManagedInterface {
     pub srtt_us: Option<f64>,
     /// TCP connections in the last sock_diag dump.
     pub tcp_connections: u32,
+    /// Its routing table's default route and its rules are in place (false
+    /// while down: the kernel drops routes through a device that goes down).
+    pub routed: bool,
 }
 
 /// The managed interfaces, in config order.
@@ -173,6 +176,7 @@ impl Interfaces {
                 tx: RateMeter::default(),
                 srtt_us: None,
                 tcp_connections: 0,
+                routed: false,
             })
             .collect();
         Self { list }
@@ -193,7 +197,7 @@ impl Interfaces {
                     if m.ifindex != 0 {
                         changes.push(Change::Vanished(name.clone()));
                     }
-                    (m.ifindex, m.up, m.rx, m.tx, m.srtt_us) = (0, false, RateMeter::default(), RateMeter::default(), None);
+                    (m.ifindex, m.up, m.rx, m.tx, m.srtt_us, m.routed) = (0, false, RateMeter::default(), RateMeter::default(), None, false);
                     m.addrs.clear();
                 }
                 Some(l) => {
@@ -209,6 +213,7 @@ impl Interfaces {
                     if l.up != m.up {
                         changes.push(if l.up { Change::Up(name.clone()) } else { Change::Down(name.clone()) });
                         m.up = l.up;
+                        m.routed = false;
                     }
                     m.rx.update(now_ns, l.rx_bytes);
                     m.tx.update(now_ns, l.tx_bytes);

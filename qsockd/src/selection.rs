@@ -136,21 +136,36 @@ impl Registry {
                 log::error!("{change:?}: {e}");
             }
         }
+        // Routes of an interface that is up: set now, or retried every
+        // refresh until the kernel takes them (its gateway may not be
+        // reachable yet the moment the link comes up).
+        for i in 0..self.ifaces.list.len() {
+            let m = &self.ifaces.list[i];
+            if !m.up || m.routed {
+                continue;
+            }
+            let (table, ifindex, gateway, addrs) = (m.table, m.ifindex, m.cfg.gateway, m.addrs.clone());
+            let set = async {
+                self.routing.set_table(table, ifindex, gateway).await?;
+                for a in &addrs {
+                    self.routing.add_rule(*a, table).await?;
+                }
+                Ok::<(), rtnetlink::Error>(())
+            }
+            .await;
+            match set {
+                Ok(()) => self.ifaces.list[i].routed = true,
+                Err(e) => log::warn!("{}: routing table {table}: {e} (retrying)", self.ifaces.list[i].cfg.name),
+            }
+        }
     }
 
     async fn act_on(&mut self, change: &Change) -> Result<(), QsockError> {
         let kernel = |e: rtnetlink::Error| QsockError::new(ErrorKind::Kernel, e.to_string());
         match change {
             Change::Appeared(name) => self.ensure_initialised(name).await,
-            Change::Up(name) => {
-                // Routes through a device go when it goes down: set them again.
-                let m = self.ifaces.get(name).expect("managed").clone();
-                self.routing.set_table(m.table, m.ifindex, m.cfg.gateway).await.map_err(kernel)?;
-                for a in &m.addrs {
-                    self.routing.add_rule(*a, m.table).await.map_err(kernel)?;
-                }
-                Ok(())
-            }
+            // Routes through a device go when it goes down; refresh_interfaces sets them again.
+            Change::Up(_) => Ok(()),
             Change::Addresses(name, added, removed) => {
                 let m = self.ifaces.get(name).expect("managed").clone();
                 for a in removed {

@@ -33,10 +33,13 @@ pub fn timed(mut c: Command) -> Result<(f64, String)> {
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-/// A curl config file fetching every object of `objects` to /dev/null in
-/// parallel (at most 6 connections), printing each transfer's local address.
-pub fn page_config(objects: &[(String, u64)]) -> String {
-    let mut s = String::from("parallel\nparallel-max = 6\nwrite-out = \"%{local_ip}\\n\"\n");
+/// A curl config file fetching every object of `objects` to /dev/null,
+/// printing each transfer's local address: `parallel` on up to 6
+/// connections at once (as a browser per host), else one after the other on
+/// one keep-alive connection (as the paper's wget).
+pub fn page_config(objects: &[(String, u64)], parallel: bool) -> String {
+    let mut s = String::from(if parallel { "parallel\nparallel-max = 6\n" } else { "" });
+    s += "write-out = \"%{local_ip}\\n\"\n";
     for (p, _) in objects {
         s += &format!("url = \"{}\"\noutput = \"/dev/null\"\n", url(p));
     }

@@ -14,7 +14,7 @@ pub fn boxplot(path: &Path, title: &str, y_desc: &str, series: &[(String, Vec<f6
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice())).map_err(|_| anyhow!("{FONT} is not a usable font"))?;
     let ymax = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(0.1) * 1.1;
     let labels: Vec<String> = series.iter().map(|(l, _)| l.clone()).collect();
-    let root = SVGBackend::new(path, (200 + 140 * series.len() as u32, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (200 + 170 * series.len() as u32, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))

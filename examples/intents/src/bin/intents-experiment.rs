@@ -6,7 +6,9 @@
 //! curl, unmodified, is placed by `qsock-run` with intents.
 //!
 //! - Scenario 1 (bulk vs query): a bulk download starts, then the page is
-//!   fetched (curl's parallel mode, 6 connections). Variants: intents
+//!   fetched, by two clients in turn: curl's parallel mode (6 connections,
+//!   as a browser) and one sequential keep-alive connection (as the paper's
+//!   wget). Variants: intents
 //!   (bulk: category bulk transfer, page: query; qsockd's category policy),
 //!   dsl only, lte only (TAPS Require). Page and bulk completion times.
 //! - Scenario 2 (file-size offload): dsl slowed to 2 Mbit/s (the paper's
@@ -44,12 +46,22 @@ struct Args {
     /// Repetitions of scenario 2 (the paper: 15).
     #[arg(long, default_value_t = 15)]
     reps2: usize,
+    /// Page clients of scenario 1: parallel (6 connections), sequential (1), or both.
+    #[arg(long, value_enum, default_value = "both")]
+    page_client: PageClient,
     /// Size of the bulk download, MB (10^6 bytes).
     #[arg(long, default_value_t = 8)]
     bulk_mb: u64,
     /// Directory for CSV, SVG and the summary.
     #[arg(long, default_value = "results")]
     out_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PageClient {
+    Parallel,
+    Sequential,
+    Both,
 }
 
 fn links() -> Vec<LinkSpec> {
@@ -90,6 +102,7 @@ fn handshake_rtt_ms(bed: &MultiHomed, i: usize) -> Result<f64> {
 
 struct Run1 {
     rep: usize,
+    client: &'static str,
     variant: &'static str,
     page_s: f64,
     bulk_s: f64,
@@ -98,7 +111,8 @@ struct Run1 {
     bulk_link: String,
 }
 
-fn scenario1(bed: &MultiHomed, launcher: &Path, cfg: &Path, rep: usize, variant: &'static str, bulk: &[String], page: &[String]) -> Result<Run1> {
+#[allow(clippy::too_many_arguments)]
+fn scenario1(bed: &MultiHomed, launcher: &Path, cfg: &Path, rep: usize, client: &'static str, variant: &'static str, bulk: &[String], page: &[String]) -> Result<Run1> {
     let t0 = Instant::now();
     let mut b = curl(bed, launcher, bulk, &strings(&["-o", "/dev/null", "-w", "%{local_ip}", &url("bulk.bin")]));
     let bulk_child = b.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().context("bulk curl")?;
@@ -111,7 +125,7 @@ fn scenario1(bed: &MultiHomed, launcher: &Path, cfg: &Path, rep: usize, variant:
     let n = per_link(&out, 2);
     let bulk_ip = String::from_utf8_lossy(&bulk_out.stdout).trim().to_string();
     let bulk_link = if bulk_ip == MultiHomed::host_ip(1).to_string() { "lte" } else { "dsl" }.to_string();
-    Ok(Run1 { rep, variant, page_s, bulk_s, page_dsl: n[0], page_lte: n[1], bulk_link })
+    Ok(Run1 { rep, client, variant, page_s, bulk_s, page_dsl: n[0], page_lte: n[1], bulk_link })
 }
 
 struct Run2 {
@@ -162,6 +176,23 @@ fn interfaces_line(bed: &MultiHomed) -> Result<String> {
     Ok(s)
 }
 
+/// Waits until qsockd sees both links idle (receive rate below 2 % of
+/// nominal, no TCP connection), so each variant starts from an idle host as
+/// in the paper and the policies do not see the previous variant's traffic
+/// in their moving averages. Bounded: 15 s.
+fn wait_idle(bed: &MultiHomed) -> Result<()> {
+    let c = bed.client()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ifs = c.interfaces()?;
+        if ifs.iter().all(|i| i.rx_bps * 50 < i.nominal_down_bps && i.tcp_connections == 0) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "links not idle after 15 s: {ifs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The filesize policy's reason for a 1-byte transfer (it names the threshold).
 fn threshold_reason(bed: &MultiHomed) -> Result<String> {
     let c = bed.client()?;
@@ -192,8 +223,14 @@ fn main() -> Result<()> {
     let objects = page::write(&root, a.bulk_mb * 1_000_000)?;
     bed.start_web_server(&root)?;
     let launcher = workspace_bin("qsock-run")?;
-    let cfg = bed.dir.join("page.curlrc");
-    std::fs::write(&cfg, page_config(&objects))?;
+    let clients: Vec<(&'static str, PathBuf)> = [("parallel", true), ("sequential", false)]
+        .into_iter()
+        .filter(|(n, _)| a.page_client == PageClient::Both || format!("{:?}", a.page_client).to_lowercase() == *n)
+        .map(|(n, par)| {
+            let f = bed.dir.join(format!("page-{n}.curlrc"));
+            std::fs::write(&f, page_config(&objects, par)).map(|_| (n, f))
+        })
+        .collect::<std::io::Result<_>>()?;
     let sizes: Vec<f64> = objects.iter().map(|(_, s)| *s as f64).collect();
     let ps = summary(&sizes);
     let mut out = String::new();
@@ -213,35 +250,50 @@ fn main() -> Result<()> {
     ];
     let mut runs1 = Vec::new();
     for rep in 0..a.reps1 {
-        for (v, bulk, pg) in &variants1 {
-            let r = scenario1(&bed, &launcher, &cfg, rep, v, bulk, pg)?;
-            eprintln!("scenario 1 rep {rep} {v}: page {:.2} s, bulk {:.2} s on {}", r.page_s, r.bulk_s, r.bulk_link);
-            runs1.push(r);
+        for (client, cfg) in &clients {
+            for (v, bulk, pg) in &variants1 {
+                wait_idle(&bed)?;
+                let r = scenario1(&bed, &launcher, cfg, rep, client, v, bulk, pg)?;
+                eprintln!("scenario 1 rep {rep} {client} {v}: page {:.2} s, bulk {:.2} s on {}", r.page_s, r.bulk_s, r.bulk_link);
+                runs1.push(r);
+            }
         }
     }
     let mut w = csv::Writer::from_path(a.out_dir.join("intents-scenario1.csv"))?;
-    w.write_record(["rep", "variant", "page_s", "bulk_s", "page_transfers_dsl", "page_transfers_lte", "bulk_link"])?;
+    w.write_record(["rep", "client", "variant", "page_s", "bulk_s", "page_transfers_dsl", "page_transfers_lte", "bulk_link"])?;
     for r in &runs1 {
-        w.write_record([r.rep.to_string(), r.variant.into(), format!("{:.3}", r.page_s), format!("{:.3}", r.bulk_s), r.page_dsl.to_string(), r.page_lte.to_string(), r.bulk_link.clone()])?;
+        w.write_record([
+            r.rep.to_string(),
+            r.client.into(),
+            r.variant.into(),
+            format!("{:.3}", r.page_s),
+            format!("{:.3}", r.bulk_s),
+            r.page_dsl.to_string(),
+            r.page_lte.to_string(),
+            r.bulk_link.clone(),
+        ])?;
     }
     w.flush()?;
-    writeln!(out, "\nscenario 1 (bulk download + page, {} reps, variants interleaved):", a.reps1)?;
+    writeln!(out, "\nscenario 1 (bulk download + page, {} reps, clients and variants in turn):", a.reps1)?;
     let mut series1 = Vec::new();
-    let mut medians1 = Vec::new();
-    for (v, _, _) in &variants1 {
-        let page: Vec<f64> = runs1.iter().filter(|r| r.variant == *v).map(|r| r.page_s).collect();
-        let bulk: Vec<f64> = runs1.iter().filter(|r| r.variant == *v).map(|r| r.bulk_s).collect();
-        let on_dsl: usize = runs1.iter().filter(|r| r.variant == *v).map(|r| r.page_dsl).sum();
-        let on_lte: usize = runs1.iter().filter(|r| r.variant == *v).map(|r| r.page_lte).sum();
-        let (sp, sb) = (summary(&page), summary(&bulk));
-        writeln!(out, "  {v:9} page {}; bulk {}; page transfers on dsl/lte {on_dsl}/{on_lte}", fmt(&sp), fmt(&sb))?;
-        medians1.push((*v, sp.median, sb.median));
-        series1.push((format!("{v} (page)"), page));
-        series1.push((format!("{v} (bulk)"), bulk));
+    for (client, _) in &clients {
+        writeln!(out, " page client: {client}")?;
+        let mut medians1 = Vec::new();
+        for (v, _, _) in &variants1 {
+            let mine = || runs1.iter().filter(|r| r.variant == *v && r.client == *client);
+            let page: Vec<f64> = mine().map(|r| r.page_s).collect();
+            let bulk: Vec<f64> = mine().map(|r| r.bulk_s).collect();
+            let (on_dsl, on_lte) = (mine().map(|r| r.page_dsl).sum::<usize>(), mine().map(|r| r.page_lte).sum::<usize>());
+            let bulk_on_lte = mine().filter(|r| r.bulk_link == "lte").count();
+            let (sp, sb) = (summary(&page), summary(&bulk));
+            writeln!(out, "  {v:9} page {}; bulk {}; page transfers on dsl/lte {on_dsl}/{on_lte}; bulk on lte {bulk_on_lte}/{}", fmt(&sp), fmt(&sb), page.len())?;
+            medians1.push((sp.median, sb.median));
+            series1.push((format!("{client} {v} page"), page));
+            series1.push((format!("{client} {v} bulk"), bulk));
+        }
+        writeln!(out, "  page median, intents / dsl only {:.2}, intents / lte only {:.2}", medians1[0].0 / medians1[1].0, medians1[0].0 / medians1[2].0)?;
+        writeln!(out, "  bulk median, intents / lte only {:.2}, intents / dsl only {:.2}", medians1[0].1 / medians1[2].1, medians1[0].1 / medians1[1].1)?;
     }
-    let page_ratio = |a: usize, b: usize| medians1[a].1 / medians1[b].1;
-    writeln!(out, "  page median, intents / dsl only {:.2}, intents / lte only {:.2}", page_ratio(0, 1), page_ratio(0, 2))?;
-    writeln!(out, "  bulk median, intents / lte only {:.2}", medians1[0].2 / medians1[2].2)?;
     plot::boxplot(&a.out_dir.join("intents-scenario1.svg"), "Socket Intents scenario 1: page and bulk download times", "completion time (s)", &series1)?;
 
     // Scenario 2: the paper's i1' (2 Mbit/s), configured as such.
@@ -250,8 +302,7 @@ fn main() -> Result<()> {
     bed.set_down_rate(0, 2_000_000)?;
     bed.start_daemon("category")?;
     warm_up(&bed, &launcher)?;
-    // Let the warm-up's rate leave the moving averages before asking for the threshold.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_idle(&bed)?;
     let reason = threshold_reason(&bed)?;
     writeln!(out, "\nscenario 2 (dsl at 2 Mbit/s; one connection per object with its file size, 6 at a time, {} reps):", a.reps2)?;
     writeln!(out, "  qsockd: {}; filesize policy for 1 B: {reason}", interfaces_line(&bed)?)?;
@@ -265,6 +316,7 @@ fn main() -> Result<()> {
     let mut runs2 = Vec::new();
     for rep in 0..a.reps2 {
         for (v, args) in &variants2 {
+            wait_idle(&bed)?;
             let r = scenario2(&bed, &launcher, &objects, rep, v, args)?;
             eprintln!("scenario 2 rep {rep} {v}: page {:.2} s, objects on dsl/lte {}/{}", r.page_s, r.objects_dsl, r.objects_lte);
             runs2.push(r);
