@@ -10,7 +10,8 @@
 #               robin vs each interface alone
 # -> results/intents-scenario{1,2}.{csv,svg}, results/intents-summary.txt
 # Extra arguments go to intents-experiment (e.g. --reps1 5 --reps2 3).
-# About 25 minutes with the paper's 30 and 15 repetitions.
+# About 50 minutes with the paper's 30 and 15 repetitions; about 6 with
+# --reps1 3 --reps2 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/intents.sh must run as root (namespaces, tc, BPF)" >&2; exit 1; }
