@@ -34,6 +34,10 @@ pub struct Config {
     /// link rate, which bounds how long one stream's burst can hold up
     /// another's guaranteed service. Default 200.
     pub burst_horizon_ms: u64,
+    /// How often sockets closed without `qclose` are looked for and
+    /// released (a sock_diag sweep by cookie), ms; 0: never (they are then
+    /// released when their client's connection to qsockd closes). Default 1000.
+    pub release_check_ms: u64,
     /// Interfaces qsockd manages and chooses among for sockets attached
     /// without a device (Socket Intents). Each gets qsock's root qdisc at
     /// its `nominal_up_bps` when `run` starts, a routing table and a rule
@@ -112,6 +116,7 @@ impl Default for Config {
             admission: qsock::sched::Admission::Refuse,
             dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
             burst_horizon_ms: 200,
+            release_check_ms: 1000,
             interfaces: Vec::new(),
             policies: KNOWN_POLICIES.iter().map(|s| s.to_string()).collect(),
             default_policy: "category".into(),
@@ -135,6 +140,9 @@ impl Config {
             anyhow::bail!("burst_horizon_ms must be 1..=60000 (got {})", self.burst_horizon_ms);
         }
         self.socket_mode_bits()?;
+        if self.release_check_ms > 60_000 {
+            anyhow::bail!("release_check_ms must be 0 (off) or at most 60000 (got {})", self.release_check_ms);
+        }
         for p in &self.policies {
             if !KNOWN_POLICIES.contains(&p.as_str()) {
                 anyhow::bail!("policies: unknown policy {p:?} (known: {})", KNOWN_POLICIES.join(", "));

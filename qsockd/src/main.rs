@@ -185,7 +185,8 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
         });
     }
     log::info!("qsockd serving on {}", cfg.socket.display());
-    tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1))));
+    let release_every = (cfg.release_check_ms > 0).then(|| Duration::from_millis(cfg.release_check_ms));
+    tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1)), release_every));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = server::serve(listener, registry.clone()) => r,

@@ -47,6 +47,9 @@ pub struct Managed {
     samples: VecDeque<(u64, u64)>,
     /// How the policy chose the device (attached without one).
     pub selection: Option<Selection>,
+    /// A sock_diag sweep has seen the socket held by a process: from then
+    /// on its absence means it was closed ([`Registry::release_closed`]).
+    held_seen: bool,
 }
 
 /// The daemon's state.
@@ -195,6 +198,8 @@ impl Registry {
                 conn: peer.conn,
                 samples: VecDeque::new(),
                 selection: selection.clone(),
+                // A bound or connected socket is in the kernel's tables: the next sweep sees it.
+                held_seen: selection.is_some() || sockinfo::is_bound(sock),
             },
         );
         if let Some(s) = &selection {
@@ -334,6 +339,38 @@ impl Registry {
             log::info!("client connection {conn} closed; releasing socket {c}");
             let _ = self.close(c).await;
         }
+    }
+
+    /// Releases the sockets their processes closed without `qclose`: a
+    /// managed socket a sock_diag sweep saw held before and no longer sees
+    /// (closed: gone, or orphaned while TCP finishes). A socket never seen
+    /// (not yet bound or connected) is left alone; it is released with its
+    /// client connection. Called about once a second. Returns the released cookies.
+    pub async fn release_closed(&mut self) -> Vec<u64> {
+        if self.sockets.is_empty() {
+            return Vec::new();
+        }
+        let held = match crate::diag::held_cookies() {
+            Ok(h) => h,
+            Err(e) => {
+                log::debug!("sock_diag: {e}");
+                return Vec::new();
+            }
+        };
+        log::debug!("sweep: {} sockets held in the namespace, {} managed", held.len(), self.sockets.len());
+        let mut closed = Vec::new();
+        for (cookie, m) in self.sockets.iter_mut() {
+            if held.contains(cookie) {
+                m.held_seen = true;
+            } else if m.held_seen {
+                closed.push(*cookie);
+            }
+        }
+        for c in &closed {
+            log::info!("socket {c} was closed without qclose; released");
+            let _ = self.close(*c).await;
+        }
+        closed
     }
 
     /// Removes classes that finished draining. Called periodically.

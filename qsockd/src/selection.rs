@@ -224,7 +224,7 @@ impl Registry {
         if self.ifaces.list.is_empty() {
             return;
         }
-        match crate::rtt::tcp_rtts() {
+        match crate::diag::tcp_rtts() {
             Ok(samples) => self.ifaces.apply_rtt(&samples, now_ns.saturating_sub(self.last_rtt_ns).max(1)),
             Err(e) => log::debug!("sock_diag: {e}"),
         }

@@ -202,10 +202,12 @@ async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds:
     })
 }
 
-/// Each `interval`: samples every managed socket's counters for the rate
-/// and removes drained classes.
-pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duration) {
+/// Each `interval`: samples every managed socket's counters for the rate,
+/// refreshes the managed interfaces and removes drained classes; every
+/// `release_every` (none: never) releases sockets closed without `qclose`.
+pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duration, release_every: Option<Duration>) {
     let mut tick = tokio::time::interval(interval);
+    let mut last_release = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let mut reg = registry.lock().await;
@@ -213,6 +215,10 @@ pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duratio
         reg.sample(now);
         reg.refresh_interfaces(now).await;
         reg.sample_rtt(now);
+        if release_every.is_some_and(|p| last_release.elapsed() >= p) {
+            last_release = tokio::time::Instant::now();
+            reg.release_closed().await;
+        }
         reg.sweep().await;
     }
 }

@@ -112,3 +112,12 @@ impl TcpInfoRaw {
         }
     }
 }
+
+/// Whether the socket has a local port (bound or connected): such a socket
+/// is in the kernel's tables, where a sock_diag dump finds it.
+pub fn is_bound(fd: BorrowedFd<'_>) -> bool {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    getsockname::<SockaddrStorage>(fd.as_raw_fd()).is_ok_and(|a| {
+        a.as_sockaddr_in().map(|v| v.port()).or_else(|| a.as_sockaddr_in6().map(|v| v.port())).unwrap_or(0) != 0
+    })
+}
