@@ -38,6 +38,12 @@ pub struct Config {
     /// released (a sock_diag sweep by cookie), ms; 0: never (they are then
     /// released when their client's connection to qsockd closes). Default 1000.
     pub release_check_ms: u64,
+    /// Per-user limits on guaranteed rate and managed sockets (`[limits]`).
+    pub limits: crate::limits::Limits,
+    /// Group that may use qsock: the Unix socket is given to it and made
+    /// group read-write (`socket_mode` still applies to others). `None`:
+    /// the socket keeps root's group.
+    pub socket_group: Option<String>,
     /// Interfaces qsockd manages and chooses among for sockets attached
     /// without a device (Socket Intents). Each gets qsock's root qdisc at
     /// its `nominal_up_bps` when `run` starts, a routing table and a rule
@@ -117,6 +123,8 @@ impl Default for Config {
             dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
             burst_horizon_ms: 200,
             release_check_ms: 1000,
+            limits: crate::limits::Limits::default(),
+            socket_group: None,
             interfaces: Vec::new(),
             policies: KNOWN_POLICIES.iter().map(|s| s.to_string()).collect(),
             default_policy: "category".into(),
@@ -140,6 +148,12 @@ impl Config {
             anyhow::bail!("burst_horizon_ms must be 1..=60000 (got {})", self.burst_horizon_ms);
         }
         self.socket_mode_bits()?;
+        self.limits.validate()?;
+        if let Some(g) = &self.socket_group {
+            if nix::unistd::Group::from_name(g).ok().flatten().is_none() {
+                anyhow::bail!("socket_group {g:?} is not a group on this host");
+            }
+        }
         if self.release_check_ms > 60_000 {
             anyhow::bail!("release_check_ms must be 0 (off) or at most 60000 (got {})", self.release_check_ms);
         }

@@ -10,6 +10,7 @@ pub mod device;
 pub mod devrt;
 pub mod diag;
 pub mod ifaces;
+pub mod limits;
 pub mod netns;
 pub mod rate;
 pub mod registry;

@@ -40,6 +40,8 @@ pub struct Managed {
     pub params: QosParams,
     /// uid of the client that attached it.
     pub owner_uid: u32,
+    /// Primary gid of that client.
+    pub owner_gid: u32,
     /// Client connection that attached it; the socket is released when
     /// that connection closes.
     pub conn: u64,
@@ -70,6 +72,8 @@ pub struct Registry {
     pub(crate) default_policy: String,
     /// When the RTTs were last sampled, ns of `CLOCK_MONOTONIC`.
     pub(crate) last_rtt_ns: u64,
+    /// Per-user limits.
+    limits: crate::limits::Limits,
 }
 
 
@@ -78,6 +82,8 @@ pub struct Registry {
 pub struct Peer {
     /// uid of the connected process.
     pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
     /// Connection number, unique while qsockd runs.
     pub conn: u64,
 }
@@ -111,6 +117,7 @@ impl Registry {
             policies: crate::select::build_all(&cfg.policies),
             default_policy: cfg.default_policy.clone(),
             last_rtt_ns: 0,
+            limits: cfg.limits.clone(),
         };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
@@ -160,6 +167,8 @@ impl Registry {
         if self.sockets.contains_key(&facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
         }
+        let limit = self.limits.for_peer(peer.uid, peer.gid);
+        limit.check_sockets(peer.uid, self.sockets.values().filter(|m| m.owner_uid == peer.uid).count() as u32)?;
         let selection = match &params.device {
             Some(_) => None,
             None => {
@@ -169,11 +178,16 @@ impl Registry {
             }
         };
         let device_name = params.device.clone().expect("set above");
+        let held_bps = self.held_bps(peer.uid, &device_name, None);
         let tc = self.tc.clone();
         let dev = self.device(&device_name).await?;
         let link = dev.link(facts.sock_type, Booking::default());
         let name = params.scheduler.name();
         let plan = dev.module(name)?.add(facts.cookie, &params.scheduler, &link)?;
+        if let Err(e) = limit.check_rate(peer.uid, &device_name, held_bps, plan.reserved_bps, dev.state.guaranteeable_bps()) {
+            dev.module(name)?.remove(facts.cookie);
+            return Err(e);
+        }
         let minor = match install(&tc, dev, facts.cookie, &plan, link.msg_tags).await {
             Ok(minor) => minor,
             Err(e) => {
@@ -195,6 +209,7 @@ impl Registry {
                 class: plan.class,
                 params,
                 owner_uid: peer.uid,
+                owner_gid: peer.gid,
                 conn: peer.conn,
                 samples: VecDeque::new(),
                 selection: selection.clone(),
@@ -214,6 +229,11 @@ impl Registry {
             log::warn!("socket {}: {w}", facts.cookie);
         }
         Ok(AttachInfo { cookie: facts.cookie, device: device_name, classid: fmt_classid(DeviceRt::classid(minor)), warning: plan.warning, selection })
+    }
+
+    /// Rate reserved on `device` by the sockets `uid` attached, bit/s (but `except`'s).
+    fn held_bps(&self, uid: u32, device: &str, except: Option<u64>) -> u64 {
+        self.sockets.iter().filter(|(c, m)| m.owner_uid == uid && m.device == device && Some(**c) != except).map(|(_, m)| m.booking.rate_bps).sum()
     }
 
     fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
@@ -240,7 +260,7 @@ impl Registry {
             _ => {}
         }
         let old_params = m.params.clone();
-        let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, conn: m.conn }, m.minor, m.own_class, m.booking);
+        let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, gid: m.owner_gid, conn: m.conn }, m.minor, m.own_class, m.booking);
         let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
         if params.device.as_deref() != Some(m.device.as_str()) {
             // Another device: a dry run on the target first, so a refusal changes nothing.
@@ -253,6 +273,8 @@ impl Registry {
         }
         let tc = self.tc.clone();
         let device_name = params.device.clone().expect("set above");
+        let limit = self.limits.for_peer(owner.uid, owner.gid);
+        let held_others = self.held_bps(owner.uid, &device_name, Some(facts.cookie));
         let dev = self.devices.get_mut(&device_name).expect("managed sockets have open devices");
         let link = dev.link(facts.sock_type, old);
         let plan = if old_name == new_name {
@@ -268,6 +290,9 @@ impl Registry {
         let grew = new.rate_bps > old.rate_bps;
         let reuse = if own_class && matches!(plan.class, StreamClass::Own { .. }) { Some(minor) } else { None };
         let applied = async {
+            if grew {
+                limit.check_rate(owner.uid, &device_name, held_others, new.rate_bps, dev.state.guaranteeable_bps())?;
+            }
             if grew {
                 rebalance(&tc, dev, true).await?;
             }

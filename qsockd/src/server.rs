@@ -45,7 +45,13 @@ pub fn bind_listener(cfg: &Config) -> Result<OwnedFd> {
     let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
     bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?).with_context(|| format!("bind {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode_bits()?))?;
+    let mut mode = cfg.socket_mode_bits()?;
+    if let Some(g) = &cfg.socket_group {
+        let gid = nix::unistd::Group::from_name(g)?.with_context(|| format!("no group {g:?}"))?.gid;
+        nix::unistd::chown(path.as_path(), None, Some(gid)).with_context(|| format!("chown {} to group {g}", path.display()))?;
+        mode |= 0o060;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listen(&fd, Backlog::new(128)?)?;
     Ok(fd)
 }
@@ -105,8 +111,8 @@ fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
 }
 
 async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<Mutex<Registry>>) -> Result<()> {
-    let uid = getsockopt(&conn, sockopt::PeerCredentials).map(|c| c.uid()).unwrap_or(u32::MAX);
-    let peer = Peer { uid, conn: id };
+    let (uid, gid) = getsockopt(&conn, sockopt::PeerCredentials).map(|c| (c.uid(), c.gid())).unwrap_or((u32::MAX, u32::MAX));
+    let peer = Peer { uid, gid, conn: id };
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
     let conn = unsafe { AsyncFd::register(conn) }.map_err(|e| anyhow::anyhow!("register connection: {e}"))?;
     loop {

@@ -123,6 +123,13 @@ fn an_unprivileged_peer_manages_its_own_socket_but_cannot_init() {
         let a = c.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 1_000_000)).map(|a| a.classid);
         let info = c.info(sock.as_fd()).map(|i| i.guaranteed_rate_bps);
         assert_eq!(info, Ok(1_000_000));
+        // The default per-user limit: 80 % of the 9.5 Mbit/s guaranteeable, 1 Mbit/s already held.
+        let more = std::net::UdpSocket::bind("10.77.0.1:0").unwrap();
+        let e = c.attach(more.as_fd(), &QosParams::rate(dev.clone(), 7_000_000)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::CapacityExceeded);
+        assert!(e.message.contains("uid 65534 may hold at most 800") && e.message.contains("limits defaults"), "{e}");
+        c.attach(more.as_fd(), &QosParams::rate(dev.clone(), 6_000_000)).expect("within the limit");
+        c.detach(more.as_fd()).unwrap();
         c.detach(sock.as_fd()).unwrap();
         let p = InitParams { device: dev.clone(), link_rate_bps: 10_000_000, best_effort_permille: 50, replace: true };
         (a, c.init(&p).unwrap_err().kind, c.teardown(&dev).unwrap_err().kind)
@@ -154,4 +161,35 @@ fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
     let w = second.warning.expect("admitted with a warning");
     assert!(w.contains("unschedulable") && w.contains("admitted anyway with 3500000 bit/s"), "{w}");
     assert_eq!(c.info(b.as_fd()).unwrap().guaranteed_rate_bps, 3_500_000);
+}
+
+#[test]
+fn limits_from_the_config_are_enforced_and_named_and_bad_keys_refused() {
+    qsock_tests::require_root();
+    let mut bed = testbed::Testbed::new("limit").unwrap();
+    bed.init("10mbit").unwrap();
+    let cfg = bed.dir.join("limits.toml");
+    // A bad config is refused with the key's name, before anything is served.
+    std::fs::write(&cfg, "socket_group = \"no-such-group-qsock\"\n").unwrap();
+    let out = bed.qsockd().unwrap().arg("--config").arg(&cfg).arg("run").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("socket_group"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&cfg, "[limits]\ndefault_share_permille = 0\n").unwrap();
+    let out = bed.qsockd().unwrap().arg("--config").arg(&cfg).arg("run").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("default_share_permille"));
+    // Root named in the limits: 2 sockets, 30 % of the 9.5 Mbit/s guaranteeable.
+    std::fs::write(&cfg, "[[limits.user]]\nid = 0\nshare_permille = 300\nmax_sockets = 2\n").unwrap();
+    bed.start_daemon_with(&["--config", cfg.to_str().unwrap()]).unwrap();
+    let c = Client::connect(&bed.socket_path()).unwrap();
+    let dev = bed.server_dev.clone();
+    let sock = || bed.udp_socket(&bed.server_ns, "10.77.0.1:0".parse().unwrap()).unwrap();
+    let (a, b, third) = (sock(), sock(), sock());
+    let e = c.attach(a.as_fd(), &QosParams::rate(dev.clone(), 3_000_000)).unwrap_err();
+    assert!(e.kind == ErrorKind::CapacityExceeded && e.message.contains("limits.user id 0"), "{e}");
+    c.attach(a.as_fd(), &QosParams::rate(dev.clone(), 2_000_000)).unwrap();
+    // qchange may not grow past the limit either; the socket keeps what it had.
+    assert_eq!(kind(c.change(a.as_fd(), &QosParams::rate(dev.clone(), 3_000_000))), ErrorKind::CapacityExceeded);
+    assert_eq!(c.info(a.as_fd()).unwrap().guaranteed_rate_bps, 2_000_000);
+    c.attach(b.as_fd(), &QosParams::rate(dev.clone(), 500_000)).unwrap();
+    let e = c.attach(third.as_fd(), &QosParams::rate(dev.clone(), 100_000)).unwrap_err();
+    assert!(e.message.contains("at most 2 managed sockets"), "{e}");
 }
