@@ -167,6 +167,15 @@ impl Client {
         }
     }
 
+    /// Every managed socket (as root) or the caller's own, as `qsockctl list`
+    /// shows them. Errors: [`ErrorKind::Daemon`].
+    pub fn list(&self) -> Result<Vec<crate::SocketSummary>> {
+        match self.call(&Request::List, None)? {
+            Response::Sockets(v) => Ok(v),
+            r => Err(unexpected(r)),
+        }
+    }
+
     /// Liveness check; returns the daemon's version.
     pub fn ping(&self) -> Result<String> {
         match self.call(&Request::Ping, None)? {

@@ -220,3 +220,32 @@ pub struct InterfaceInfo {
     /// Routing table qsockd installed for it (policy routing), if any.
     pub table: Option<u32>,
 }
+
+/// One managed socket as `qsockctl list` shows it (the `List` request).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SocketSummary {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// uid of the process that attached it.
+    pub uid: u32,
+    /// pid of that process (`SO_PEERCRED` of its connection to qsockd).
+    pub pid: i32,
+    /// Its command name (`/proc/<pid>/comm`), empty if it is gone.
+    pub command: String,
+    /// Egress device.
+    pub device: String,
+    /// tc classid of its class.
+    pub classid: String,
+    /// Scheduler name (`rate`, `edf`, `dwcs`, `best_effort`).
+    pub scheduler: String,
+    /// Guaranteed rate, bit/s.
+    pub guaranteed_rate_bps: u64,
+    /// Measured sending rate over the rate window, bit/s.
+    pub rate_bps: u64,
+    /// Drops by reason (qdisc drops are its class's).
+    pub drops: Drops,
+    /// Queuing delay in the root qdisc.
+    pub queuing_delay: DelayStats,
+    /// Interface-selection policy's decision, if it chose the device.
+    pub selection: Option<Selection>,
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::QsockError,
-    info::{AttachInfo, InterfaceInfo, QInfo},
+    info::{AttachInfo, InterfaceInfo, QInfo, SocketSummary},
     params::{InitParams, QosParams},
 };
 
@@ -39,6 +39,8 @@ pub enum Request {
     Close,
     /// The interfaces qsockd manages, with what it measured; no descriptor.
     Interfaces,
+    /// Every managed socket (root), or the caller's own; no descriptor.
+    List,
 }
 
 impl Request {
@@ -61,6 +63,8 @@ pub enum Response {
     Info(Box<QInfo>),
     /// Answer to `Interfaces`.
     Interfaces(Vec<InterfaceInfo>),
+    /// Answer to `List`.
+    Sockets(Vec<SocketSummary>),
     /// The request failed; nothing was changed.
     Error(QsockError),
 }

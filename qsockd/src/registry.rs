@@ -42,6 +42,8 @@ pub struct Managed {
     pub owner_uid: u32,
     /// Primary gid of that client.
     pub owner_gid: u32,
+    /// pid of that client.
+    pub owner_pid: i32,
     /// Client connection that attached it; the socket is released when
     /// that connection closes.
     pub conn: u64,
@@ -84,6 +86,8 @@ pub struct Peer {
     pub uid: u32,
     /// Its primary gid.
     pub gid: u32,
+    /// Its pid.
+    pub pid: i32,
     /// Connection number, unique while qsockd runs.
     pub conn: u64,
 }
@@ -210,6 +214,7 @@ impl Registry {
                 params,
                 owner_uid: peer.uid,
                 owner_gid: peer.gid,
+                owner_pid: peer.pid,
                 conn: peer.conn,
                 samples: VecDeque::new(),
                 selection: selection.clone(),
@@ -260,7 +265,7 @@ impl Registry {
             _ => {}
         }
         let old_params = m.params.clone();
-        let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, gid: m.owner_gid, conn: m.conn }, m.minor, m.own_class, m.booking);
+        let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, gid: m.owner_gid, pid: m.owner_pid, conn: m.conn }, m.minor, m.own_class, m.booking);
         let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
         if params.device.as_deref() != Some(m.device.as_str()) {
             // Another device: a dry run on the target first, so a refusal changes nothing.
@@ -464,6 +469,48 @@ impl Registry {
             queuing_delay: delay_stats(&c),
             stack: sockinfo::stack_info(sock.as_fd()),
         })
+    }
+
+    /// `List`: every managed socket for root, else the caller's own. One
+    /// class dump per device, one map lookup per socket.
+    pub async fn list(&self, uid: u32) -> Result<Vec<qsock::SocketSummary>, QsockError> {
+        let mut stats = HashMap::new();
+        for (name, dev) in &self.devices {
+            stats.insert(name.clone(), self.tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?);
+        }
+        let mut out: Vec<qsock::SocketSummary> = self
+            .sockets
+            .iter()
+            .filter(|(_, m)| uid == 0 || m.owner_uid == uid)
+            .map(|(cookie, m)| {
+                let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
+                let c = dev.counters(*cookie).unwrap_or_default();
+                let cid = DeviceRt::classid(m.minor);
+                let qdisc = stats.get(&m.device).and_then(|s| s.get(&cid)).map(|s| s.drops).unwrap_or(0);
+                qsock::SocketSummary {
+                    cookie: *cookie,
+                    uid: m.owner_uid,
+                    pid: m.owner_pid,
+                    command: std::fs::read_to_string(format!("/proc/{}/comm", m.owner_pid)).map(|s| s.trim().to_string()).unwrap_or_default(),
+                    device: m.device.clone(),
+                    classid: fmt_classid(cid),
+                    scheduler: m.params.scheduler.name().to_string(),
+                    guaranteed_rate_bps: m.booking.rate_bps,
+                    rate_bps: rate_from(&m.samples).0,
+                    drops: Drops {
+                        deadline_packets: c.drop_deadline_packets,
+                        deadline_bytes: c.drop_deadline_bytes,
+                        frame_packets: c.drop_frame_packets,
+                        frame_bytes: c.drop_frame_bytes,
+                        qdisc_packets: qdisc,
+                    },
+                    queuing_delay: delay_stats(&c),
+                    selection: m.selection.clone(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.cookie);
+        Ok(out)
     }
 
     /// Takes one rate sample of every managed socket (called periodically).

@@ -111,8 +111,8 @@ fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
 }
 
 async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<Mutex<Registry>>) -> Result<()> {
-    let (uid, gid) = getsockopt(&conn, sockopt::PeerCredentials).map(|c| (c.uid(), c.gid())).unwrap_or((u32::MAX, u32::MAX));
-    let peer = Peer { uid, gid, conn: id };
+    let (uid, gid, pid) = getsockopt(&conn, sockopt::PeerCredentials).map(|c| (c.uid(), c.gid(), c.pid())).unwrap_or((u32::MAX, u32::MAX, 0));
+    let peer = Peer { uid, gid, pid, conn: id };
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
     let conn = unsafe { AsyncFd::register(conn) }.map_err(|e| anyhow::anyhow!("register connection: {e}"))?;
     loop {
@@ -200,6 +200,7 @@ async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds:
         Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), peer, p).await?),
         Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), p).await?),
         Request::Interfaces => Response::Interfaces(reg.interfaces_info()),
+        Request::List => Response::Sockets(reg.list(uid).await?),
         Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
         Request::Close => {
             reg.close(facts.as_ref().expect("checked").cookie).await?;
