@@ -52,11 +52,16 @@ enum Cmd {
     /// Install the root HTB, best-effort class and egress classifier on a device (qsockinit).
     Init {
         /// Network device.
-        #[arg(long)]
-        device: String,
+        #[arg(long, required_unless_present = "configured", requires = "rate")]
+        device: Option<String>,
         /// Link rate to shape to: bit/s, or with a suffix k/m/g (bit), e.g. 10mbit.
         #[arg(long, value_parser = parse_rate)]
-        rate: u64,
+        rate: Option<u64>,
+        /// Instead of --device/--rate: every `[[interfaces]]` entry of the
+        /// config that exists, at its nominal upstream rate; devices already
+        /// initialised are left as they are (for a boot-time unit).
+        #[arg(long, conflicts_with_all = ["device", "rate"])]
+        configured: bool,
         /// Share of the link never guaranteed to sockets, per mille.
         #[arg(long, default_value_t = 50)]
         best_effort_permille: u32,
@@ -148,7 +153,24 @@ fn real_main(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         let paths = Paths::new(&cfg)?;
         match cli.cmd {
-            Cmd::Init { device, rate, best_effort_permille, replace } => {
+            Cmd::Init { configured: true, replace, .. } => {
+                anyhow::ensure!(!cfg.interfaces.is_empty(), "init --configured: the config lists no [[interfaces]]");
+                for ifc in &cfg.interfaces {
+                    if device::ifindex(&ifc.name).is_err() {
+                        println!("{}: not present, skipped (qsockd run initialises it when it appears)", ifc.name);
+                        continue;
+                    }
+                    let p = InitParams { device: ifc.name.clone(), link_rate_bps: ifc.nominal_up_bps, best_effort_permille: ifc.best_effort_permille, replace };
+                    match device::init(&paths, &p).await {
+                        Ok(_) => println!("qsock initialised on {}: root htb 1: at {} bit/s", ifc.name, ifc.nominal_up_bps),
+                        Err(e) if e.kind == qsock::ErrorKind::AlreadyInitialized => println!("{}: already initialised", ifc.name),
+                        Err(e) => return Err(anyhow::anyhow!("{}: {e}", ifc.name)),
+                    }
+                }
+                Ok(())
+            }
+            Cmd::Init { device, rate, best_effort_permille, replace, .. } => {
+                let (device, rate) = (device.expect("clap requires it"), rate.expect("clap requires it"));
                 let p = InitParams { device: device.clone(), link_rate_bps: rate, best_effort_permille, replace };
                 device::init(&paths, &p).await?;
                 println!("qsock initialised on {device}: root htb 1: at {rate} bit/s, best effort 1:fffe");

@@ -75,3 +75,26 @@ fn a_restarted_daemon_cleans_up_and_serves_again() {
     let c = qsock::Client::connect(&b.bed.socket_path()).unwrap();
     assert_eq!(c.attach(std::os::fd::AsFd::as_fd(&tx), &b.rate(3_000_000)).unwrap().classid, "1:10");
 }
+
+#[test]
+fn init_configured_installs_every_listed_interface_once() {
+    require_root();
+    let bed = Testbed::new("lcfg").unwrap();
+    let before = device_view(&bed);
+    let cfg = bed.dir.join("qsockd.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = bed.qsockd().unwrap().arg("--config").arg(&cfg).args(["init", "--configured"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lists no [[interfaces]]"));
+    std::fs::write(&cfg, format!("[[interfaces]]\nname = \"{}\"\nnominal_down_bps = 10000000\nnominal_up_bps = 8000000\n\n[[interfaces]]\nname = \"absent0\"\nnominal_down_bps = 1000000\nnominal_up_bps = 1000000\n", bed.server_dev)).unwrap();
+    let out = run(bed.qsockd().unwrap().arg("--config").arg(&cfg).args(["init", "--configured"])).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("absent0: not present, skipped"), "{said}");
+    let during = device_view(&bed);
+    assert!(during.contains("qdisc htb 1: root") && during.contains("rate 8Mbit"), "{during}");
+    // At the next boot (or a second start) it is left as it is.
+    let again = run(bed.qsockd().unwrap().arg("--config").arg(&cfg).args(["init", "--configured"])).unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already initialised"));
+    assert_eq!(device_view(&bed), during);
+    run(bed.qsockd().unwrap().args(["teardown", "--device", &bed.server_dev])).unwrap();
+    assert_eq!(device_view(&bed), before);
+}
