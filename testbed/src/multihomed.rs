@@ -58,19 +58,21 @@ pub struct MultiHomed {
     pub pin_root: PathBuf,
     daemon: Option<Child>,
     helpers: Vec<KillOnDrop>,
+    web_server: Option<Child>,
 }
 
 impl MultiHomed {
     /// Builds the namespaces and links; `tag` (≤ 6 chars) shows in the names.
     pub fn new(tag: &str, links: Vec<LinkSpec>) -> Result<Self> {
-        let id = format!("{}{}", std::process::id(), BED_SEQ.fetch_add(1, Ordering::Relaxed));
+        let id = format!("{}x{}", std::process::id(), BED_SEQ.fetch_add(1, Ordering::Relaxed));
         let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect();
+        remove_stale(&tag);
         let host_ns = format!("qs-{tag}-{id}-h");
         let server_ns = format!("qs-{tag}-{id}-s");
         let wire_ns = (0..links.len()).map(|i| format!("qs-{tag}-{id}-w{i}")).collect();
         let dir = std::env::temp_dir().join(format!("qsock-mh-{tag}-{id}"));
         let pin_root = PathBuf::from("/sys/fs/bpf").join(format!("qsock-mh-{tag}-{id}"));
-        let mut bed = Self { host_ns, server_ns, wire_ns, links, dir, pin_root, daemon: None, helpers: Vec::new() };
+        let mut bed = Self { host_ns, server_ns, wire_ns, links, dir, pin_root, daemon: None, helpers: Vec::new(), web_server: None };
         bed.build().with_context(|| format!("building multi-homed bed {tag}"))?;
         Ok(bed)
     }
@@ -248,6 +250,19 @@ impl MultiHomed {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Stops nginx: SIGTERM to the master, which stops its workers and
+    /// exits (SIGKILL would leave the workers running); SIGKILL after 5 s.
+    pub fn stop_web_server(&mut self) {
+        let Some(mut c) = self.web_server.take() else { return };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
     /// Starts nginx (Debian's) in the server namespace on port 80, serving
     /// `root`; stopped on drop. Waits until it accepts connections (bounded: 10 s).
     pub fn start_web_server(&mut self, root: &std::path::Path) -> Result<()> {
@@ -265,7 +280,7 @@ impl MultiHomed {
         )?;
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.server_ns, "nginx", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(File::create(self.dir.join("nginx.log"))?);
-        self.helpers.push(KillOnDrop(c.spawn().context("nginx (scripts/setup.sh --demo installs it)")?));
+        self.web_server = Some(c.spawn().context("nginx (scripts/setup.sh --demo installs it)")?);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if self.in_server(|| std::net::TcpStream::connect((SERVICE_IP, 80)).is_ok())? {
@@ -279,9 +294,39 @@ impl MultiHomed {
     }
 }
 
+/// Removes what beds tagged `tag` of processes that no longer run left
+/// behind (a run killed before its beds were dropped): the processes still
+/// in their namespaces (SIGTERM, so nginx stops its workers, then SIGKILL),
+/// the namespaces, the scratch and pin directories.
+pub fn remove_stale(tag: &str) {
+    let prefix = format!("qs-{tag}-");
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some((pid, _)) = rest.split_once('x') else { continue };
+        if pid.parse::<u32>().is_err() || std::path::Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let pids = Command::new("ip").args(["netns", "pids", &name]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
+            for p in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        if let Some(id) = rest.rsplit_once('-').map(|(id, _)| id) {
+            let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("qsock-mh-{tag}-{id}")));
+            let _ = remove_tree(&PathBuf::from("/sys/fs/bpf").join(format!("qsock-mh-{tag}-{id}")));
+        }
+    }
+}
+
 impl Drop for MultiHomed {
     fn drop(&mut self) {
         self.stop_daemon();
+        self.stop_web_server();
         self.helpers.clear();
         for ns in self.wire_ns.iter().chain([&self.host_ns, &self.server_ns]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();

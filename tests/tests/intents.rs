@@ -240,6 +240,19 @@ fn the_preload_launcher_places_an_unmodified_curl() {
     // Without the launcher curl runs unmanaged over the main table's link.
     let plain = b.host_command("curl").args(["-s", "-o", "/dev/null", "-w", "%{local_ip}", &format!("http://{SERVICE_IP}/big.bin")]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&plain.stdout), MultiHomed::host_ip(0).to_string());
+    // Stopping the bed's web server stops its workers too (none are left running).
+    let master: u32 = std::fs::read_to_string(b.dir.join("nginx.pid")).unwrap().trim().parse().unwrap();
+    let workers = |m: u32| {
+        std::fs::read_dir("/proc").unwrap().flatten().filter(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                let f: Vec<&str> = st.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+                f.first() != Some(&"Z") && f.get(1) == Some(&m.to_string().as_str())
+            })
+        }).count()
+    };
+    assert!(workers(master) > 0, "nginx has workers while it serves");
+    b.stop_web_server();
+    assert_eq!(workers(master), 0, "no nginx worker outlives the bed");
 }
 
 #[test]
