@@ -50,6 +50,7 @@ impl Routing {
     }
 
     /// The rule `from addr lookup table`, added unless present.
+    /// Errors: the kernel refused it (other than "exists").
     pub async fn add_rule(&self, addr: IpAddr, table: u32) -> Result<(), rtnetlink::Error> {
         let r = self.handle.rule().add().table_id(table).priority(self.priority).action(RuleAction::ToTable);
         let res = match addr {
@@ -62,7 +63,8 @@ impl Routing {
         }
     }
 
-    /// Removes qsockd's rules for `addr` (any of `tables`); `None`: all of them.
+    /// Removes qsockd's rules for `addr` (any of `tables`); `None`: all of
+    /// them. Returns how many. Errors: the dump or a delete failed.
     pub async fn del_rules(&self, addr: Option<IpAddr>, tables: &[u32]) -> Result<usize, rtnetlink::Error> {
         let mut n = 0;
         for m in self.rules().await? {
@@ -77,6 +79,7 @@ impl Routing {
 
     /// Sets the default route of `table` (IPv4 and, with an IPv6 gateway
     /// or none, IPv6) through `ifindex`, via `gateway` if given, else on-link.
+    /// Errors: the kernel refused the route (e.g. the gateway is not reachable yet).
     pub async fn set_table(&self, table: u32, ifindex: u32, gateway: Option<IpAddr>) -> Result<(), rtnetlink::Error> {
         let v4 = match gateway {
             Some(IpAddr::V4(gw)) => Some(RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).output_interface(ifindex).gateway(gw).build()),
@@ -93,7 +96,7 @@ impl Routing {
         Ok(())
     }
 
-    /// Deletes every route in `tables`.
+    /// Deletes every route in `tables`; returns how many. Errors: the dump or a delete failed.
     pub async fn flush_tables(&self, tables: &[u32]) -> Result<usize, rtnetlink::Error> {
         let mut n = 0;
         for probe in [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()] {
@@ -109,7 +112,8 @@ impl Routing {
         Ok(n)
     }
 
-    /// Removes all of qsockd's rules and routes for `tables`.
+    /// Removes all of qsockd's rules and routes for `tables`. Errors: as
+    /// [`Routing::del_rules`] and [`Routing::flush_tables`].
     pub async fn remove_all(&self, tables: &[u32]) -> Result<(), rtnetlink::Error> {
         self.del_rules(None, tables).await?;
         self.flush_tables(tables).await?;

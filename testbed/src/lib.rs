@@ -176,20 +176,8 @@ impl Testbed {
     pub fn start_daemon_with(&mut self, flags: &[&str]) -> Result<()> {
         let log = File::create(self.dir.join("qsockd.log"))?;
         let child = self.qsockd()?.arg("run").args(flags).stdout(Stdio::null()).stderr(log).spawn()?;
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if qsock_ping(&self.socket_path()).is_ok() {
-                return Ok(());
-            }
-            if let Some(st) = self.daemon.as_mut().expect("set").try_wait()? {
-                bail!("qsockd exited ({st}): {}", std::fs::read_to_string(self.dir.join("qsockd.log")).unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                bail!("qsockd did not come up within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (socket, log_path) = (self.socket_path(), self.dir.join("qsockd.log"));
+        await_daemon(self.daemon.insert(child), &socket, &log_path)
     }
 
     /// Whether the daemon process is still running.
@@ -264,6 +252,22 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits until the qsockd `child` answers a ping on `socket` (bounded:
+/// 10 s); fails with its `log` if it exits first.
+pub(crate) fn await_daemon(child: &mut Child, socket: &Path, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qsock_ping(socket).is_err() {
+        if let Some(st) = child.try_wait()? {
+            bail!("qsockd exited ({st}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            bail!("qsockd did not come up within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Pings the qsockd at `path`.

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{qsock_ping, remove_tree, run, spawn_ready, workspace_bin, KillOnDrop, BED_SEQ};
+use crate::{remove_tree, run, spawn_ready, workspace_bin, KillOnDrop, BED_SEQ};
 
 /// The server's address on every link's far side (on its loopback).
 pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
@@ -192,18 +192,9 @@ impl MultiHomed {
         let mut c = Command::new(workspace_bin("qsockd")?);
         c.arg("--netns").arg(&self.host_ns).arg("--config").arg(&cfg).arg("--socket").arg(self.socket_path());
         c.arg("--state-root").arg(self.dir.join("state")).arg("--pin-root").arg(&self.pin_root);
-        self.daemon = Some(c.arg("run").stdout(Stdio::null()).stderr(log).spawn()?);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while qsock_ping(&self.socket_path()).is_err() {
-            if let Some(st) = self.daemon.as_mut().expect("set").try_wait()? {
-                bail!("qsockd exited ({st}): {}", std::fs::read_to_string(self.dir.join("qsockd.log")).unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                bail!("qsockd did not come up within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        let (socket, log_path) = (self.socket_path(), self.dir.join("qsockd.log"));
+        let child = self.daemon.insert(c.arg("run").stdout(Stdio::null()).stderr(log).spawn()?);
+        crate::await_daemon(child, &socket, &log_path)
     }
 
     /// Stops the daemon (SIGTERM, then waits: it removes its routing).

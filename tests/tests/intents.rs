@@ -72,8 +72,9 @@ fn transfer(b: &MultiHomed, c: &Client, params: &QosParams, port: u16) -> (Strin
     let info = c.attach(fd.as_fd(), params).unwrap();
     let sel = info.selection.clone().expect("the policy chose");
     assert_eq!(sel.interface, info.device);
+    let dest = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dest).expect("connect");
     let mut s = TcpStream::from(fd);
-    s.connect_timeout_compat(SocketAddr::new(SERVICE_IP.into(), port));
     assert_eq!(s.local_addr().unwrap().ip(), sel.source, "bound to the chosen interface's address");
     s.write_all(&vec![7u8; TRANSFER]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -84,18 +85,6 @@ fn transfer(b: &MultiHomed, c: &Client, params: &QosParams, port: u16) -> (Strin
     let _ = s.read(&mut [0u8; 1]);
     let after: Vec<u64> = (0..2).map(|i| b.link_bytes(i).unwrap().0).collect();
     (info.device, after.iter().zip(&before).map(|(a, b)| a - b).collect())
-}
-
-trait ConnectCompat {
-    fn connect_timeout_compat(&mut self, to: SocketAddr);
-}
-
-impl ConnectCompat for TcpStream {
-    /// `connect(2)` on an existing socket (std has no such call).
-    fn connect_timeout_compat(&mut self, to: SocketAddr) {
-        let addr = nix::sys::socket::SockaddrStorage::from(to);
-        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(self), &addr).expect("connect");
-    }
 }
 
 /// Polls qsockd's view of interface `name` until `pred` holds (bounded: 5 s).

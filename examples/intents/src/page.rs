@@ -46,7 +46,8 @@ pub fn object_sizes() -> Vec<u64> {
 
 /// Writes the page into `root`: `page/o000.bin`.. (interleaved sizes, as a
 /// page mixes small and large objects) and `bulk.bin` of `bulk_bytes`, plus
-/// `warm.bin` (512 KB). Returns (path, size) of every page object in page order.
+/// `warm.bin` (512 KB). Returns (path relative to `root`, size in bytes) of
+/// every page object in page order. Errors: a file could not be written.
 pub fn write(root: &Path, bulk_bytes: u64) -> Result<Vec<(String, u64)>> {
     let dir = root.join("page");
     std::fs::create_dir_all(&dir)?;

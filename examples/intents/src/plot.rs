@@ -8,7 +8,8 @@ use plotters::prelude::*;
 /// Font the SVG text is measured with (Debian's fonts-dejavu-core).
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-/// One box per `(label, seconds)` series, drawn to `path`.
+/// One box per `(label, seconds)` series, drawn to `path` (SVG).
+/// Errors: the font is missing or the file cannot be written.
 pub fn boxplot(path: &Path, title: &str, y_desc: &str, series: &[(String, Vec<f64>)]) -> Result<()> {
     let font = std::fs::read(FONT).with_context(|| format!("read {FONT} (apt-get install fonts-dejavu-core)"))?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice())).map_err(|_| anyhow!("{FONT} is not a usable font"))?;

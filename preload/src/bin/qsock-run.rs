@@ -8,22 +8,23 @@
 use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use qsock::{CapacityProfile, Category, InterfacePreference, Intents, Preference, QosParams, RateAttrs, SchedulerParams};
 
 /// Run a program with qsock intents on its sockets.
 #[derive(Parser, Debug)]
 #[command(version, trailing_var_arg = true)]
 struct Args {
-    /// Socket Intents category.
-    #[arg(long, value_enum)]
-    category: Option<CategoryArg>,
+    /// Socket Intents category: query, bulk-transfer, control-traffic, keep-alives, stream.
+    #[arg(long, value_parser = wire_name::<Category>)]
+    category: Option<Category>,
     /// Bytes the program will transfer per connection (file-size intent).
     #[arg(long)]
     file_size: Option<u64>,
-    /// TAPS capacity profile.
-    #[arg(long, value_enum)]
-    capacity_profile: Option<ProfileArg>,
+    /// TAPS capacity profile: default, scavenger, low-latency-interactive,
+    /// low-latency-non-interactive, constant-rate-streaming, capacity-seeking.
+    #[arg(long, value_parser = wire_name::<CapacityProfile>)]
+    capacity_profile: Option<CapacityProfile>,
     /// Use only this interface (name, or type:wired|wifi|cellular|metered); repeatable.
     #[arg(long)]
     require: Vec<String>,
@@ -50,23 +51,9 @@ struct Args {
     program: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CategoryArg {
-    Query,
-    BulkTransfer,
-    ControlTraffic,
-    KeepAlives,
-    Stream,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ProfileArg {
-    Default,
-    Scavenger,
-    LowLatencyInteractive,
-    LowLatencyNonInteractive,
-    ConstantRateStreaming,
-    CapacitySeeking,
+/// An intent value by its wire name (`bulk_transfer`), written with `-` or `_`.
+fn wire_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn params(a: &Args) -> Result<QosParams> {
@@ -77,22 +64,9 @@ fn params(a: &Args) -> Result<QosParams> {
         }
     }
     let intents = Intents {
-        category: a.category.map(|c| match c {
-            CategoryArg::Query => Category::Query,
-            CategoryArg::BulkTransfer => Category::BulkTransfer,
-            CategoryArg::ControlTraffic => Category::ControlTraffic,
-            CategoryArg::KeepAlives => Category::KeepAlives,
-            CategoryArg::Stream => Category::Stream,
-        }),
+        category: a.category,
         file_size_bytes: a.file_size,
-        capacity_profile: a.capacity_profile.map(|p| match p {
-            ProfileArg::Default => CapacityProfile::Default,
-            ProfileArg::Scavenger => CapacityProfile::Scavenger,
-            ProfileArg::LowLatencyInteractive => CapacityProfile::LowLatencyInteractive,
-            ProfileArg::LowLatencyNonInteractive => CapacityProfile::LowLatencyNonInteractive,
-            ProfileArg::ConstantRateStreaming => CapacityProfile::ConstantRateStreaming,
-            ProfileArg::CapacitySeeking => CapacityProfile::CapacitySeeking,
-        }),
+        capacity_profile: a.capacity_profile,
         interfaces,
         ..Default::default()
     };

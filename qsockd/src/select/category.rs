@@ -18,6 +18,13 @@ impl SelectionPolicy for CategoryPolicy {
     }
 }
 
+/// The category rule, for policies that need a file size and got none:
+/// the decision says so.
+pub fn without_size(intents: &Intents, c: &[&Candidate]) -> Decision {
+    let d = by_category(intents, c);
+    Decision { index: d.index, reason: format!("no file size; {}", d.reason) }
+}
+
 /// The category rule, shared with the policies that fall back to it.
 pub fn by_category(intents: &Intents, c: &[&Candidate]) -> Decision {
     if intents.capacity_profile == Some(CapacityProfile::Scavenger) {

@@ -6,7 +6,7 @@
 //! category rule.
 use qsock::Intents;
 
-use super::{category::by_category, predict, Candidate, Decision, SelectionPolicy};
+use super::{category::without_size, predict, Candidate, Decision, SelectionPolicy};
 
 /// See the module docs.
 pub struct EarliestCompletion;
@@ -17,10 +17,7 @@ impl SelectionPolicy for EarliestCompletion {
     }
 
     fn choose(&mut self, intents: &Intents, c: &[&Candidate]) -> Decision {
-        let Some(size) = intents.file_size_bytes else {
-            let d = by_category(intents, c);
-            return Decision { index: d.index, reason: format!("no file size; {}", d.reason) };
-        };
+        let Some(size) = intents.file_size_bytes else { return without_size(intents, c) };
         let t: Vec<u64> = c.iter().map(|x| predict::completion_ns(size, x.rtt_or_zero(), x.available_bps())).collect();
         let index = (0..c.len()).min_by_key(|&i| (t[i], i)).expect("candidates are never empty");
         let all: Vec<String> = c.iter().zip(&t).map(|(x, t)| format!("{} {:.1} ms", x.name, *t as f64 / 1e6)).collect();

@@ -5,7 +5,7 @@
 //! not configured. Without a file size it falls back to the category rule.
 use qsock::Intents;
 
-use super::{category::by_category, lowest_rtt, most_capacity, predict, Candidate, Decision, SelectionPolicy};
+use super::{category::without_size, lowest_rtt, most_capacity, predict, Candidate, Decision, SelectionPolicy};
 
 /// See the module docs.
 pub struct FileSizePolicy;
@@ -16,10 +16,7 @@ impl SelectionPolicy for FileSizePolicy {
     }
 
     fn choose(&mut self, intents: &Intents, c: &[&Candidate]) -> Decision {
-        let Some(size) = intents.file_size_bytes else {
-            let d = by_category(intents, c);
-            return Decision { index: d.index, reason: format!("no file size; {}", d.reason) };
-        };
+        let Some(size) = intents.file_size_bytes else { return without_size(intents, c) };
         let (near, far) = (lowest_rtt(c), most_capacity(c));
         if near == far {
             return Decision { index: near, reason: format!("{} has both the lowest RTT and the most capacity", c[near].name) };

@@ -81,18 +81,13 @@ fn handshake_rtt_ms(bed: &MultiHomed, i: usize) -> Result<f64> {
     let mut v = Vec::new();
     for _ in 0..20 {
         let ms = bed.in_host(move || -> Result<f64> {
-            let s = std::net::TcpListener::bind((src, 0))?; // reserve a port on the address
-            let port = s.local_addr()?.port();
-            drop(s);
-            let sock = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Stream,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
-            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(src, port)))?;
+            use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+            let sock = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            // From the link's address: qsockd's rule sends it over that link.
+            bind(fd, &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)))?;
             let t = Instant::now();
-            nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(SERVICE_IP, 80)))?;
+            connect(fd, &SockaddrIn::from(std::net::SocketAddrV4::new(SERVICE_IP, 80)))?;
             Ok(t.elapsed().as_secs_f64() * 1e3)
         })??;
         v.push(ms);
