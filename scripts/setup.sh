@@ -36,6 +36,13 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Rust: nightly with rust-src builds the eBPF crate (-Z build-std=core).
+# rustfmt and clippy for the style gates of scripts/test.sh.
+for c in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$c"; then
+    log "rustup component add $c"
+    rustup component add "$c"
+  fi
+done
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "rustup toolchain install nightly"
   rustup toolchain install nightly --profile minimal

@@ -9,4 +9,8 @@ bash scripts/setup.sh --demo
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/footage.sh >/dev/null
 cargo build --workspace --all-targets
+# Gates: formatting (rustfmt.toml), clippy and rustdoc warnings are errors.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace --no-fail-fast

@@ -134,7 +134,7 @@ pub const fn encode_tag(deadline_ns: Option<u64>, drop_prio: u8, frame_start: bo
 pub const fn encode_frame_tag(deadline_ns: Option<u64>, now_ns: u64, drop_prio: u8, frame_end: bool, frame_bytes: u64) -> Option<u64> {
     let mut tag = encode_tag(None, drop_prio, true, frame_end) | TAG_HAS_FRAME_BYTES;
     if let Some(d) = deadline_ns {
-        let dist = if d > now_ns { d - now_ns } else { now_ns - d };
+        let dist = d.abs_diff(now_ns);
         if dist > COMPACT_DEADLINE_REACH_NS {
             return None;
         }
@@ -440,12 +440,15 @@ pub const fn dwcs_origin(x: u32, y: u32) -> u32 {
     ((x & 0xffff) << 16) | (y & 0xffff)
 }
 
-
 /// Index of the histogram bucket for a delay in ns (see [`DELAY_BUCKETS`]).
 pub const fn delay_bucket(delay_ns: u64) -> usize {
     let units = delay_ns >> 10;
     let b = (64 - units.leading_zeros()) as usize;
-    if b >= DELAY_BUCKETS { DELAY_BUCKETS - 1 } else { b }
+    if b >= DELAY_BUCKETS {
+        DELAY_BUCKETS - 1
+    } else {
+        b
+    }
 }
 
 /// Upper bound, ns, of histogram bucket `i` (see [`DELAY_BUCKETS`]).

@@ -1,8 +1,11 @@
-//! Connection to qsockd over its Unix `SOCK_SEQPACKET` socket.
+//! Connection to qsockd over its Unix `SOCK_SEQPACKET` socket, re-established
+//! (with the sockets it manages re-registered) when qsockd restarts.
 use std::{
+    collections::HashMap,
     io::{IoSlice, IoSliceMut},
-    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -33,28 +36,148 @@ pub fn socket_path() -> PathBuf {
     std::env::var_os("QSOCK_SOCKET").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
 }
 
-/// One connection to qsockd. Requests are answered in order; a `Client` is
-/// not shared between threads without a lock.
+/// How long a call waits for a restarted qsockd to accept connections
+/// again before failing with [`ErrorKind::Daemon`].
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to qsockd that survives the daemon's restart: when the
+/// connection breaks (qsockd was restarted, upgraded or crashed), the next
+/// call reconnects (waiting up to [`RECONNECT_TIMEOUT`]), re-registers every
+/// socket attached through this `Client` that is still open
+/// ([`Request::Reclaim`]; the restarted qsockd kept their classes), and is
+/// retried once. Requests are answered in order; a `Client` may be shared
+/// between threads (calls take turns).
 #[derive(Debug)]
 pub struct Client {
-    fd: OwnedFd,
+    path: PathBuf,
+    conn: Mutex<Conn>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    /// `None` after the connection broke and reconnecting failed.
+    fd: Option<OwnedFd>,
+    /// Sockets attached through this client: cookie → descriptor number.
+    /// Only numbers are kept (no reference), so closing the socket is not
+    /// held up; a number is checked against its cookie before it is used.
+    managed: HashMap<u64, RawFd>,
 }
 
 fn daemon_err(what: &str, path: &Path, e: impl std::fmt::Display) -> QsockError {
     QsockError::new(ErrorKind::Daemon, format!("{what} qsockd at {}: {e}", path.display()))
 }
 
+/// Why an exchange with qsockd failed.
+enum Failure {
+    /// The connection is gone (qsockd exited): reconnecting may help.
+    Broken(QsockError),
+    /// The request failed for another reason.
+    Failed(QsockError),
+}
+
+fn open_connection(path: &Path) -> Result<OwnedFd> {
+    let fd =
+        socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(|e| QsockError::sys("socket(AF_UNIX, SOCK_SEQPACKET)", e))?;
+    let addr = UnixAddr::new(path).map_err(|e| daemon_err("bad path for", path, e))?;
+    connect(fd.as_raw_fd(), &addr).map_err(|e| daemon_err("cannot connect to", path, e))?;
+    let tv = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| QsockError::sys("SO_RCVTIMEO", e))?;
+    Ok(fd)
+}
+
+/// `SO_COOKIE` of a descriptor; `None` if it is not an open socket.
+pub(crate) fn socket_cookie(fd: RawFd) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `v` is a valid 8-byte buffer; an invalid fd only makes the call fail.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE, &mut v as *mut u64 as *mut libc::c_void, &mut len) };
+    (r == 0).then_some(v)
+}
+
+/// One request and its answer on connection `fd`.
+fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>) -> std::result::Result<Response, Failure> {
+    let body = serde_json::to_vec(req).map_err(|e| Failure::Failed(QsockError::new(ErrorKind::Malformed, e.to_string())))?;
+    let iov = [IoSlice::new(&body)];
+    let raw;
+    let cmsgs: Vec<ControlMessage<'_>> = match sock {
+        Some(fd) => {
+            raw = [fd.as_raw_fd()];
+            vec![ControlMessage::ScmRights(&raw)]
+        }
+        None => vec![],
+    };
+    sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(|e| match e {
+        nix::Error::EBADF if sock.is_some() => Failure::Failed(QsockError::new(ErrorKind::BadSocket, "the socket descriptor is closed")),
+        nix::Error::EPIPE | nix::Error::ECONNRESET | nix::Error::ENOTCONN | nix::Error::ECONNREFUSED => {
+            Failure::Broken(QsockError::new(ErrorKind::Daemon, format!("send to qsockd: {e}")))
+        }
+        e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("send to qsockd: {e}"))),
+    })?;
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| match e {
+            nix::Error::ECONNRESET => Failure::Broken(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
+            e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
+        })?;
+        msg.bytes
+    };
+    if n == 0 {
+        return Err(Failure::Broken(QsockError::new(ErrorKind::Daemon, "qsockd closed the connection")));
+    }
+    match serde_json::from_slice::<Response>(&buf[..n]) {
+        Ok(Response::Error(e)) => Err(Failure::Failed(e)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("unreadable answer from qsockd: {e}")))),
+    }
+}
+
+impl Conn {
+    /// Connects anew (waiting up to [`RECONNECT_TIMEOUT`] for qsockd to
+    /// listen again) and re-registers the sockets still open.
+    fn reconnect(&mut self, path: &Path) -> Result<()> {
+        self.fd = None;
+        let deadline = std::time::Instant::now() + RECONNECT_TIMEOUT;
+        let fd = loop {
+            match open_connection(path) {
+                Ok(fd) => break fd,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut kept = HashMap::new();
+        for (cookie, raw) in std::mem::take(&mut self.managed) {
+            if socket_cookie(raw) != Some(cookie) {
+                continue; // closed (or the number now names another socket)
+            }
+            // SAFETY: `raw` is open (SO_COOKIE just answered) and only borrowed for the call.
+            let sock = unsafe { BorrowedFd::borrow_raw(raw) };
+            match exchange(&fd, &Request::Reclaim, Some(sock)) {
+                Ok(_) => {
+                    kept.insert(cookie, raw);
+                }
+                Err(Failure::Failed(e)) if e.kind == ErrorKind::NotManaged => {}
+                Err(Failure::Failed(_)) => {
+                    kept.insert(cookie, raw);
+                }
+                Err(Failure::Broken(e)) => {
+                    self.managed = kept;
+                    return Err(e);
+                }
+            }
+        }
+        self.managed = kept;
+        self.fd = Some(fd);
+        Ok(())
+    }
+}
+
 impl Client {
     /// Connects to qsockd at `path`. Errors: [`ErrorKind::Daemon`] when
     /// nothing listens there.
     pub fn connect(path: &Path) -> Result<Self> {
-        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
-            .map_err(|e| QsockError::sys("socket(AF_UNIX, SOCK_SEQPACKET)", e))?;
-        let addr = UnixAddr::new(path).map_err(|e| daemon_err("bad path for", path, e))?;
-        connect(fd.as_raw_fd(), &addr).map_err(|e| daemon_err("cannot connect to", path, e))?;
-        let tv = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| QsockError::sys("SO_RCVTIMEO", e))?;
-        Ok(Self { fd })
+        let fd = open_connection(path)?;
+        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(Conn { fd: Some(fd), managed: HashMap::new() }) })
     }
 
     /// Connects to [`socket_path()`].
@@ -63,36 +186,44 @@ impl Client {
     }
 
     /// Sends `req`, with `sock` attached as `SCM_RIGHTS` when given, and
-    /// returns the answer; a [`Response::Error`] becomes `Err`.
+    /// returns the answer; a [`Response::Error`] becomes `Err`. A broken
+    /// connection is re-established (see [`Client`]) and the request sent
+    /// once more.
     pub fn call(&self, req: &Request, sock: Option<BorrowedFd<'_>>) -> Result<Response> {
-        let body = serde_json::to_vec(req).map_err(|e| QsockError::new(ErrorKind::Malformed, e.to_string()))?;
-        let iov = [IoSlice::new(&body)];
-        let raw;
-        let cmsgs: Vec<ControlMessage<'_>> = match sock {
-            Some(fd) => {
-                raw = [fd.as_raw_fd()];
-                vec![ControlMessage::ScmRights(&raw)]
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retried = false;
+        loop {
+            if conn.fd.is_none() {
+                conn.reconnect(&self.path)?;
+                retried = true;
             }
-            None => vec![],
-        };
-        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(|e| match e {
-            nix::Error::EBADF if sock.is_some() => QsockError::new(ErrorKind::BadSocket, "the socket descriptor is closed"),
-            e => QsockError::new(ErrorKind::Daemon, format!("send to qsockd: {e}")),
-        })?;
-        let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-        let n = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC)
-                .map_err(|e| QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}")))?;
-            msg.bytes
-        };
-        if n == 0 {
-            return Err(QsockError::new(ErrorKind::Daemon, "qsockd closed the connection"));
-        }
-        match serde_json::from_slice::<Response>(&buf[..n]) {
-            Ok(Response::Error(e)) => Err(e),
-            Ok(r) => Ok(r),
-            Err(e) => Err(QsockError::new(ErrorKind::Daemon, format!("unreadable answer from qsockd: {e}"))),
+            let r = exchange(conn.fd.as_ref().expect("connected above"), req, sock);
+            match r {
+                Ok(resp) => {
+                    if let (Some(fd), Response::Attached(a)) = (sock, &resp) {
+                        conn.managed.insert(a.cookie, fd.as_raw_fd());
+                    }
+                    if let (Some(fd), Request::Close, Response::Ok) = (sock, req, &resp) {
+                        if let Some(c) = socket_cookie(fd.as_raw_fd()) {
+                            conn.managed.remove(&c);
+                        }
+                    }
+                    return Ok(resp);
+                }
+                Err(Failure::Failed(e)) => {
+                    if let (Some(fd), ErrorKind::NotManaged) = (sock, e.kind) {
+                        if let Some(c) = socket_cookie(fd.as_raw_fd()) {
+                            conn.managed.remove(&c);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(Failure::Broken(e)) if retried => {
+                    conn.fd = None;
+                    return Err(e);
+                }
+                Err(Failure::Broken(_)) => conn.fd = None,
+            }
         }
     }
 

@@ -1,10 +1,7 @@
 //! What `qinfo` reports about a managed socket.
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    params::{Intents, SchedulerParams},
-    sched::SchedulerState,
-};
+use crate::params::{Intents, SchedulerParams};
 
 /// Report on one managed socket (Q.Sockets `qinfo`): scheduler facts from
 /// qsockd and the kernel data path, and stack facts from the socket.
@@ -248,4 +245,38 @@ pub struct SocketSummary {
     pub queuing_delay: DelayStats,
     /// Interface-selection policy's decision, if it chose the device.
     pub selection: Option<Selection>,
+}
+
+/// Per-stream scheduler state, as `qinfo` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum SchedulerState {
+    /// A guaranteed rate; nothing beyond the counters.
+    Rate,
+    /// No guarantee: the device's best-effort class.
+    #[serde(rename = "best_effort")]
+    BestEffort,
+    /// EDF: per-message deadlines in a class reserved at the stream's utilisation.
+    Edf {
+        /// Lossy (drops messages predicted late) or lossless.
+        lossy: bool,
+    },
+    /// DWCS window state (West & Schwan 1999).
+    Dwcs {
+        /// Original window constraint x/y.
+        x: u32,
+        /// Original y.
+        y: u32,
+        /// Current x'.
+        x_now: u32,
+        /// Current y'.
+        y_now: u32,
+        /// The window constraint is marked violated.
+        violated: bool,
+        /// Units that missed a deadline when the last y deadlines already
+        /// held x misses: predicted window-constraint violations.
+        violations: u64,
+        /// Deadline of the stream's last unit, ns of `CLOCK_MONOTONIC` (0: none yet).
+        deadline_ns: u64,
+    },
 }

@@ -16,7 +16,6 @@ pub mod flags;
 pub mod info;
 pub mod params;
 pub mod proto;
-pub mod sched;
 mod send;
 pub mod taps;
 
@@ -28,32 +27,25 @@ use std::{
 pub use client::Client;
 pub use error::{ErrorKind, QsockError, Result};
 pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
-pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, Selection, SocketSummary, StackInfo, TcpInfo};
-pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
+pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, SchedulerState, Selection, SocketSummary, StackInfo, TcpInfo};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
-
+pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
 
 /// Environment variable the `LD_PRELOAD` library (`qsock-run`) reads the
 /// socket parameters from: JSON of [`QosParams`].
 pub const PARAMS_ENV: &str = "QSOCK_PARAMS";
 
-/// The process-wide connection the free functions use, opened on first use
-/// and reopened once if qsockd restarted.
+/// The process-wide connection the free functions use, opened on first use;
+/// it reconnects on its own when qsockd restarts ([`Client`]).
 static DEFAULT_CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 
 fn with_default<T>(f: impl Fn(&Client) -> Result<T>) -> Result<T> {
     let mut guard = DEFAULT_CLIENT.lock().unwrap_or_else(|p| p.into_inner());
-    for attempt in 0..2 {
-        if guard.is_none() {
-            *guard = Some(Client::connect_default()?);
-        }
-        match f(guard.as_ref().expect("connected")) {
-            Err(e) if e.kind == ErrorKind::Daemon && attempt == 0 => *guard = None,
-            r => return r,
-        }
+    if guard.is_none() {
+        *guard = Some(Client::connect_default()?);
     }
-    unreachable!("second attempt returns")
+    f(guard.as_ref().expect("connected"))
 }
 
 /// Installs qsock on a device: root HTB at `link_rate_bps`, best-effort

@@ -74,7 +74,7 @@ pub struct RateAttrs {
     /// (the token bucket's depth, HTB's `burst`; `b` of an IntServ TSpec,
     /// RFC 2212). Admission books it against the link's burst horizon.
     /// `None`: one tick of data at the rate plus one frame, booked as nothing
-    /// (`qsock::sched::default_burst_bytes`).
+    /// (`qsock_sched::default_burst_bytes`).
     #[serde(default)]
     pub burst_bytes: Option<u64>,
     /// Rate the class may borrow up to when the link is idle, bit/s

@@ -37,6 +37,10 @@ pub enum Request {
     Info,
     /// `qclose`: stop managing the attached socket.
     Close,
+    /// Re-register the attached socket with this connection after qsockd
+    /// restarted (the library sends it for every socket it manages when it
+    /// reconnects). Only the socket's owner may.
+    Reclaim,
     /// The interfaces qsockd manages, with what it measured; no descriptor.
     Interfaces,
     /// Every managed socket (root), or the caller's own; no descriptor.
@@ -44,9 +48,14 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the request changes qsockd's state (else it only reports).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::Ping | Self::Info | Self::Interfaces | Self::List)
+    }
+
     /// Whether the request must carry a socket descriptor.
     pub fn needs_socket(&self) -> bool {
-        matches!(self, Self::Attach(_) | Self::Change(_) | Self::Info | Self::Close)
+        matches!(self, Self::Attach(_) | Self::Change(_) | Self::Info | Self::Close | Self::Reclaim)
     }
 }
 
@@ -57,7 +66,7 @@ pub enum Response {
     Ok,
     /// Answer to `Ping`: the daemon's version.
     Pong(String),
-    /// Answer to `Attach`/`Change`.
+    /// Answer to `Attach`/`Change`/`Reclaim`.
     Attached(AttachInfo),
     /// Answer to `Info`.
     Info(Box<QInfo>),

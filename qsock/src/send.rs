@@ -59,10 +59,9 @@ fn send_tagged(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&SockaddrStorage>, f
     let iov = [IoSlice::new(buf)];
     let cmsg = [ControlMessage::TxTime(&tag)];
     sendmsg(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, addr).map_err(|e| match e {
-        nix::Error::EINVAL => QsockError::new(
-            ErrorKind::InvalidParams,
-            "per-message flags need a datagram socket attached with qattach/qsocket (SO_TXTIME is not enabled)",
-        ),
+        nix::Error::EINVAL => {
+            QsockError::new(ErrorKind::InvalidParams, "per-message flags need a datagram socket attached with qattach/qsocket (SO_TXTIME is not enabled)")
+        }
         e => QsockError::sys("sendmsg", e),
     })
 }

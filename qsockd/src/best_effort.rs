@@ -2,11 +2,9 @@
 //! go to the device's best-effort class (`1:fffe`), counted and with their
 //! queuing delay measured, never dropped by the egress program. For
 //! sockets that want only an interface chosen from their intents.
-use qsock::{
-    sched::{LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
-    ErrorKind, QsockError, SchedulerParams,
-};
+use qsock::{ErrorKind, QsockError, SchedulerParams};
 use qsock_common::*;
+use qsock_sched::{LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan};
 
 /// The best-effort module of one device (stateless).
 #[derive(Default)]

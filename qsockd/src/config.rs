@@ -25,7 +25,7 @@ pub struct Config {
     pub rate_window_ms: u64,
     /// What admission does with a stream that does not fit: "refuse"
     /// (default) or "warn" (admit it with what is left, and say so).
-    pub admission: qsock::sched::Admission,
+    pub admission: qsock_sched::Admission,
     /// DWCS reservation headroom on top of Σ (1 − x/y)·C/T, per mille
     /// (default 100 = 10 %; see `qsock_dwcs::module`).
     pub dwcs_headroom_permille: u32,
@@ -36,8 +36,23 @@ pub struct Config {
     pub burst_horizon_ms: u64,
     /// How often sockets closed without `qclose` are looked for and
     /// released (a sock_diag sweep by cookie), ms; 0: never (they are then
-    /// released when their client's connection to qsockd closes). Default 1000.
+    /// released when their client's connection to qsockd closes). Default
+    /// 500: a socket is released after two sweeps miss it, within about a second.
     pub release_check_ms: u64,
+    /// Parked HTB classes qsockd creates on each device when it opens it,
+    /// so the first attaches take an existing class (one change) instead of
+    /// adding one: adding a class costs the kernel a walk over all classes
+    /// of the qdisc. Default 0 (classes are created on demand).
+    pub class_pool: u32,
+    /// Most parked classes kept per device: a released class is parked for
+    /// the next socket up to this many, deleted beyond. Default 16384.
+    pub class_pool_max: u32,
+    /// Address of the OpenMetrics endpoint (`GET /metrics`: every managed
+    /// socket's guarantee, rate, drops by reason and queuing delay), e.g.
+    /// "127.0.0.1:9464". `None` (the default): no endpoint. It answers
+    /// anyone who can reach the address: bind it to loopback or a
+    /// management network.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Per-user limits on guaranteed rate and managed sockets (`[limits]`).
     pub limits: crate::limits::Limits,
     /// Group that may use qsock: the Unix socket is given to it and made
@@ -119,10 +134,13 @@ impl Default for Config {
             pin_root: PathBuf::from("/sys/fs/bpf/qsock"),
             sample_interval_ms: 100,
             rate_window_ms: 1000,
-            admission: qsock::sched::Admission::Refuse,
+            admission: qsock_sched::Admission::Refuse,
             dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
             burst_horizon_ms: 200,
-            release_check_ms: 1000,
+            release_check_ms: 500,
+            class_pool: 0,
+            class_pool_max: 16_384,
+            metrics_listen: None,
             limits: crate::limits::Limits::default(),
             socket_group: None,
             interfaces: Vec::new(),
@@ -144,6 +162,10 @@ impl Config {
 
     /// Checks ranges a file or flag may get wrong. Errors name the key.
     pub fn validate(&self) -> Result<()> {
+        let minors = qsock_common::LAST_SOCKET_MINOR - qsock_common::FIRST_SOCKET_MINOR + 1;
+        if self.class_pool > self.class_pool_max || self.class_pool_max > minors {
+            anyhow::bail!("class_pool ({}) must be at most class_pool_max ({}), and that at most {minors}", self.class_pool, self.class_pool_max);
+        }
         if self.burst_horizon_ms == 0 || self.burst_horizon_ms > 60_000 {
             anyhow::bail!("burst_horizon_ms must be 1..=60000 (got {})", self.burst_horizon_ms);
         }
@@ -246,7 +268,7 @@ mod tests {
         assert_eq!(c.socket, std::path::PathBuf::from("/tmp/x.sock"));
         assert_eq!(c.socket_mode_bits().unwrap(), 0o660);
         assert_eq!(c.rate_window_ms, 500);
-        assert_eq!(c.admission, qsock::sched::Admission::Warn);
+        assert_eq!(c.admission, qsock_sched::Admission::Warn);
         assert_eq!(c.sample_interval_ms, Config::default().sample_interval_ms);
         std::fs::write(&f, "sokcet = \"/tmp/x.sock\"\n").unwrap();
         assert!(Config::load(Some(&f)).is_err(), "a misspelt key is an error, not ignored");

@@ -74,9 +74,7 @@ impl DeviceState {
     pub fn load(paths: &Paths, device: &str) -> Result<Option<Self>, QsockError> {
         let f = paths.state_file(device);
         match fs::read(&f) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| QsockError::new(ErrorKind::Kernel, format!("corrupt state file {}: {e}", f.display()))),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| QsockError::new(ErrorKind::Kernel, format!("corrupt state file {}: {e}", f.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(QsockError::new(ErrorKind::Kernel, format!("read {}: {e}", f.display()))),
         }
@@ -85,10 +83,7 @@ impl DeviceState {
     /// Every device initialised in this network namespace.
     pub fn load_all(paths: &Paths) -> Vec<Self> {
         let Ok(rd) = fs::read_dir(paths.state_dir()) else { return vec![] };
-        rd.filter_map(|e| e.ok())
-            .filter_map(|e| fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
+        rd.filter_map(|e| e.ok()).filter_map(|e| fs::read(e.path()).ok()).filter_map(|b| serde_json::from_slice(&b).ok()).collect()
     }
 
     fn save(&self, paths: &Paths) -> anyhow::Result<()> {
@@ -117,8 +112,7 @@ fn tc_err(e: TcError) -> QsockError {
 
 /// Interface index of `device` in the current namespace.
 pub fn ifindex(device: &str) -> Result<u32, QsockError> {
-    nix::net::if_::if_nametoindex(device)
-        .map_err(|_| QsockError::new(ErrorKind::NoSuchDevice, format!("no network device named {device:?} in this namespace")))
+    nix::net::if_::if_nametoindex(device).map_err(|_| QsockError::new(ErrorKind::NoSuchDevice, format!("no network device named {device:?} in this namespace")))
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` if nothing is mounted there and `pin_root` lives under it.
@@ -203,11 +197,8 @@ async fn install(paths: &Paths, tc: &Tc, s: &DeviceState) -> Result<(), QsockErr
             Array::try_from(ebpf.map_mut(MAP_OFFSETS).ok_or_else(|| kernel_err("offsets map missing"))?).map_err(kernel_err)?;
         arr.set(0, offsets, 0).map_err(kernel_err)?;
     }
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_EGRESS)
-        .ok_or_else(|| kernel_err("egress program missing from object"))?
-        .try_into()
-        .map_err(kernel_err)?;
+    let prog: &mut SchedClassifier =
+        ebpf.program_mut(PROG_EGRESS).ok_or_else(|| kernel_err("egress program missing from object"))?.try_into().map_err(kernel_err)?;
     prog.load().map_err(|e| kernel_err(format!("load egress program: {e}")))?;
     let opts = TcAttachOptions::Netlink(NlOptions { priority: FILTER_PRIORITY, handle: FILTER_HANDLE });
     let id = prog.attach_with_options(&s.device, TcAttachType::Egress, opts).map_err(|e| kernel_err(format!("attach egress classifier: {e}")))?;
@@ -261,8 +252,7 @@ async fn uninstall(tc: &Tc, s: &DeviceState) -> Vec<String> {
 /// Errors: [`ErrorKind::NotInitialized`]; [`ErrorKind::Kernel`] listing
 /// every step that failed (the others are still done).
 pub async fn teardown(paths: &Paths, device: &str) -> Result<(), QsockError> {
-    let s = DeviceState::load(paths, device)?
-        .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {device}")))?;
+    let s = DeviceState::load(paths, device)?.ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {device}")))?;
     let tc = Tc::new().map_err(kernel_err)?;
     let errs = if ifindex(device).is_ok() { uninstall(&tc, &s).await } else { vec![] };
     let _ = fs::remove_file(paths.state_file(device));

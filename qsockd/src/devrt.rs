@@ -1,28 +1,33 @@
 //! A device qsockd serves: its pinned maps, dequeue probe and scheduler
 //! modules, and the steps that put a stream's plan into its HTB classes and
 //! maps (and take it out again) in an order that never oversubscribes the link.
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::Path,
+};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData},
-    programs::BtfTracePoint,
+    programs::{
+        links::{FdLink, PinnedLink},
+        BtfTracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
-use qsock::{
-    sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan},
-    ErrorKind, QsockError,
-};
+use qsock::{ErrorKind, QsockError};
 use qsock_common::*;
+use qsock_sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan};
 
 use crate::{
     device::{self, DeviceState, MANAGED_PRIO},
     rate::RateModule,
+    sockets::Managed,
     tc::{HtbClass, Tc},
     EBPF_OBJECT,
 };
 
 /// What a stream holds of a device's books.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Booking {
     /// Reserved rate, bit/s.
     pub rate_bps: u64,
@@ -50,13 +55,27 @@ pub struct ModuleSettings {
     pub dwcs_headroom_permille: u32,
     /// Booked bursts must drain within this at the link rate, ns.
     pub burst_horizon_ns: u64,
+    /// Parked classes created ahead when a device is opened (config `class_pool`).
+    pub class_pool: u32,
+    /// Most parked classes kept; a released class beyond is deleted (config `class_pool_max`).
+    pub class_pool_max: u32,
 }
 
 impl Default for ModuleSettings {
     fn default() -> Self {
-        Self { admission: Admission::Refuse, dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE, burst_horizon_ns: 200_000_000 }
+        Self {
+            admission: Admission::Refuse,
+            dwcs_headroom_permille: qsock_dwcs::module::DEFAULT_HEADROOM_PERMILLE,
+            burst_horizon_ns: 200_000_000,
+            class_pool: 0,
+            class_pool_max: 16_384,
+        }
     }
 }
+
+/// Rate of a parked class, bit/s: the smallest HTB takes (1 byte/s is
+/// 8 bit/s; this is 1 kB/s, what `tc` prints as `8Kbit`).
+pub const PARKED_RATE_BPS: u64 = 8_000;
 
 /// An initialised device opened by this daemon.
 pub struct DeviceRt {
@@ -69,7 +88,16 @@ pub struct DeviceRt {
     pub(crate) _ebpf: Ebpf,
     /// Whether queuing delay is measured (the dequeue probe attached).
     pub delay_probe: bool,
+    /// Minors no class uses.
     pub(crate) free_minors: BTreeSet<u32>,
+    /// Minors of parked classes: created, unused, ready to be taken by a
+    /// new stream with one class change. Creating or deleting an HTB class
+    /// makes the kernel walk every class of the qdisc (`tc_bind_tclass`),
+    /// so with thousands of classes a change is ~30x cheaper than an add
+    /// and ~80x cheaper than a delete.
+    pub(crate) parked: BTreeSet<u32>,
+    /// Most parked classes kept.
+    pub(crate) pool_max: u32,
     pub(crate) guaranteed_bps: u64,
     /// Bursts booked by the device's streams, bytes.
     pub(crate) booked_burst_bytes: u64,
@@ -81,18 +109,25 @@ pub struct DeviceRt {
     pub(crate) modules: Vec<Box<dyn SchedulerModule>>,
     /// What admission does with a stream that does not fit.
     pub(crate) admission: Admission,
+    /// Shared classes as last set in the kernel: minor → (rate, ceil) bit/s.
+    /// A class whose module needs what it has is not touched again.
+    pub(crate) applied_shared: HashMap<u32, (u64, u64)>,
 }
 
-pub(crate) fn clear<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>) {
-    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).collect();
-    for k in stale {
-        let _ = m.remove(&k);
+/// Removes the entries of `m` whose key `keep` rejects.
+pub(crate) fn retain_keys<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>, keep: impl Fn(&K) -> bool) -> usize {
+    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).filter(|k| !keep(k)).collect();
+    for k in &stale {
+        let _ = m.remove(k);
     }
+    stale.len()
 }
 
 impl DeviceRt {
-    /// Opens the pinned maps of an initialised device and attaches the
-    /// dequeue probe. Stale entries (from a previous daemon) are removed.
+    /// Opens the pinned maps of an initialised device and makes sure the
+    /// dequeue probe is attached (its link is pinned beside the maps, so it
+    /// outlives this daemon like the tc filter does). Map entries are kept:
+    /// [`open_device`] recovers the sockets they belong to.
     fn open(state: DeviceState, settings: ModuleSettings) -> Result<Self, QsockError> {
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
@@ -100,16 +135,13 @@ impl DeviceRt {
             .btf(btf.as_ref())
             .load(EBPF_OBJECT)
             .map_err(|e| kernel_err(format!("open data path of {}: {e}", state.device)))?;
-        let delay_probe = attach_probe(&mut ebpf, btf.as_ref())
+        let delay_probe = ensure_probe(&mut ebpf, btf.as_ref(), &state.pin_dir.join(PROBE_LINK_PIN))
             .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
             .is_ok();
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| kernel_err(format!("map {name} missing")));
-        let mut policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?).map_err(kernel_err)?;
-        let mut counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?).map_err(kernel_err)?;
-        let mut clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?).map_err(kernel_err)?;
-        clear(&mut policies);
-        clear(&mut counters);
-        clear(&mut clocks);
+        let policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?).map_err(kernel_err)?;
+        let counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?).map_err(kernel_err)?;
+        let clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?).map_err(kernel_err)?;
         Ok(Self {
             state,
             policies,
@@ -118,12 +150,20 @@ impl DeviceRt {
             _ebpf: ebpf,
             delay_probe,
             free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
+            parked: BTreeSet::new(),
+            pool_max: settings.class_pool_max,
             guaranteed_bps: 0,
             booked_burst_bytes: 0,
             burst_horizon_ns: settings.burst_horizon_ns,
             draining: Vec::new(),
-            modules: vec![Box::new(RateModule::default()), Box::new(crate::best_effort::BestEffortModule), Box::new(qsock_edf::module::EdfModule::default()), Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille))],
+            modules: vec![
+                Box::new(RateModule::default()),
+                Box::new(crate::best_effort::BestEffortModule),
+                Box::new(qsock_edf::module::EdfModule::default()),
+                Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille)),
+            ],
             admission: settings.admission,
+            applied_shared: HashMap::new(),
         })
     }
 
@@ -162,17 +202,75 @@ impl DeviceRt {
     }
 }
 
-pub(crate) fn attach_probe(ebpf: &mut Ebpf, btf: Option<&Btf>) -> anyhow::Result<()> {
+/// File name of the dequeue probe's pinned link in a device's pin directory.
+pub const PROBE_LINK_PIN: &str = "qsock_dequeue_link";
+
+/// Attaches the dequeue probe and pins its link at `pin`, unless a link is
+/// pinned there already (a previous qsockd attached it; it kept counting
+/// while no daemon ran).
+pub(crate) fn ensure_probe(ebpf: &mut Ebpf, btf: Option<&Btf>, pin: &Path) -> anyhow::Result<()> {
+    if PinnedLink::from_pin(pin).is_ok() {
+        return Ok(());
+    }
     let btf = btf.ok_or_else(|| anyhow::anyhow!("kernel has no BTF"))?;
     let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_DEQUEUE).ok_or_else(|| anyhow::anyhow!("probe missing"))?.try_into()?;
     prog.load("qdisc_dequeue", btf)?;
-    prog.attach()?;
+    let id = prog.attach()?;
+    let link = FdLink::from(prog.take_link(id)?);
+    link.pin(pin).map_err(|e| anyhow::anyhow!("pin the probe's link at {}: {e}", pin.display()))?;
     Ok(())
 }
 
 pub(crate) fn htb_class(rate_bps: u64, ceil_bps: u64, burst_bytes: u64) -> HtbClass {
     let rate = rate_bps.max(1);
-    HtbClass { rate_bps: rate, ceil_bps: ceil_bps.max(rate), burst_bytes: burst_bytes.max(qsock::sched::default_burst_bytes(rate)), prio: MANAGED_PRIO }
+    HtbClass { rate_bps: rate, ceil_bps: ceil_bps.max(rate), burst_bytes: burst_bytes.max(qsock_sched::default_burst_bytes(rate)), prio: MANAGED_PRIO }
+}
+
+/// A parked class: [`PARKED_RATE_BPS`], lowest priority, and the link as
+/// ceiling so anything still queued in it drains.
+pub(crate) fn parked_class(link_rate_bps: u64) -> HtbClass {
+    HtbClass::new(PARKED_RATE_BPS, link_rate_bps.max(PARKED_RATE_BPS), device::BEST_EFFORT_PRIO)
+}
+
+/// Parks class `minor` of `dev` (or deletes it when the pool is full).
+pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), crate::tc::TcError> {
+    let cid = DeviceRt::classid(minor);
+    if dev.parked.len() < dev.pool_max as usize {
+        let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
+        match tc.set_htb_class(dev.state.ifindex, cid, parent, &parked_class(dev.state.link_rate_bps), false).await {
+            Ok(()) => {
+                dev.parked.insert(minor);
+                return Ok(());
+            }
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                dev.free_minors.insert(minor);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match tc.delete_class(dev.state.ifindex, cid).await {
+        Err(e) if e.errno() != Some(libc::ENOENT) => Err(e),
+        _ => {
+            dev.free_minors.insert(minor);
+            Ok(())
+        }
+    }
+}
+
+/// Creates parked classes until `dev` has `want` of them (or no minor is free).
+pub(crate) async fn fill_pool(tc: &Tc, dev: &mut DeviceRt, want: u32) -> Result<(), QsockError> {
+    let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
+    let class = parked_class(dev.state.link_rate_bps);
+    while dev.parked.len() < want as usize {
+        let Some(minor) = dev.free_minors.pop_first() else { break };
+        if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
+            dev.free_minors.insert(minor);
+            return Err(kernel_err(e));
+        }
+        dev.parked.insert(minor);
+    }
+    Ok(())
 }
 
 /// A bucket of `burst_bytes` as time at `rate_bps`, ns.
@@ -208,17 +306,22 @@ pub(crate) fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps:
 
 /// Sets every shared class of `dev` to what its module needs now and hands
 /// the new rate to the data path's shared clock, its backlog rescaled to
-/// the new rate.
+/// the new rate. A class already at what its module needs is not touched
+/// (`create`: every class is created, none assumed).
 pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
     for c in dev.shared_classes() {
+        if !create && dev.applied_shared.get(&c.minor) == Some(&(c.rate_bps, c.ceil_bps)) {
+            continue;
+        }
         let cid = DeviceRt::classid(c.minor);
         let class = htb_class(c.rate_bps, c.ceil_bps, 0);
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create)
-            .await
-            .map_err(kernel_err)?;
+        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create).await.map_err(kernel_err)?;
+        dev.applied_shared.insert(c.minor, (c.rate_bps, c.ceil_bps));
         let old = dev.clocks.get(&cid, 0).unwrap_or_default();
         let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
-        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0).map_err(kernel_err)?;
+        dev.clocks
+            .insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0)
+            .map_err(kernel_err)?;
     }
     Ok(())
 }
@@ -236,54 +339,143 @@ pub(crate) async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result
     }
 }
 
-/// Opens a device, removes the classes a previous qsockd left (their
-/// sockets are no longer managed: the maps were cleared too) and
-/// initialises every scheduler module on it.
-pub(crate) async fn open_device(tc: &Tc, st: DeviceState, settings: ModuleSettings) -> Result<DeviceRt, QsockError> {
+/// Opens a device and takes over what a previous qsockd left on it: the
+/// sockets in `books` whose map entries and class are still in the kernel
+/// are re-admitted to their modules on the same class, with their counters
+/// and queued packets untouched; classes and map entries nobody books are
+/// removed. Returns the device and the sockets recovered.
+pub(crate) async fn open_device(
+    tc: &Tc,
+    st: DeviceState,
+    settings: ModuleSettings,
+    books: Vec<(u64, Managed)>,
+) -> Result<(DeviceRt, Vec<(u64, Managed)>), QsockError> {
     let mut dev = DeviceRt::open(st, settings)?;
     let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
-    let stale: Vec<u32> = stats
-        .keys()
-        .copied()
-        .filter(|c| c >> 16 == ROOT_MAJOR && ![0, ROOT_CLASS_MINOR, BEST_EFFORT_MINOR].contains(&(c & 0xffff)))
-        .collect();
-    for cid in &stale {
-        tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
-    }
-    if !stale.is_empty() {
-        log::info!("{}: removed {} classes left by a previous qsockd", dev.state.device, stale.len());
-    }
-    resize_best_effort(tc, &dev).await?;
     let link = dev.link(libc::SOCK_DGRAM, Booking::default());
+    let mut shared_minors: BTreeSet<u32> = BTreeSet::new();
     for m in dev.modules.iter_mut() {
         let classes = m.init(&link);
         log::debug!("{}: module {} owns {} shared classes", dev.state.device, m.name(), classes.len());
+        shared_minors.extend(classes.iter().map(|c| c.minor));
     }
-    sync_shared(tc, &mut dev, true).await?;
-    Ok(dev)
+    let mut recovered = Vec::new();
+    for (cookie, m) in books {
+        match recover(&mut dev, &stats, &shared_minors, cookie, &m) {
+            Ok(booking) => recovered.push((cookie, Managed { booking, ..m })),
+            Err(why) => log::warn!("{}: socket {cookie} not recovered: {why}", dev.state.device),
+        }
+    }
+    let own: BTreeSet<u32> = recovered.iter().filter(|(_, m)| m.own_class).map(|(_, m)| m.minor).collect();
+    let stale: Vec<u32> = stats
+        .keys()
+        .copied()
+        .filter(|c| c >> 16 == ROOT_MAJOR)
+        .filter(|c| {
+            let minor = c & 0xffff;
+            ![0, ROOT_CLASS_MINOR, BEST_EFFORT_MINOR].contains(&minor) && !shared_minors.contains(&minor) && !own.contains(&minor)
+        })
+        .collect();
+    for cid in &stale {
+        let minor = cid & 0xffff;
+        if (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&minor) && dev.free_minors.remove(&minor) {
+            park(tc, &mut dev, minor).await.map_err(kernel_err)?;
+        } else {
+            tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
+        }
+    }
+    let cookies: std::collections::HashSet<u64> = recovered.iter().map(|(c, _)| *c).collect();
+    let stale_entries = retain_keys(&mut dev.policies, |c| cookies.contains(c)) + retain_keys(&mut dev.counters, |c| cookies.contains(c));
+    retain_keys(&mut dev.clocks, |cid| shared_minors.contains(&(cid & 0xffff)));
+    if !stale.is_empty() || stale_entries > 0 || !recovered.is_empty() {
+        log::info!(
+            "{}: {} sockets recovered; parked or removed {} classes and {} map entries nobody books",
+            dev.state.device,
+            recovered.len(),
+            stale.len(),
+            stale_entries
+        );
+    }
+    resize_best_effort(tc, &dev).await?;
+    // Shared classes that survived are changed in place (their queues stay); missing ones are created.
+    for c in dev.shared_classes() {
+        let exists = stats.contains_key(&DeviceRt::classid(c.minor));
+        let class = htb_class(c.rate_bps, c.ceil_bps, 0);
+        tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(c.minor), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, !exists).await.map_err(kernel_err)?;
+    }
+    sync_shared(tc, &mut dev, false).await?;
+    let want = settings.class_pool.min(settings.class_pool_max);
+    if dev.parked.len() < want as usize {
+        let t = std::time::Instant::now();
+        fill_pool(tc, &mut dev, want).await?;
+        log::info!("{}: {} parked classes ready ({:.1} s)", dev.state.device, dev.parked.len(), t.elapsed().as_secs_f64());
+    }
+    Ok((dev, recovered))
 }
 
-/// Deletes the draining classes of `dev` that hold no packets, then gives
-/// their rate back to best effort.
+/// Re-admits one booked socket on a device being opened: its policy must
+/// still be in the map and its own class in the kernel; its module must
+/// plan it on the same class. Returns its booking.
+fn recover(
+    dev: &mut DeviceRt,
+    stats: &std::collections::HashMap<u32, crate::tc::ClassStats>,
+    shared: &BTreeSet<u32>,
+    cookie: u64,
+    m: &Managed,
+) -> Result<Booking, String> {
+    if dev.policies.get(&cookie, 0).is_err() {
+        return Err("its policy is no longer in the data path's map".into());
+    }
+    if m.own_class && (!stats.contains_key(&DeviceRt::classid(m.minor)) || !dev.free_minors.contains(&m.minor)) {
+        return Err(format!("its class {} is gone or taken", crate::tc::fmt_classid(DeviceRt::classid(m.minor))));
+    }
+    let link = dev.link(m.sock_type, Booking::default());
+    let name = m.params.scheduler.name();
+    let module = dev.module(name).map_err(|e| e.to_string())?;
+    let plan = module.add(cookie, &m.params.scheduler, &link).map_err(|e| e.to_string())?;
+    let same = match (plan.class, m.own_class) {
+        (StreamClass::Own { .. }, true) => true,
+        (StreamClass::Shared { minor }, false) => minor == m.minor && shared.contains(&minor),
+        _ => false,
+    };
+    if !same {
+        dev.module(name).map_err(|e| e.to_string())?.remove(cookie);
+        return Err("its module now plans it on another class".into());
+    }
+    let booking = Booking::of(&plan);
+    dev.guaranteed_bps += booking.rate_bps;
+    dev.booked_burst_bytes += booking.burst_bytes;
+    if m.own_class {
+        dev.free_minors.remove(&m.minor);
+    }
+    Ok(booking)
+}
+
+/// Parks (or deletes, past the pool's size) the draining classes of `dev`
+/// that hold no packets, then gives their rate back to best effort.
 pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
-    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
     let mut freed = false;
     let mut result = Ok(());
     let mut keep = Vec::new();
     for (minor, rate) in std::mem::take(&mut dev.draining) {
         let cid = DeviceRt::classid(minor);
-        if stats.get(&cid).is_some_and(|c| c.qlen > 0) {
-            keep.push((minor, rate));
-            continue;
-        }
-        if let Err(e) = tc.delete_class(dev.state.ifindex, cid).await {
-            if e.errno() != Some(libc::ENOENT) {
+        match tc.class_stats_of(dev.state.ifindex, cid).await {
+            Ok(Some(c)) if c.qlen > 0 => {
+                keep.push((minor, rate));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
                 result = Err(kernel_err(e));
                 keep.push((minor, rate));
                 continue;
             }
         }
-        dev.free_minors.insert(minor);
+        if let Err(e) = park(tc, dev, minor).await {
+            result = Err(kernel_err(e));
+            keep.push((minor, rate));
+            continue;
+        }
         dev.guaranteed_bps -= rate;
         freed = true;
     }
@@ -305,6 +497,19 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
             if let Some(minor) = reuse {
                 tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await.map_err(kernel_err)?;
                 return Ok(minor);
+            }
+            // A parked class first: one change instead of an add.
+            while let Some(minor) = dev.parked.pop_first() {
+                match tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await {
+                    Ok(()) => return Ok(minor),
+                    Err(e) if e.errno() == Some(libc::ENOENT) => {
+                        dev.free_minors.insert(minor);
+                    }
+                    Err(e) => {
+                        dev.parked.insert(minor);
+                        return Err(kernel_err(e));
+                    }
+                }
             }
             let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
             tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await.map_err(kernel_err)?;
@@ -340,8 +545,9 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
     if let Err(e) = installed {
         let _ = dev.counters.remove(&cookie);
         if let StreamClass::Own { .. } = plan.class {
-            let _ = tc.delete_class(dev.state.ifindex, DeviceRt::classid(minor)).await;
-            dev.free_minors.insert(minor);
+            if park(tc, dev, minor).await.is_err() {
+                log::error!("{}: class {} left after a failed install", dev.state.device, crate::tc::fmt_classid(DeviceRt::classid(minor)));
+            }
         }
         unbook(dev);
         return Err(kernel_err(format!("install policy: {e}")));
@@ -354,9 +560,7 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
 pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
     let link = dev.state.link_rate_bps;
     let be = HtbClass::new((link - dev.guaranteed_bps).max(1), link, device::BEST_EFFORT_PRIO);
-    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false)
-        .await
-        .map_err(kernel_err)
+    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false).await.map_err(kernel_err)
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@ fn dump(protocol: u8, states: StateFlags, extensions: ExtensionFlags) -> std::io
     for (family, id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut req = NetlinkMessage::new(hdr, SockDiagMessage::InetRequest(InetRequest { family, protocol, extensions: extensions.clone(), states: states.clone(), socket_id: id }).into());
+        let mut req = NetlinkMessage::new(
+            hdr,
+            SockDiagMessage::InetRequest(InetRequest { family, protocol, extensions: extensions.clone(), states: states.clone(), socket_id: id }).into(),
+        );
         req.finalize();
         let mut buf = vec![0; req.buffer_len()];
         req.serialize(&mut buf);
@@ -59,7 +62,9 @@ pub fn tcp_rtts() -> std::io::Result<Vec<(IpAddr, u32)>> {
         .into_iter()
         .filter_map(|r| {
             let rtt = r.nlas.iter().find_map(|n| match n {
-                Nla::TcpInfo(b) if b.len() >= TCPI_RTT_OFFSET + 4 => Some(u32::from_ne_bytes(b[TCPI_RTT_OFFSET..TCPI_RTT_OFFSET + 4].try_into().expect("4 bytes"))),
+                Nla::TcpInfo(b) if b.len() >= TCPI_RTT_OFFSET + 4 => {
+                    Some(u32::from_ne_bytes(b[TCPI_RTT_OFFSET..TCPI_RTT_OFFSET + 4].try_into().expect("4 bytes")))
+                }
                 _ => None,
             })?;
             Some((r.header.socket_id.source_address, rtt))

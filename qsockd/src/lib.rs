@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod best_effort;
+pub mod books;
 pub mod btf;
 pub mod config;
 pub mod device;
@@ -11,13 +12,16 @@ pub mod devrt;
 pub mod diag;
 pub mod ifaces;
 pub mod limits;
+pub mod metrics;
 pub mod netns;
 pub mod rate;
 pub mod registry;
+pub mod report;
 pub mod routing;
 pub mod select;
 pub mod selection;
 pub mod server;
+pub mod sockets;
 pub mod sockinfo;
 pub mod tc;
 pub mod watch;

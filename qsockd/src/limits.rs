@@ -93,7 +93,10 @@ impl Limit {
     /// Errors: [`ErrorKind::CapacityExceeded`] naming the limit.
     pub fn check_sockets(&self, uid: u32, held: u32) -> Result<(), QsockError> {
         if held >= self.max_sockets {
-            return Err(QsockError::new(ErrorKind::CapacityExceeded, format!("uid {uid} may hold at most {} managed sockets ({})", self.max_sockets, self.source)));
+            return Err(QsockError::new(
+                ErrorKind::CapacityExceeded,
+                format!("uid {uid} may hold at most {} managed sockets ({})", self.max_sockets, self.source),
+            ));
         }
         Ok(())
     }

@@ -36,7 +36,7 @@ struct Cli {
     pin_root: Option<PathBuf>,
     /// What admission does with a stream that does not fit: refuse (default) or warn.
     #[arg(long, global = true, value_parser = parse_admission)]
-    admission: Option<qsock::sched::Admission>,
+    admission: Option<qsock_sched::Admission>,
     /// DWCS reservation headroom, per mille (default 100 = 10 %).
     #[arg(long, global = true)]
     dwcs_headroom_permille: Option<u32>,
@@ -99,10 +99,10 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
-fn parse_admission(s: &str) -> Result<qsock::sched::Admission, String> {
+fn parse_admission(s: &str) -> Result<qsock_sched::Admission, String> {
     match s {
-        "refuse" => Ok(qsock::sched::Admission::Refuse),
-        "warn" => Ok(qsock::sched::Admission::Warn),
+        "refuse" => Ok(qsock_sched::Admission::Refuse),
+        "warn" => Ok(qsock_sched::Admission::Warn),
         _ => Err(format!("admission {s:?} must be \"refuse\" or \"warn\"")),
     }
 }
@@ -194,15 +194,29 @@ fn real_main(cli: Cli) -> Result<()> {
 
 async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let tc = Tc::new().context("open rtnetlink")?;
-    let settings = ModuleSettings { admission: cfg.admission, dwcs_headroom_permille: cfg.dwcs_headroom_permille, burst_horizon_ns: cfg.burst_horizon_ms * 1_000_000 };
-    let registry = Arc::new(tokio::sync::Mutex::new(Registry::new(paths, tc, settings, &cfg).await));
+    let settings = ModuleSettings {
+        admission: cfg.admission,
+        dwcs_headroom_permille: cfg.dwcs_headroom_permille,
+        burst_horizon_ns: cfg.burst_horizon_ms * 1_000_000,
+        class_pool: cfg.class_pool,
+        class_pool_max: cfg.class_pool_max,
+    };
+    let registry = Arc::new(tokio::sync::RwLock::new(Registry::new(paths, tc, settings, &cfg).await));
     let listener = server::bind_listener(&cfg)?;
-    registry.lock().await.start_interfaces().await;
+    registry.write().await.start_interfaces().await;
     if !cfg.interfaces.is_empty() {
         let reg = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = qsockd::watch::watch_links(reg).await {
                 log::error!("link events: {e}; interface changes are seen at the next sampling tick only");
+            }
+        });
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        let endpoint = qsockd::metrics::serve(addr, registry.clone()).await.with_context(|| format!("metrics_listen {addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = endpoint.await {
+                log::error!("OpenMetrics endpoint stopped: {e}");
             }
         });
     }
@@ -216,7 +230,7 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
         _ = term.recv() => Ok(()),
     };
     server::remove_socket(&cfg.socket);
-    registry.lock().await.stop_interfaces().await;
+    registry.write().await.stop_interfaces().await;
     log::info!("qsockd stopped");
     result
 }

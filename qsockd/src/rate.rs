@@ -4,11 +4,9 @@
 //! priority, whole frames) in the egress program.
 use std::collections::HashSet;
 
-use qsock::{
-    sched::{admit, admit_burst, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
-    ErrorKind, QsockError, SchedulerParams,
-};
+use qsock::{ErrorKind, QsockError, SchedulerParams};
 use qsock_common::*;
+use qsock_sched::{admit, admit_burst, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan};
 
 /// The rate module of one device.
 #[derive(Default)]
@@ -34,9 +32,8 @@ impl SchedulerModule for RateModule {
                 format!("guaranteed rate {} bit/s exceeds the link rate {} bit/s of {}", r.rate_bps, link.link_rate_bps, link.device),
             ));
         }
-        let (rate, warning) = admit(r.rate_bps, link, || {
-            format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device)
-        })?;
+        let (rate, warning) =
+            admit(r.rate_bps, link, || format!("{} bit/s requested but only {} bit/s of {} is left to guarantee", r.rate_bps, link.room_bps, link.device))?;
         let ceil = r.ceil_bps.unwrap_or(link.link_rate_bps).min(link.link_rate_bps).max(rate);
         // A declared burst is booked; the default bucket is not (see default_burst_bytes).
         let (booked_burst, burst_warning) = match r.burst_bytes {

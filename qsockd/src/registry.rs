@@ -2,66 +2,50 @@
 //! sockets, and the requests on them (attach, change, close, info). Every
 //! operation checks its input first and changes nothing when it fails.
 use std::{
-    collections::{HashMap, VecDeque},
-    os::fd::{AsFd, BorrowedFd},
+    collections::HashMap,
+    os::fd::BorrowedFd,
+    time::{Duration, Instant},
 };
 
-use qsock::{
-    sched::StreamClass,
-    AttachInfo, DelayStats, Drops, ErrorKind, InitParams, QInfo, QosParams, QsockError, Selection,
-};
-use qsock_common::*;
+use qsock::{AttachInfo, ErrorKind, InitParams, QInfo, QosParams, QsockError};
+use qsock_sched::StreamClass;
 
 use crate::{
+    books::Books,
     config::{Config, Paths},
-    ifaces::Interfaces,
-    routing::Routing,
-    select::SelectionPolicy,
     device::{self, DeviceState},
     devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
-    sockinfo,
+    ifaces::Interfaces,
+    report,
+    routing::Routing,
+    select::SelectionPolicy,
+    sockets::{Managed, SocketTable, UNCLAIMED},
+    sockinfo::{self, SocketFacts},
     tc::{fmt_classid, Tc},
 };
 
+/// Sockets sampled for their rate per housekeeping tick: bounds the tick's
+/// cost (with more sockets, each is sampled less often; the rate is still
+/// taken over the samples in its window).
+pub const SAMPLE_BATCH: usize = 512;
 
-/// One managed socket.
-pub struct Managed {
-    /// Device its class lives on.
-    pub device: String,
-    /// HTB minor of its class (own or shared).
-    pub minor: u32,
-    /// The class is the socket's own (else a module's shared class).
-    own_class: bool,
-    /// What it holds of the device's books (rate, burst).
-    booking: Booking,
-    /// Its class's token bucket and ceiling as planned (own classes).
-    class: StreamClass,
-    /// Parameters in force.
-    pub params: QosParams,
-    /// uid of the client that attached it.
-    pub owner_uid: u32,
-    /// Primary gid of that client.
-    pub owner_gid: u32,
-    /// pid of that client.
-    pub owner_pid: i32,
-    /// Client connection that attached it; the socket is released when
-    /// that connection closes.
-    pub conn: u64,
-    /// Rate samples: (ns of CLOCK_MONOTONIC, bytes dequeued).
-    samples: VecDeque<(u64, u64)>,
-    /// How the policy chose the device (attached without one).
-    pub selection: Option<Selection>,
-    /// A sock_diag sweep has seen the socket held by a process: from then
-    /// on its absence means it was closed ([`Registry::release_closed`]).
-    held_seen: bool,
-}
+/// Consecutive sock_diag sweeps that must miss a socket before it counts as
+/// closed: a netlink dump walks the socket tables in chunks, and sockets
+/// closed between chunks can make it skip one that is open.
+pub const MISSED_SWEEPS: u8 = 2;
+
+/// How long a socket recovered after a restart, never seen held by a
+/// process, waits for its client to claim it before it is released.
+pub const RECLAIM_GRACE: Duration = Duration::from_secs(30);
 
 /// The daemon's state.
 pub struct Registry {
     pub(crate) paths: Paths,
     pub(crate) tc: Tc,
     pub(crate) devices: HashMap<String, DeviceRt>,
-    pub(crate) sockets: HashMap<u64, Managed>,
+    pub(crate) sockets: SocketTable,
+    /// Where each socket's books are kept for a restart.
+    pub(crate) books: Books,
     rate_window_ns: u64,
     pub(crate) settings: ModuleSettings,
     /// The managed interfaces and what is measured on them.
@@ -76,8 +60,11 @@ pub struct Registry {
     pub(crate) last_rtt_ns: u64,
     /// Per-user limits.
     limits: crate::limits::Limits,
+    /// Book records of devices not opened yet (recovered when they are).
+    pending_books: HashMap<String, Vec<(u64, Managed)>>,
+    /// When this daemon started (for [`RECLAIM_GRACE`]).
+    started: Instant,
 }
-
 
 /// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
 #[derive(Clone, Copy, Debug)]
@@ -88,32 +75,26 @@ pub struct Peer {
     pub gid: u32,
     /// Its pid.
     pub pid: i32,
-    /// Connection number, unique while qsockd runs.
+    /// Connection number, unique while qsockd runs (never [`UNCLAIMED`]).
     pub conn: u64,
-}
-
-/// Facts read from a socket a client handed over.
-pub struct SocketFacts {
-    /// `SO_COOKIE`.
-    pub cookie: u64,
-    /// `SO_DOMAIN`: `AF_INET` or `AF_INET6`.
-    pub domain: i32,
-    /// `SO_TYPE`.
-    pub sock_type: i32,
 }
 
 impl Registry {
     /// A registry for the namespace described by `paths`; opens every device
-    /// already initialised there. `settings` say how the scheduler modules
-    /// admit streams; `cfg` lists the managed interfaces and policies
-    /// (started by [`Registry::start_interfaces`]).
+    /// already initialised there and recovers the sockets a previous qsockd
+    /// managed on it. `settings` say how the scheduler modules admit
+    /// streams; `cfg` lists the managed interfaces and policies (started by
+    /// [`Registry::start_interfaces`]).
     pub async fn new(paths: Paths, tc: Tc, settings: ModuleSettings, cfg: &Config) -> Self {
         let routing = Routing::new(tc.handle().clone(), cfg.rule_priority);
+        let books = Books::new(&paths.state_dir());
         let mut r = Self {
             paths,
             tc,
             devices: HashMap::new(),
-            sockets: HashMap::new(),
+            sockets: SocketTable::default(),
+            pending_books: books.load_all(),
+            books,
             rate_window_ns: cfg.rate_window_ms * 1_000_000,
             settings,
             ifaces: Interfaces::new(cfg),
@@ -122,28 +103,50 @@ impl Registry {
             default_policy: cfg.default_policy.clone(),
             last_rtt_ns: 0,
             limits: cfg.limits.clone(),
+            started: Instant::now(),
         };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
-            match open_device(&r.tc, st, r.settings).await {
-                Ok(d) => {
-                    log::info!("serving {name}");
-                    r.devices.insert(name, d);
-                }
+            match r.open(st).await {
+                Ok(()) => log::info!("serving {name}"),
                 Err(e) => log::error!("cannot open {name}: {e}"),
             }
+        }
+        // Records of devices no longer initialised: nothing to recover.
+        for (dev, recs) in std::mem::take(&mut r.pending_books) {
+            log::warn!("{} socket records of {dev}, which is not initialised, dropped", recs.len());
+            r.books.remove_all(recs.into_iter().map(|(c, _)| c));
         }
         r
     }
 
+    /// Opens device `st` and recovers the sockets booked on it.
+    pub(crate) async fn open(&mut self, st: DeviceState) -> Result<(), QsockError> {
+        let name = st.device.clone();
+        let books = self.pending_books.remove(&name).unwrap_or_default();
+        let booked: Vec<u64> = books.iter().map(|(c, _)| *c).collect();
+        let (dev, recovered) = match open_device(&self.tc, st, self.settings, books).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.books.remove_all(booked);
+                return Err(e);
+            }
+        };
+        let kept: std::collections::HashSet<u64> = recovered.iter().map(|(c, _)| *c).collect();
+        self.books.remove_all(booked.into_iter().filter(|c| !kept.contains(c)));
+        for (cookie, m) in recovered {
+            self.sockets.insert(cookie, m);
+        }
+        self.devices.insert(name, dev);
+        Ok(())
+    }
 
     async fn device(&mut self, name: &str) -> Result<&mut DeviceRt, QsockError> {
         if !self.devices.contains_key(name) {
             device::ifindex(name)?;
             let st = DeviceState::load(&self.paths, name)?
                 .ok_or_else(|| QsockError::new(ErrorKind::NotInitialized, format!("qsock is not initialised on {name}; run qsockd init")))?;
-            let d = open_device(&self.tc, st, self.settings).await?;
-            self.devices.insert(name.to_string(), d);
+            self.open(st).await?;
         }
         Ok(self.devices.get_mut(name).expect("inserted above"))
     }
@@ -151,16 +154,27 @@ impl Registry {
     /// `qsockinit` on behalf of a root client.
     pub async fn init(&mut self, params: &InitParams) -> Result<(), QsockError> {
         let st = device::init(&self.paths, params).await?;
-        let d = open_device(&self.tc, st, self.settings).await?;
-        self.devices.insert(params.device.clone(), d);
-        Ok(())
+        self.open(st).await
     }
 
     /// Teardown on behalf of a root client; forgets the device's sockets.
     pub async fn teardown(&mut self, device_name: &str) -> Result<(), QsockError> {
         self.devices.remove(device_name);
-        self.sockets.retain(|_, m| m.device != device_name);
+        for c in self.sockets.on_device(device_name) {
+            self.sockets.remove(c);
+            self.books.remove(c);
+        }
         device::teardown(&self.paths, device_name).await
+    }
+
+    /// Records socket `cookie` for a restart; a failure is logged (the
+    /// socket is served, it would only not survive a restart).
+    fn record(&self, cookie: u64) {
+        if let Some(m) = self.sockets.get(cookie) {
+            if let Err(e) = self.books.save(cookie, m) {
+                log::error!("socket {cookie}: cannot record it for a restart: {e}");
+            }
+        }
     }
 
     /// `qattach`: manage the socket `facts` describes with `params`. Without
@@ -168,11 +182,11 @@ impl Registry {
     /// its source address once the attach succeeded.
     pub async fn attach(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
-        if self.sockets.contains_key(&facts.cookie) {
+        if self.sockets.contains(facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
         }
         let limit = self.limits.for_peer(peer.uid, peer.gid);
-        limit.check_sockets(peer.uid, self.sockets.values().filter(|m| m.owner_uid == peer.uid).count() as u32)?;
+        limit.check_sockets(peer.uid, self.sockets.count_of_uid(peer.uid))?;
         let selection = match &params.device {
             Some(_) => None,
             None => {
@@ -182,7 +196,7 @@ impl Registry {
             }
         };
         let device_name = params.device.clone().expect("set above");
-        let held_bps = self.held_bps(peer.uid, &device_name, None);
+        let held_bps = self.sockets.held_bps(peer.uid, &device_name);
         let tc = self.tc.clone();
         let dev = self.device(&device_name).await?;
         let link = dev.link(facts.sock_type, Booking::default());
@@ -202,21 +216,23 @@ impl Registry {
                 return Err(e);
             }
         };
-        let own_class = matches!(plan.class, StreamClass::Own { .. });
         self.sockets.insert(
             facts.cookie,
             Managed {
                 device: device_name.clone(),
                 minor,
-                own_class,
+                own_class: matches!(plan.class, StreamClass::Own { .. }),
                 booking: Booking::of(&plan),
                 class: plan.class,
                 params,
+                sock_type: facts.sock_type,
                 owner_uid: peer.uid,
                 owner_gid: peer.gid,
                 owner_pid: peer.pid,
                 conn: peer.conn,
-                samples: VecDeque::new(),
+                samples: Default::default(),
+                since_ns: qsock::monotonic_now_ns(),
+                missed: 0,
                 selection: selection.clone(),
                 // A bound or connected socket is in the kernel's tables: the next sweep sees it.
                 held_seen: selection.is_some() || sockinfo::is_bound(sock),
@@ -230,19 +246,39 @@ impl Registry {
             }
             log::info!("socket {} on {} ({}: {})", facts.cookie, s.interface, s.policy, s.reason);
         }
+        self.record(facts.cookie);
         if let Some(w) = &plan.warning {
             log::warn!("socket {}: {w}", facts.cookie);
         }
         Ok(AttachInfo { cookie: facts.cookie, device: device_name, classid: fmt_classid(DeviceRt::classid(minor)), warning: plan.warning, selection })
     }
 
-    /// Rate reserved on `device` by the sockets `uid` attached, bit/s (but `except`'s).
-    fn held_bps(&self, uid: u32, device: &str, except: Option<u64>) -> u64 {
-        self.sockets.iter().filter(|(c, m)| m.owner_uid == uid && m.device == device && Some(**c) != except).map(|(_, m)| m.booking.rate_bps).sum()
+    fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
+        self.sockets.get(cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock; qattach it first"))
     }
 
-    fn managed(&self, cookie: u64) -> Result<&Managed, QsockError> {
-        self.sockets.get(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock; qattach it first"))
+    /// Re-registers a socket with the client connection `peer` after a
+    /// restart (the library does it when it reconnects): from now on the
+    /// socket is released when that connection closes. Only its owner (or
+    /// root) may claim it. Errors: [`ErrorKind::NotManaged`],
+    /// [`ErrorKind::PermissionDenied`].
+    pub fn reclaim(&mut self, facts: &SocketFacts, peer: Peer) -> Result<AttachInfo, QsockError> {
+        let m = self.managed(facts.cookie)?;
+        if m.owner_uid != peer.uid && peer.uid != 0 {
+            return Err(QsockError::new(ErrorKind::PermissionDenied, format!("the socket belongs to uid {}", m.owner_uid)));
+        }
+        self.sockets.update(facts.cookie, |m| {
+            m.conn = peer.conn;
+            m.owner_pid = peer.pid;
+        });
+        let m = self.managed(facts.cookie)?;
+        Ok(AttachInfo {
+            cookie: facts.cookie,
+            device: m.device.clone(),
+            classid: fmt_classid(DeviceRt::classid(m.minor)),
+            warning: None,
+            selection: m.selection.clone(),
+        })
     }
 
     /// `qchange`: new parameters or another scheduler. On the same device the
@@ -279,7 +315,7 @@ impl Registry {
         let tc = self.tc.clone();
         let device_name = params.device.clone().expect("set above");
         let limit = self.limits.for_peer(owner.uid, owner.gid);
-        let held_others = self.held_bps(owner.uid, &device_name, Some(facts.cookie));
+        let held_others = self.sockets.held_bps(owner.uid, &device_name) - old.rate_bps;
         let dev = self.devices.get_mut(&device_name).expect("managed sockets have open devices");
         let link = dev.link(facts.sock_type, old);
         let plan = if old_name == new_name {
@@ -316,13 +352,19 @@ impl Registry {
         match applied {
             Ok(new_minor) => {
                 let _ = drain(&tc, dev).await;
-                let m = self.sockets.get_mut(&facts.cookie).expect("managed");
-                (m.params, m.minor, m.own_class, m.booking, m.class) =
-                    (params, new_minor, reuse.is_some() || matches!(plan.class, StreamClass::Own { .. }), new, plan.class);
+                let own = reuse.is_some() || matches!(plan.class, StreamClass::Own { .. });
+                self.sockets.update(facts.cookie, |m| (m.params, m.minor, m.own_class, m.booking, m.class) = (params, new_minor, own, new, plan.class));
+                self.record(facts.cookie);
                 if let Some(w) = &plan.warning {
                     log::warn!("socket {}: {w}", facts.cookie);
                 }
-                Ok(AttachInfo { cookie: facts.cookie, device: device_name, classid: fmt_classid(DeviceRt::classid(new_minor)), warning: plan.warning, selection })
+                Ok(AttachInfo {
+                    cookie: facts.cookie,
+                    device: device_name,
+                    classid: fmt_classid(DeviceRt::classid(new_minor)),
+                    warning: plan.warning,
+                    selection,
+                })
             }
             Err(e) => {
                 // Put the modules and reservations back as they were.
@@ -346,7 +388,8 @@ impl Registry {
     /// has been sent ([`Registry::sweep`]), and only then is its rate
     /// released. A shared class shrinks at once.
     pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
-        let m = self.sockets.remove(&cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
+        let m = self.sockets.remove(cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
+        self.books.remove(cookie);
         let dev = self.devices.get_mut(&m.device).expect("managed sockets have open devices");
         let _ = dev.policies.remove(&cookie);
         let _ = dev.counters.remove(&cookie);
@@ -364,8 +407,7 @@ impl Registry {
     /// Releases every socket attached over connection `conn` (it closed:
     /// the client exited or dropped its `Client`).
     pub async fn release_connection(&mut self, conn: u64) {
-        let orphans: Vec<u64> = self.sockets.iter().filter(|(_, m)| m.conn == conn).map(|(c, _)| *c).collect();
-        for c in orphans {
+        for c in self.sockets.of_conn(conn) {
             log::info!("client connection {conn} closed; releasing socket {c}");
             let _ = self.close(c).await;
         }
@@ -373,28 +415,36 @@ impl Registry {
 
     /// Releases the sockets their processes closed without `qclose`: a
     /// managed socket a sock_diag sweep saw held before and no longer sees
-    /// (closed: gone, or orphaned while TCP finishes). A socket never seen
-    /// (not yet bound or connected) is left alone; it is released with its
-    /// client connection. Called about once a second. Returns the released cookies.
-    pub async fn release_closed(&mut self) -> Vec<u64> {
-        if self.sockets.is_empty() {
-            return Vec::new();
-        }
-        let held = match crate::diag::held_cookies() {
-            Ok(h) => h,
-            Err(e) => {
-                log::debug!("sock_diag: {e}");
-                return Vec::new();
-            }
-        };
-        log::debug!("sweep: {} sockets held in the namespace, {} managed", held.len(), self.sockets.len());
+    /// (closed: gone, or orphaned while TCP finishes). `held` is that sweep
+    /// (taken without the registry's lock: its cost grows with the sockets
+    /// of the namespace), begun at `taken_ns`; sockets taken on later are
+    /// left to the next sweep. A socket never seen (not yet bound or connected)
+    /// is left alone; it is released with its client connection, or, if
+    /// recovered after a restart and not claimed within [`RECLAIM_GRACE`],
+    /// then. Returns the released cookies.
+    pub async fn release_closed(&mut self, held: &std::collections::HashSet<u64>, taken_ns: u64) -> Vec<u64> {
+        let grace_over = self.started.elapsed() >= RECLAIM_GRACE;
         let mut closed = Vec::new();
-        for (cookie, m) in self.sockets.iter_mut() {
-            if held.contains(cookie) {
-                m.held_seen = true;
-            } else if m.held_seen {
-                closed.push(*cookie);
+        let mut newly_seen = Vec::new();
+        let swept: Vec<(u64, bool, bool)> = self
+            .sockets
+            .iter()
+            .filter(|(_, m)| m.since_ns < taken_ns)
+            .map(|(c, m)| (c, held.contains(&c), m.held_seen || (grace_over && m.conn == UNCLAIMED)))
+            .collect();
+        for (cookie, is_held, releasable) in swept {
+            let was_seen = self.sockets.get(cookie).is_some_and(|m| m.held_seen);
+            let missed = self.sockets.note_sweep(cookie, is_held);
+            if is_held && !was_seen {
+                newly_seen.push(cookie);
             }
+            // A dump is not a snapshot: sockets closing meanwhile can make it skip an open one. Twice in a row is not chance.
+            if !is_held && releasable && missed >= MISSED_SWEEPS {
+                closed.push(cookie);
+            }
+        }
+        for c in newly_seen {
+            self.record(c);
         }
         for c in &closed {
             log::info!("socket {c} was closed without qclose; released");
@@ -415,60 +465,13 @@ impl Registry {
         }
     }
 
-    /// `qinfo` on a managed socket; `sock` is the socket itself (for stack facts).
+    /// `qinfo` on a managed socket; `sock` is the socket itself (for stack
+    /// facts). One class lookup: its cost does not grow with the sockets.
     pub async fn info(&self, facts: &SocketFacts, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
         let m = self.managed(facts.cookie)?;
         let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
-        let c = dev.counters(facts.cookie).unwrap_or_default();
-        let cid = DeviceRt::classid(m.minor);
-        let cls = self.tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?.get(&cid).copied().unwrap_or_default();
-        let (rate_bps, rate_window_ns) = rate_from(&m.samples);
-        let (sent_packets, sent_bytes) = if dev.delay_probe { (c.deq_packets, c.deq_bytes) } else { (cls.packets, cls.bytes) };
-        Ok(QInfo {
-            cookie: facts.cookie,
-            device: m.device.clone(),
-            classid: fmt_classid(cid),
-            scheduler: m.params.scheduler.clone(),
-            scheduler_state: dev
-                .modules
-                .iter()
-                .find(|x| x.name() == m.params.scheduler.name())
-                .map(|x| x.report(facts.cookie, &c))
-                .unwrap_or(qsock::sched::SchedulerState::Rate),
-            intents: m.params.intents.clone(),
-            selection: m.selection.clone(),
-            guaranteed_rate_bps: m.booking.rate_bps,
-            guaranteed_burst_bytes: match m.class {
-                StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => crate::devrt::htb_class(rate_bps, ceil_bps, burst_bytes).burst_bytes,
-                StreamClass::Shared { .. } => 0,
-            },
-            ceil_bps: match m.class {
-                StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => crate::devrt::htb_class(rate_bps, ceil_bps, burst_bytes).ceil_bps,
-                StreamClass::Shared { .. } => m.booking.rate_bps,
-            },
-            service_rate_bps: c.meter.rate_at(qsock::monotonic_now_ns()),
-            rate_bps,
-            rate_window_ns,
-            enqueued_packets: c.enq_packets,
-            enqueued_bytes: c.enq_bytes,
-            sent_packets,
-            sent_bytes,
-            unseen_packets: c.unseen_packets,
-            backlog_packets: cls.qlen,
-            backlog_bytes: cls.backlog,
-            drops: Drops {
-                deadline_packets: c.drop_deadline_packets,
-                deadline_bytes: c.drop_deadline_bytes,
-                frame_packets: c.drop_frame_packets,
-                frame_bytes: c.drop_frame_bytes,
-                qdisc_packets: cls.drops,
-            },
-            late_kept_packets: c.late_kept_packets,
-            past_deadline_units: c.past_deadline_units,
-            deadline_met_packets: c.deadline_met_packets,
-            queuing_delay: delay_stats(&c),
-            stack: sockinfo::stack_info(sock.as_fd()),
-        })
+        let cls = self.tc.class_stats_of(dev.state.ifindex, DeviceRt::classid(m.minor)).await.map_err(kernel_err)?.unwrap_or_default();
+        Ok(report::qinfo(facts.cookie, m, dev, cls, sock))
     }
 
     /// `List`: every managed socket for root, else the caller's own. One
@@ -484,106 +487,28 @@ impl Registry {
             .filter(|(_, m)| uid == 0 || m.owner_uid == uid)
             .map(|(cookie, m)| {
                 let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
-                let c = dev.counters(*cookie).unwrap_or_default();
-                let cid = DeviceRt::classid(m.minor);
-                let qdisc = stats.get(&m.device).and_then(|s| s.get(&cid)).map(|s| s.drops).unwrap_or(0);
-                qsock::SocketSummary {
-                    cookie: *cookie,
-                    uid: m.owner_uid,
-                    pid: m.owner_pid,
-                    command: std::fs::read_to_string(format!("/proc/{}/comm", m.owner_pid)).map(|s| s.trim().to_string()).unwrap_or_default(),
-                    device: m.device.clone(),
-                    classid: fmt_classid(cid),
-                    scheduler: m.params.scheduler.name().to_string(),
-                    guaranteed_rate_bps: m.booking.rate_bps,
-                    rate_bps: rate_from(&m.samples).0,
-                    drops: Drops {
-                        deadline_packets: c.drop_deadline_packets,
-                        deadline_bytes: c.drop_deadline_bytes,
-                        frame_packets: c.drop_frame_packets,
-                        frame_bytes: c.drop_frame_bytes,
-                        qdisc_packets: qdisc,
-                    },
-                    queuing_delay: delay_stats(&c),
-                    selection: m.selection.clone(),
-                }
+                let qdisc = stats.get(&m.device).and_then(|s| s.get(&DeviceRt::classid(m.minor))).map(|s| s.drops).unwrap_or(0);
+                report::summary(cookie, m, dev, qdisc)
             })
             .collect();
         out.sort_by_key(|s| s.cookie);
         Ok(out)
     }
 
-    /// Takes one rate sample of every managed socket (called periodically).
+    /// Takes one rate sample of up to [`SAMPLE_BATCH`] managed sockets
+    /// (the next ones in turn; called periodically).
     pub fn sample(&mut self, now_ns: u64) {
         let window = self.rate_window_ns;
-        for (cookie, m) in self.sockets.iter_mut() {
+        for cookie in self.sockets.next_batch(SAMPLE_BATCH) {
+            let Some(m) = self.sockets.get(cookie) else { continue };
             let Some(dev) = self.devices.get(&m.device) else { continue };
-            let Some(c) = dev.counters(*cookie) else { continue };
+            let Some(c) = dev.counters(cookie) else { continue };
             let bytes = if dev.delay_probe { c.deq_bytes } else { c.enq_bytes };
-            m.samples.push_back((now_ns, bytes));
-            while m.samples.len() > 2 && m.samples.front().is_some_and(|(t, _)| now_ns - t > window) {
-                m.samples.pop_front();
+            let samples = self.sockets.samples_mut(cookie).expect("present above");
+            samples.push_back((now_ns, bytes));
+            while samples.len() > 2 && samples.front().is_some_and(|(t, _)| now_ns - t > window) {
+                samples.pop_front();
             }
         }
-    }
-
-}
-
-
-/// Rate over the sample window: (bit/s, window ns).
-fn rate_from(samples: &VecDeque<(u64, u64)>) -> (u64, u64) {
-    match (samples.front(), samples.back()) {
-        (Some(&(t0, b0)), Some(&(t1, b1))) if t1 > t0 => {
-            let dt = t1 - t0;
-            (((b1 - b0) as u128 * 8 * 1_000_000_000 / dt as u128) as u64, dt)
-        }
-        _ => (0, 0),
-    }
-}
-
-/// Delay statistics from the data path's counters and log2 histogram.
-pub fn delay_stats(c: &SocketCounters) -> DelayStats {
-    let n: u64 = c.delay_hist.iter().sum();
-    if n == 0 {
-        return DelayStats::default();
-    }
-    let pct = |q: f64| {
-        let target = (q * n as f64).ceil() as u64;
-        let mut acc = 0;
-        for (i, &k) in c.delay_hist.iter().enumerate() {
-            acc += k;
-            if acc >= target {
-                return delay_bucket_upper_ns(i).min(c.delay_max_ns.max(1));
-            }
-        }
-        c.delay_max_ns
-    };
-    DelayStats { samples: n, mean_ns: c.delay_sum_ns / n, p50_ns: pct(0.5), p99_ns: pct(0.99), max_ns: c.delay_max_ns }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_is_bytes_over_window() {
-        let s: VecDeque<_> = [(0u64, 0u64), (500_000_000, 62_500), (1_000_000_000, 125_000)].into();
-        assert_eq!(rate_from(&s), (1_000_000, 1_000_000_000));
-        assert_eq!(rate_from(&VecDeque::new()), (0, 0));
-    }
-
-    #[test]
-    fn delay_percentiles_come_from_buckets() {
-        let mut c = SocketCounters::default();
-        c.delay_hist[3] = 99; // < 8.192 µs
-        c.delay_hist[10] = 1; // < 1.048 ms
-        c.delay_sum_ns = 99 * 5_000 + 900_000;
-        c.delay_max_ns = 900_000;
-        let d = delay_stats(&c);
-        assert_eq!(d.samples, 100);
-        assert_eq!(d.p50_ns, delay_bucket_upper_ns(3));
-        assert_eq!(d.p99_ns, delay_bucket_upper_ns(3));
-        assert_eq!(d.max_ns, 900_000);
-        assert_eq!(d.mean_ns, (99 * 5_000 + 900_000) / 100);
     }
 }

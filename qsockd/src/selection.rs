@@ -13,10 +13,10 @@ use qsock::{ErrorKind, InitParams, InterfaceInfo, QosParams, QsockError, Selecti
 
 use crate::{
     device::{self, DeviceState},
-    devrt::open_device,
     ifaces::{self, Change},
-    registry::{Registry, SocketFacts},
+    registry::Registry,
     select::{prefs, Candidate},
+    sockinfo::SocketFacts,
 };
 
 /// Fails with [`ErrorKind::SocketInUse`] unless the socket is neither
@@ -62,7 +62,10 @@ impl Registry {
             v
         };
         let Some(policy) = self.policies.get_mut(&name) else {
-            return Err(QsockError::new(ErrorKind::InvalidParams, format!("policy {name:?} is not enabled in qsockd's config (enabled: {})", enabled.join(", "))));
+            return Err(QsockError::new(
+                ErrorKind::InvalidParams,
+                format!("policy {name:?} is not enabled in qsockd's config (enabled: {})", enabled.join(", ")),
+            ));
         };
         if self.ifaces.list.is_empty() {
             return Err(QsockError::new(ErrorKind::InvalidParams, "no device given and qsockd manages no interfaces (config [[interfaces]])"));
@@ -72,7 +75,7 @@ impl Registry {
         // Sockets placed and still open count at once; sock_diag sees
         // connections only at its next tick, and short ones not at all.
         for c in &mut all {
-            let placed = self.sockets.values().filter(|m| m.device == c.name).count() as u32;
+            let placed = self.sockets.count_on(&c.name);
             c.flows = c.flows.max(placed);
         }
         let (set, notes) = prefs::apply(&params.intents.interfaces, &all)?;
@@ -180,9 +183,10 @@ impl Registry {
             Change::Vanished(name) => {
                 // Its qdisc and classes went with it; so do its sockets' places.
                 self.devices.remove(name);
-                let gone: Vec<u64> = self.sockets.iter().filter(|(_, m)| &m.device == name).map(|(c, _)| *c).collect();
+                let gone = self.sockets.on_device(name);
                 for c in &gone {
-                    self.sockets.remove(c);
+                    self.sockets.remove(*c);
+                    self.books.remove(*c);
                 }
                 if !gone.is_empty() {
                     log::warn!("{name} vanished: {} sockets on it are no longer managed", gone.len());
@@ -202,8 +206,7 @@ impl Registry {
         if let Some(st) = DeviceState::load(&self.paths, name)? {
             if st.ifindex == m.ifindex {
                 if !self.devices.contains_key(name) {
-                    let d = open_device(&self.tc, st, self.settings).await?;
-                    self.devices.insert(name.to_string(), d);
+                    self.open(st).await?;
                 }
                 return Ok(());
             }
@@ -211,10 +214,10 @@ impl Registry {
             self.devices.remove(name);
             let _ = device::teardown(&self.paths, name).await;
         }
-        let params = InitParams { device: name.to_string(), link_rate_bps: m.cfg.nominal_up_bps, best_effort_permille: m.cfg.best_effort_permille, replace: true };
+        let params =
+            InitParams { device: name.to_string(), link_rate_bps: m.cfg.nominal_up_bps, best_effort_permille: m.cfg.best_effort_permille, replace: true };
         let st = device::init(&self.paths, &params).await?;
-        let d = open_device(&self.tc, st, self.settings).await?;
-        self.devices.insert(name.to_string(), d);
+        self.open(st).await?;
         log::info!("{name}: root htb at {} bit/s, routing table {}", m.cfg.nominal_up_bps, m.table);
         Ok(())
     }
@@ -236,12 +239,9 @@ impl Registry {
         self.ifaces.info(|name| {
             let (mut n, mut sum, mut samples) = (0u32, 0u64, 0u64);
             if let Some(dev) = self.devices.get(name) {
-                for (cookie, m) in &self.sockets {
-                    if m.device != name {
-                        continue;
-                    }
+                for cookie in self.sockets.on_device(name) {
                     n += 1;
-                    if let Some(c) = dev.counters(*cookie) {
+                    if let Some(c) = dev.counters(cookie) {
                         sum = sum.saturating_add(c.delay_sum_ns);
                         samples += c.delay_hist.iter().sum::<u64>();
                     }

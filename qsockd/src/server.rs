@@ -11,14 +11,13 @@ use std::{
 
 use anyhow::{Context, Result};
 use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, recvmsg, sendmsg, socket, sockopt, AddressFamily, Backlog, ControlMessageOwned, MsgFlags, SockFlag,
-    SockType, UnixAddr,
+    accept4, bind, getsockopt, listen, recvmsg, sendmsg, socket, sockopt, AddressFamily, Backlog, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use qsock::{
     proto::{Request, Response, MAX_MESSAGE_BYTES},
     ErrorKind, QsockError,
 };
-use tokio::{io::unix::AsyncFd, sync::Mutex};
+use tokio::{io::unix::AsyncFd, sync::RwLock};
 
 use crate::{
     config::Config,
@@ -57,7 +56,7 @@ pub fn bind_listener(cfg: &Config) -> Result<OwnedFd> {
 }
 
 /// Accepts clients forever; each gets its own task.
-pub async fn serve(listener: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<()> {
+pub async fn serve(listener: OwnedFd, registry: Arc<RwLock<Registry>>) -> Result<()> {
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
     let listener = unsafe { AsyncFd::register(listener) }.map_err(|e| anyhow::anyhow!("register listener: {e}"))?;
     loop {
@@ -74,7 +73,7 @@ pub async fn serve(listener: OwnedFd, registry: Arc<Mutex<Registry>>) -> Result<
                         log::debug!("client connection {id} ended: {e:#}");
                     }
                     // Sockets attached over this connection are released with it.
-                    reg.lock().await.release_connection(id).await;
+                    reg.write().await.release_connection(id).await;
                 });
             }
             Ok(Err(e)) => log::warn!("accept: {e}"),
@@ -110,7 +109,7 @@ fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
     Ok(Some(Incoming { body: buf, truncated, fds }))
 }
 
-async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<Mutex<Registry>>) -> Result<()> {
+async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<RwLock<Registry>>) -> Result<()> {
     let (uid, gid, pid) = getsockopt(&conn, sockopt::PeerCredentials).map(|c| (c.uid(), c.gid(), c.pid())).unwrap_or((u32::MAX, u32::MAX, 0));
     let peer = Peer { uid, gid, pid, conn: id };
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
@@ -152,7 +151,7 @@ fn parse(msg: &Incoming) -> Result<Request, QsockError> {
     serde_json::from_slice(&msg.body).map_err(|e| QsockError::new(ErrorKind::Malformed, format!("unreadable request: {e}")))
 }
 
-async fn handle(registry: &Mutex<Registry>, peer: Peer, req: Request, mut fds: Vec<OwnedFd>) -> Response {
+async fn handle(registry: &RwLock<Registry>, peer: Peer, req: Request, mut fds: Vec<OwnedFd>) -> Response {
     match handle_inner(registry, peer, req, &mut fds).await {
         Ok(r) => r,
         Err(e) => {
@@ -163,7 +162,7 @@ async fn handle(registry: &Mutex<Registry>, peer: Peer, req: Request, mut fds: V
     // `fds` drops here: qsockd keeps no reference to client sockets.
 }
 
-async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
+async fn handle_inner(registry: &RwLock<Registry>, peer: Peer, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
     let uid = peer.uid;
     let root_only = |what: &str| {
         if uid != 0 {
@@ -184,9 +183,18 @@ async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds:
         Some(fd) => Some(sockinfo::facts(fd.as_fd())?),
         None => None,
     };
-    let mut reg = registry.lock().await;
+    // Reports share the registry; requests that change it have it alone.
+    if !req.changes_state() {
+        let reg = registry.read().await;
+        return Ok(match req {
+            Request::Interfaces => Response::Interfaces(reg.interfaces_info()),
+            Request::List => Response::Sockets(reg.list(uid).await?),
+            Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
+            _ => Response::Pong(env!("CARGO_PKG_VERSION").to_string()),
+        });
+    }
+    let mut reg = registry.write().await;
     Ok(match req {
-        Request::Ping => Response::Pong(env!("CARGO_PKG_VERSION").to_string()),
         Request::Init(p) => {
             root_only("qsockinit")?;
             reg.init(&p).await?;
@@ -199,32 +207,48 @@ async fn handle_inner(registry: &Mutex<Registry>, peer: Peer, req: Request, fds:
         }
         Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), peer, p).await?),
         Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), p).await?),
-        Request::Interfaces => Response::Interfaces(reg.interfaces_info()),
-        Request::List => Response::Sockets(reg.list(uid).await?),
-        Request::Info => Response::Info(Box::new(reg.info(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd()).await?)),
+        Request::Reclaim => Response::Attached(reg.reclaim(facts.as_ref().expect("checked"), peer)?),
         Request::Close => {
             reg.close(facts.as_ref().expect("checked").cookie).await?;
             Response::Ok
         }
+        Request::Ping | Request::Interfaces | Request::List | Request::Info => unreachable!("reports are answered above"),
     })
 }
 
-/// Each `interval`: samples every managed socket's counters for the rate,
+/// Each `interval`: samples managed sockets' counters for the rate,
 /// refreshes the managed interfaces and removes drained classes; every
-/// `release_every` (none: never) releases sockets closed without `qclose`.
-pub async fn housekeeping_loop(registry: Arc<Mutex<Registry>>, interval: Duration, release_every: Option<Duration>) {
+/// `release_every` (none: never) releases sockets closed without `qclose`
+/// (the sock_diag sweep runs without the registry's lock).
+pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Duration, release_every: Option<Duration>) {
     let mut tick = tokio::time::interval(interval);
     let mut last_release = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let mut reg = registry.lock().await;
+        let held = if release_every.is_some_and(|p| last_release.elapsed() >= p) && !registry.read().await.sockets.is_empty() {
+            last_release = tokio::time::Instant::now();
+            let taken_ns = qsock::monotonic_now_ns();
+            match tokio::task::spawn_blocking(crate::diag::held_cookies).await {
+                Ok(Ok(h)) => Some((h, taken_ns)),
+                Ok(Err(e)) => {
+                    log::debug!("sock_diag: {e}");
+                    None
+                }
+                Err(e) => {
+                    log::warn!("sock_diag sweep: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut reg = registry.write().await;
         let now = qsock::monotonic_now_ns();
         reg.sample(now);
         reg.refresh_interfaces(now).await;
         reg.sample_rtt(now);
-        if release_every.is_some_and(|p| last_release.elapsed() >= p) {
-            last_release = tokio::time::Instant::now();
-            reg.release_closed().await;
+        if let Some((held, taken_ns)) = held {
+            reg.release_closed(&held, taken_ns).await;
         }
         reg.sweep().await;
     }

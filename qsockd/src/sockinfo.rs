@@ -5,7 +5,15 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use qsock::{ErrorKind, QsockError, StackInfo, TcpInfo};
 
-use crate::registry::SocketFacts;
+/// Facts read from a socket a client handed over.
+pub struct SocketFacts {
+    /// `SO_COOKIE`.
+    pub cookie: u64,
+    /// `SO_DOMAIN`: `AF_INET` or `AF_INET6`.
+    pub domain: i32,
+    /// `SO_TYPE`.
+    pub sock_type: i32,
+}
 
 /// `getsockopt` of a plain value; `None` on error.
 fn getsockopt<T: Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> Option<T> {
@@ -19,14 +27,14 @@ fn getsockopt<T: Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> Option<T
 /// Cookie and type of a handed-over descriptor. Errors:
 /// [`ErrorKind::BadSocket`] if it is not an IPv4/IPv6 socket.
 pub fn facts(fd: BorrowedFd<'_>) -> Result<SocketFacts, QsockError> {
-    let domain: i32 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .ok_or_else(|| QsockError::new(ErrorKind::BadSocket, "the descriptor handed over is not a socket"))?;
+    let domain: i32 =
+        getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(|| QsockError::new(ErrorKind::BadSocket, "the descriptor handed over is not a socket"))?;
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return Err(QsockError::new(ErrorKind::BadSocket, format!("only IPv4/IPv6 sockets leave through a device (domain {domain})")));
     }
     let sock_type: i32 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
-    let cookie: u64 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
-        .ok_or_else(|| QsockError::new(ErrorKind::Unsupported, "kernel does not report SO_COOKIE"))?;
+    let cookie: u64 =
+        getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE).ok_or_else(|| QsockError::new(ErrorKind::Unsupported, "kernel does not report SO_COOKIE"))?;
     Ok(SocketFacts { cookie, domain, sock_type })
 }
 
@@ -36,11 +44,7 @@ pub fn stack_info(fd: BorrowedFd<'_>) -> StackInfo {
     let mut outq: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int.
     let outq_ok = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut outq) } == 0;
-    let tcp = if socket_type == libc::SOCK_STREAM {
-        getsockopt::<TcpInfoRaw>(fd, libc::IPPROTO_TCP, libc::TCP_INFO).map(|t| t.summary())
-    } else {
-        None
-    };
+    let tcp = if socket_type == libc::SOCK_STREAM { getsockopt::<TcpInfoRaw>(fd, libc::IPPROTO_TCP, libc::TCP_INFO).map(|t| t.summary()) } else { None };
     StackInfo {
         socket_type,
         sndbuf_bytes: getsockopt::<i32>(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(0) as u64,
@@ -117,7 +121,6 @@ impl TcpInfoRaw {
 /// is in the kernel's tables, where a sock_diag dump finds it.
 pub fn is_bound(fd: BorrowedFd<'_>) -> bool {
     use nix::sys::socket::{getsockname, SockaddrStorage};
-    getsockname::<SockaddrStorage>(fd.as_raw_fd()).is_ok_and(|a| {
-        a.as_sockaddr_in().map(|v| v.port()).or_else(|| a.as_sockaddr_in6().map(|v| v.port())).unwrap_or(0) != 0
-    })
+    getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .is_ok_and(|a| a.as_sockaddr_in().map(|v| v.port()).or_else(|| a.as_sockaddr_in6().map(|v| v.port())).unwrap_or(0) != 0)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rtnetlink::{
-    packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST},
+    packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST},
     packet_route::{
         tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2},
         RouteNetlinkMessage,
@@ -27,7 +27,7 @@ const TC_LINKLAYER_ETHERNET: u8 = 1;
 /// `TC_HTB_PROTOVER`.
 const HTB_PROTOVER: u32 = 3;
 /// Largest Ethernet frame on the wire, bytes.
-const MAX_FRAME: u64 = qsock::sched::MAX_FRAME_BYTES;
+const MAX_FRAME: u64 = qsock_sched::MAX_FRAME_BYTES;
 
 /// A failed tc operation: what was attempted and the kernel's errno.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +118,9 @@ fn xmit_ticks(bytes: u64, rate_bps: u64) -> u32 {
 
 impl HtbClass {
     /// A class at `rate_bps` up to `ceil_bps` with the default bucket
-    /// ([`qsock::sched::default_burst_bytes`]) and priority `prio`.
+    /// ([`qsock_sched::default_burst_bytes`]) and priority `prio`.
     pub fn new(rate_bps: u64, ceil_bps: u64, prio: u32) -> Self {
-        Self { rate_bps, ceil_bps, burst_bytes: qsock::sched::default_burst_bytes(rate_bps), prio }
+        Self { rate_bps, ceil_bps, burst_bytes: qsock_sched::default_burst_bytes(rate_bps), prio }
     }
 }
 
@@ -131,7 +131,7 @@ fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
     p.extend_from_slice(&ratespec(c.ceil_bps));
     // buffer: the rate bucket as time at the rate; cbuffer: the default at the ceiling.
     p.extend_from_slice(&xmit_ticks(c.burst_bytes.max(MAX_FRAME), c.rate_bps).to_ne_bytes());
-    p.extend_from_slice(&xmit_ticks(qsock::sched::default_burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
+    p.extend_from_slice(&xmit_ticks(qsock_sched::default_burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
     let quantum = (c.rate_bps / 8 / 10).clamp(MAX_FRAME + 86, 200_000) as u32;
     p.extend_from_slice(&quantum.to_ne_bytes());
     p.extend_from_slice(&0u32.to_ne_bytes());
@@ -307,36 +307,64 @@ impl Tc {
         self.ack(format!("delete class {} on ifindex {ifindex}", fmt_classid(classid)), RouteNetlinkMessage::DelTrafficClass(msg), 0).await
     }
 
-    /// Counters of every class on `ifindex`, keyed by classid.
+    /// Counters of every class on `ifindex`, keyed by classid (one dump:
+    /// its cost grows with the number of classes).
     pub async fn class_stats(&self, ifindex: u32) -> Result<HashMap<u32, ClassStats>> {
         let mut m = TcMessage::default();
         m.header.index = ifindex as i32;
         let classes = self.dump("list classes", RouteNetlinkMessage::GetTrafficClass(m)).await?;
-        let mut out = HashMap::new();
-        for c in classes {
-            let mut s = ClassStats::default();
-            for a in &c.attributes {
-                if let TcAttribute::Stats2(st) = a {
-                    for x in st {
-                        match x {
-                            TcStats2::Basic(b) => {
-                                s.bytes = b.bytes;
-                                s.packets = b.packets as u64;
-                            }
-                            TcStats2::Queue(q) => {
-                                s.drops = q.drops as u64;
-                                s.qlen = q.qlen as u64;
-                                s.backlog = q.backlog as u64;
-                            }
-                            _ => {}
-                        }
-                    }
+        Ok(classes.iter().map(|c| (u32::from(c.header.handle), stats_of(c))).collect())
+    }
+
+    /// Counters of class `classid` on `ifindex` alone (`RTM_GETTCLASS`
+    /// without a dump: constant cost however many classes there are);
+    /// `None` if there is no such class.
+    pub async fn class_stats_of(&self, ifindex: u32, classid: u32) -> Result<Option<ClassStats>> {
+        let msg = tc_message(ifindex, classid, 0, None, vec![]);
+        let op = format!("get class {} on ifindex {ifindex}", fmt_classid(classid));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficClass(msg));
+        // The kernel answers a single get only with NLM_F_ECHO (rtnetlink_send); without it the class goes to multicast listeners alone.
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO;
+        let mut handle = self.handle.clone();
+        let mut resp = handle.request(req).map_err(|e| TcError { op: op.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let mut out = None;
+        use futures::StreamExt;
+        while let Some(m) = resp.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficClass(t)) => out = Some(stats_of(&t)),
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let err = TcError { op, source: e.to_io() };
+                    return if err.errno() == Some(libc::ENOENT) { Ok(None) } else { Err(err) };
                 }
+                _ => {}
             }
-            out.insert(u32::from(c.header.handle), s);
         }
         Ok(out)
     }
+}
+
+/// The counters in a class message's `TCA_STATS2`.
+fn stats_of(c: &TcMessage) -> ClassStats {
+    let mut s = ClassStats::default();
+    for a in &c.attributes {
+        if let TcAttribute::Stats2(st) = a {
+            for x in st {
+                match x {
+                    TcStats2::Basic(b) => {
+                        s.bytes = b.bytes;
+                        s.packets = b.packets as u64;
+                    }
+                    TcStats2::Queue(q) => {
+                        s.drops = q.drops as u64;
+                        s.qlen = q.qlen as u64;
+                        s.backlog = q.backlog as u64;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -93,6 +93,10 @@ pub struct Testbed {
     pub dir: PathBuf,
     /// bpffs directory for this bed's pinned maps.
     pub pin_root: PathBuf,
+    /// qsockd's state directory (device records, socket books), on tmpfs as
+    /// `/run` is on a systemd host: on a disk file system each book write
+    /// costs a journal round (about 0.7 ms on the CI machine's ext4).
+    pub state_root: PathBuf,
     daemon: Option<Child>,
 }
 
@@ -110,7 +114,8 @@ impl Testbed {
         let client_dev = format!("qs{short}c");
         let dir = std::env::temp_dir().join(format!("qsock-bed-{tag}-{id}"));
         let pin_root = PathBuf::from("/sys/fs/bpf").join(format!("qsock-bed-{tag}-{id}"));
-        let bed = Self { server_ns, client_ns, server_dev, client_dev, dir, pin_root, daemon: None };
+        let state_root = PathBuf::from("/dev/shm").join(format!("qsock-bed-{tag}-{id}"));
+        let bed = Self { server_ns, client_ns, server_dev, client_dev, dir, pin_root, state_root, daemon: None };
         bed.build().with_context(|| format!("building test bed {tag}"))?;
         Ok(bed)
     }
@@ -119,7 +124,20 @@ impl Testbed {
         std::fs::create_dir_all(&self.dir)?;
         run(Command::new("ip").args(["netns", "add", &self.server_ns]))?;
         run(Command::new("ip").args(["netns", "add", &self.client_ns]))?;
-        run(Command::new("ip").args(["link", "add", &self.server_dev, "netns", &self.server_ns, "type", "veth", "peer", "name", &self.client_dev, "netns", &self.client_ns]))?;
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &self.server_dev,
+            "netns",
+            &self.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.client_dev,
+            "netns",
+            &self.client_ns,
+        ]))?;
         for (ns, dev, ip) in [(&self.server_ns, &self.server_dev, SERVER_IP), (&self.client_ns, &self.client_dev, CLIENT_IP)] {
             run(Command::new("ip").args(["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]))?;
             run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))?;
@@ -155,7 +173,7 @@ impl Testbed {
         let mut c = Command::new(workspace_bin("qsockd")?);
         c.arg("--netns").arg(&self.server_ns);
         c.arg("--socket").arg(self.socket_path());
-        c.arg("--state-root").arg(self.dir.join("state"));
+        c.arg("--state-root").arg(&self.state_root);
         c.arg("--pin-root").arg(&self.pin_root);
         Ok(c)
     }
@@ -166,7 +184,7 @@ impl Testbed {
         Ok(())
     }
 
-    /// Starts `qsockd run` and waits until it answers a ping (bounded: 10 s).
+    /// Starts `qsockd run` and waits until it answers a ping (bounded: 30 s).
     /// Its log goes to `dir/qsockd.log`.
     pub fn start_daemon(&mut self) -> Result<()> {
         self.start_daemon_with(&[])
@@ -189,6 +207,15 @@ impl Testbed {
     pub fn stop_daemon(&mut self) {
         if let Some(mut c) = self.daemon.take() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: no cleanup of its own) and
+    /// reaps it.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
@@ -255,15 +282,15 @@ impl Drop for KillOnDrop {
 }
 
 /// Waits until the qsockd `child` answers a ping on `socket` (bounded:
-/// 10 s); fails with its `log` if it exits first.
+/// 30 s, room for a large `class_pool`); fails with its `log` if it exits first.
 pub(crate) fn await_daemon(child: &mut Child, socket: &Path, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while qsock_ping(socket).is_err() {
         if let Some(st) = child.try_wait()? {
             bail!("qsockd exited ({st}): {}", std::fs::read_to_string(log).unwrap_or_default());
         }
         if Instant::now() > deadline {
-            bail!("qsockd did not come up within 10 s");
+            bail!("qsockd did not come up within 30 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -284,6 +311,7 @@ impl Drop for Testbed {
         }
         let _ = remove_tree(&self.pin_root);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.state_root);
     }
 }
 

@@ -142,7 +142,20 @@ impl MultiHomed {
     /// Sets link `i`'s downstream rate (tbf on the server's end; 100 ms of queue).
     pub fn set_down_rate(&self, i: usize, bps: u64) -> Result<()> {
         let burst = (bps / 8 / 500).max(3028); // 2 ms at the rate, at least two frames
-        let args = ["qdisc", "replace", "dev", &format!("s{}", self.links[i].name), "root", "tbf", "rate", &format!("{bps}bit"), "burst", &burst.to_string(), "latency", "100ms"];
+        let args = [
+            "qdisc",
+            "replace",
+            "dev",
+            &format!("s{}", self.links[i].name),
+            "root",
+            "tbf",
+            "rate",
+            &format!("{bps}bit"),
+            "burst",
+            &burst.to_string(),
+            "latency",
+            "100ms",
+        ];
         run(Command::new("tc").arg("-n").arg(&self.server_ns).args(args))?;
         Ok(())
     }
@@ -178,7 +191,7 @@ impl MultiHomed {
     }
 
     /// Starts `qsockd run` in the host namespace with [`MultiHomed::config_toml`]
-    /// and waits until it answers (bounded: 10 s). Log: `dir/qsockd.log`.
+    /// and waits until it answers (bounded: 30 s). Log: `dir/qsockd.log`.
     pub fn start_daemon(&mut self, default_policy: &str) -> Result<()> {
         self.start_daemon_with(default_policy, "")
     }

@@ -21,6 +21,18 @@ pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "qsock integration tests need root (namespaces, tc, BPF)");
 }
 
+/// True (after saying so on stderr) when not running as root: the caller,
+/// a test that needs namespaces, tc and BPF, returns at once. `cargo test`
+/// as a user then passes these tests as skipped instead of failing them;
+/// `scripts/test.sh` runs them as root.
+pub fn skip_unless_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    eprintln!("skipped: needs root (network namespaces, tc, BPF); run scripts/test.sh as root");
+    true
+}
+
 /// A test bed with qsock initialised on the server's egress at `link_rate`
 /// and qsockd running, plus a client connected to it.
 pub struct Bed {
@@ -66,6 +78,14 @@ impl Bed {
     /// Parameters for a guaranteed rate on the bed's server device.
     pub fn rate(&self, rate_bps: u64) -> QosParams {
         QosParams::rate(self.bed.server_dev.clone(), rate_bps)
+    }
+
+    /// Whether class `classid` (e.g. "1:10") serves a socket: it exists and
+    /// is not parked (qsockd keeps released classes parked at 8 kbit/s for
+    /// the next socket instead of deleting them).
+    pub fn class_in_use(&self, classid: &str) -> bool {
+        let out = self.bed.tc_server(&["class", "show", "dev", &self.bed.server_dev]).unwrap_or_default();
+        out.lines().any(|l| l.starts_with(&format!("class htb {classid} ")) && !l.contains(" rate 8Kbit "))
     }
 
     /// Sent packets of class `classid` (e.g. "1:10") from `tc -s class show`.

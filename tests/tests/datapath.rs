@@ -37,6 +37,9 @@ fn deadline_in(ms: u64) -> Option<u64> {
 
 #[test]
 fn classification_by_cookie_lands_in_the_socket_class() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("cls", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
     let (rx_plain, to_plain) = b.receiver().unwrap();
@@ -60,6 +63,9 @@ fn classification_by_cookie_lands_in_the_socket_class() {
 
 #[test]
 fn non_droppable_messages_are_never_dropped() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("nodrop", "10mbit").unwrap();
     // 200 kbit/s guaranteed: a 1000-byte message takes 40 ms, so a burst
     // overruns 100 ms deadlines quickly.
@@ -86,6 +92,9 @@ fn non_droppable_messages_are_never_dropped() {
 /// the frame's size declared on its first message.
 #[test]
 fn a_frame_is_sent_whole_or_dropped_whole() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     for declared in [false, true] {
         let b = Bed::new("frame", "10mbit").unwrap();
         let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
@@ -127,6 +136,9 @@ fn a_frame_is_sent_whole_or_dropped_whole() {
 /// is sent late, and qinfo counts both.
 #[test]
 fn a_deadline_already_past_is_dropped_or_sent_late_and_counted() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("past", "10mbit").unwrap();
     let (tx, rx, to) = attached_flow(&b, &b.rate(1_000_000));
     let past = Some(qsock::monotonic_now_ns() - 50_000_000);
@@ -146,6 +158,9 @@ fn a_deadline_already_past_is_dropped_or_sent_late_and_counted() {
 
 #[test]
 fn qinfo_agrees_with_what_the_receiver_counted() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("qinfo", "10mbit").unwrap();
     let (tx, rx, to) = attached_flow(&b, &b.rate(400_000));
     const N: u64 = 100;
@@ -169,6 +184,9 @@ fn qinfo_agrees_with_what_the_receiver_counted() {
 
 #[test]
 fn qchange_resizes_the_class_in_place_and_close_removes_it() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("chg", "10mbit").unwrap();
     let tx = b.sender().unwrap();
     let a = b.client.attach(tx.as_fd(), &b.rate(1_000_000)).unwrap();
@@ -185,13 +203,16 @@ fn qchange_resizes_the_class_in_place_and_close_removes_it() {
 
 #[test]
 fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("gc", "10mbit").unwrap();
     let tx = b.sender().unwrap();
     let short_lived = qsock::Client::connect(&b.bed.socket_path()).unwrap();
     assert_eq!(short_lived.attach(tx.as_fd(), &b.rate(4_000_000)).unwrap().classid, "1:10");
     drop(short_lived); // as when the process exits: no qclose
-    // qsockd sees the connection close and releases the class. Bounded wait
-    // for that asynchronous event.
+                       // qsockd sees the connection close and releases the class. Bounded wait
+                       // for that asynchronous event.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
@@ -209,6 +230,9 @@ fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
 
 #[test]
 fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("rate", "10mbit").unwrap();
     let (tx, _rx, to) = attached_flow(&b, &b.rate(3_000_000));
     // About 1 Mbit/s for 1.5 s: 1250-byte datagrams every 10 ms. The expected
@@ -233,6 +257,9 @@ fn qinfo_rate_matches_the_rate_the_socket_sent_at() {
 
 #[test]
 fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_late() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("edf", "10mbit").unwrap();
     let edf = |lossy: bool, message_bytes: u32, min_interval_ns: u64| qsock::QosParams {
         scheduler: qsock::SchedulerParams::Edf(qsock::EdfAttrs { lossy, message_bytes, min_interval_ns }),
@@ -276,6 +303,9 @@ fn edf_streams_are_admitted_by_utilisation_and_lossy_drops_what_lossless_sends_l
 
 #[test]
 fn qchange_switches_scheduler_without_losing_queued_packets() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("switch", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
     b.warm_up(to, &rx).unwrap();
@@ -317,6 +347,9 @@ fn class_backlog_packets(b: &Bed, classid: &str) -> u64 {
 
 #[test]
 fn edf_messages_meet_their_deadlines_while_best_effort_floods_the_link() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("edfbe", "10mbit").unwrap();
     let (rx_edf, to_edf) = b.receiver().unwrap();
     let (rx_be, to_be) = b.receiver().unwrap();

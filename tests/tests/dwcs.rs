@@ -9,7 +9,7 @@ use std::{
     os::fd::AsFd,
 };
 
-use qsock::{sched::SchedulerState, DwcsAttrs, EdfAttrs, QosParams, RateAttrs, SchedulerParams};
+use qsock::{DwcsAttrs, EdfAttrs, QosParams, RateAttrs, SchedulerParams, SchedulerState};
 use qsock_tests::{recv_until_marker, send_marker, Bed, MARKER};
 
 fn dwcs(b: &Bed, x: u32, y: u32, unit_bytes: u32, ipg_ns: u64, non_droppable: bool) -> QosParams {
@@ -36,6 +36,9 @@ fn recv_all(rx: &UdpSocket, n: u16) -> BTreeSet<u16> {
 
 #[test]
 fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("modules", "10mbit").unwrap();
     let (rx, to): (UdpSocket, SocketAddr) = b.receiver().unwrap();
     b.warm_up(to, &rx).unwrap();
@@ -88,6 +91,9 @@ fn rate_edf_and_dwcs_serve_one_device_and_qchange_moves_between_them() {
 
 #[test]
 fn dwcs_drops_whole_frames_within_the_window_constraint() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("frames", "10mbit").unwrap();
     let (rx, to) = b.receiver().unwrap();
     b.warm_up(to, &rx).unwrap();
@@ -126,5 +132,9 @@ fn dwcs_drops_whole_frames_within_the_window_constraint() {
     let info = b.client.info(tx.as_fd()).unwrap();
     assert!(n_lost > 0, "the class is overloaded, some frames must go: {info:?}");
     assert!(qsock_dwcs::worst_window(&lost, 4) <= 1, "1/4 broken at the receiver: {lost:?}");
-    assert_eq!((info.drops.deadline_packets, info.drops.frame_packets), (n_lost, 2 * n_lost), "a dropped frame counts its first packet and then the rest: {info:?}");
+    assert_eq!(
+        (info.drops.deadline_packets, info.drops.frame_packets),
+        (n_lost, 2 * n_lost),
+        "a dropped frame counts its first packet and then the rest: {info:?}"
+    );
 }

@@ -3,13 +3,16 @@
 //! other, so no other test bed competes for the CPUs while its streams run.
 use std::process::Stdio;
 
-use qsock::sched::SchedulerState;
+use qsock::SchedulerState;
 use qsock_tests::Bed;
 use testbed::{spawn_ready, workspace_bin, CLIENT_IP};
 use video_server::streams::{outcomes, parse_specs, Arrival};
 
 #[test]
 fn window_constraints_hold_at_the_receiver_on_an_overloaded_dwcs_class() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("window", "10mbit").unwrap();
     // ARP first, so no deadline waits in the neighbour queue.
     let (rx, to) = b.receiver().unwrap();
@@ -41,7 +44,8 @@ fn window_constraints_hold_at_the_receiver_on_an_overloaded_dwcs_class() {
     for (i, r) in res.iter().enumerate() {
         let info: qsock::QInfo = serde_json::from_value(sender["qinfo"][i].clone()).unwrap();
         let y = r.spec.y as usize;
-        let broken: Vec<usize> = (y..=r.missed.len()).filter(|&e| r.missed[e - y..e].iter().filter(|m| **m).count() > r.spec.x as usize).map(|e| e - 1).collect();
+        let broken: Vec<usize> =
+            (y..=r.missed.len()).filter(|&e| r.missed[e - y..e].iter().filter(|m| **m).count() > r.spec.x as usize).map(|e| e - 1).collect();
         let summary = format!(
             "stream {i} ({}/{}): {} on time, {} late, {} lost, worst window {} (windows ending at deadlines {broken:?}); {info:?}",
             r.spec.x, r.spec.y, r.on_time, r.late, r.lost, r.worst_window

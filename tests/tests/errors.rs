@@ -15,6 +15,9 @@ fn kind<T: std::fmt::Debug>(r: qsock::Result<T>) -> ErrorKind {
 
 #[test]
 fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let mut b = Bed::new("err", "10mbit").unwrap();
     let dev = b.bed.server_dev.clone();
     let tx = b.sender().unwrap();
@@ -42,7 +45,8 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
     assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs(1, 10))), ErrorKind::CapacityExceeded);
     assert_eq!(kind(c.attach(tx2.as_fd(), &dwcs(11, 10))), ErrorKind::InvalidParams);
     // A ceil below the guarantee.
-    let bad_ceil = QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(1000), ..RateAttrs::guaranteed(2000) }), ..QosParams::rate(dev.clone(), 1) };
+    let bad_ceil =
+        QosParams { scheduler: SchedulerParams::Rate(RateAttrs { ceil_bps: Some(1000), ..RateAttrs::guaranteed(2000) }), ..QosParams::rate(dev.clone(), 1) };
     assert_eq!(kind(c.attach(tx2.as_fd(), &bad_ceil)), ErrorKind::InvalidParams);
     // Token buckets: a burst of 0 or one that cannot drain in 60 s at its
     // rate is invalid; one beyond the link's burst horizon (200 ms of
@@ -107,6 +111,9 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
 
 #[test]
 fn an_unprivileged_peer_manages_its_own_socket_but_cannot_init() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("priv", "10mbit").unwrap();
     let path = b.bed.socket_path();
     let dev = b.bed.server_dev.clone();
@@ -144,6 +151,9 @@ fn an_unprivileged_peer_manages_its_own_socket_but_cannot_init() {
 
 #[test]
 fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     qsock_tests::require_root();
     let mut bed = testbed::Testbed::new("warn").unwrap();
     bed.init("10mbit").unwrap();
@@ -156,7 +166,10 @@ fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
     let first = c.attach(a.as_fd(), &QosParams::rate(dev.clone(), 6_000_000)).unwrap();
     assert_eq!(first.warning, None);
     // 1250 B every 2 ms = 5 Mbit/s of EDF utilisation, but 3.5 Mbit/s is left.
-    let edf = QosParams { scheduler: SchedulerParams::Edf(qsock::EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 2_000_000 }), ..QosParams::rate(dev, 1) };
+    let edf = QosParams {
+        scheduler: SchedulerParams::Edf(qsock::EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 2_000_000 }),
+        ..QosParams::rate(dev, 1)
+    };
     let second = c.attach(b.as_fd(), &edf).unwrap();
     let w = second.warning.expect("admitted with a warning");
     assert!(w.contains("unschedulable") && w.contains("admitted anyway with 3500000 bit/s"), "{w}");
@@ -165,6 +178,9 @@ fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
 
 #[test]
 fn limits_from_the_config_are_enforced_and_named_and_bad_keys_refused() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     qsock_tests::require_root();
     let mut bed = testbed::Testbed::new("limit").unwrap();
     bed.init("10mbit").unwrap();

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use qsock::{Category, Client, ErrorKind, InterfacePreference, Intents, Preference, QosParams};
+use qsock::{Category, Client, ErrorKind, Intents, InterfacePreference, Preference, QosParams};
 use qsock_tests::require_root;
 use testbed::{
     multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
@@ -102,6 +102,9 @@ fn wait_for_interface(c: &Client, name: &str, pred: impl Fn(&qsock::InterfaceInf
 
 #[test]
 fn each_category_leaves_the_interface_the_policy_chose_and_nothing_leaks() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = bed("icat");
     sink(&b, 5001);
     let c = b.client().unwrap();
@@ -128,6 +131,9 @@ fn each_category_leaves_the_interface_the_policy_chose_and_nothing_leaks() {
 
 #[test]
 fn a_link_that_goes_down_is_avoided_and_used_again_when_it_returns() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = bed("idown");
     sink(&b, 5002);
     let c = b.client().unwrap();
@@ -151,6 +157,9 @@ fn a_link_that_goes_down_is_avoided_and_used_again_when_it_returns() {
 
 #[test]
 fn require_and_prohibit_are_hard_and_bad_input_is_refused() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = bed("ireq");
     let c = b.client().unwrap();
     let with = |prefs: &[(Preference, &str)]| {
@@ -188,6 +197,9 @@ fn require_and_prohibit_are_hard_and_bad_input_is_refused() {
 
 #[test]
 fn routing_rules_and_tables_are_gone_after_shutdown() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let mut b = bed("iroute");
     let rules = b.ip_host(&["rule", "show"]).unwrap();
     assert!(rules.contains("from 10.81.0.2 lookup 1000"), "{rules}");
@@ -204,6 +216,9 @@ fn routing_rules_and_tables_are_gone_after_shutdown() {
 
 #[test]
 fn the_preload_launcher_places_an_unmodified_curl() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let mut b = bed("ipre");
     let root = b.dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
@@ -232,12 +247,16 @@ fn the_preload_launcher_places_an_unmodified_curl() {
     // Stopping the bed's web server stops its workers too (none are left running).
     let master: u32 = std::fs::read_to_string(b.dir.join("nginx.pid")).unwrap().trim().parse().unwrap();
     let workers = |m: u32| {
-        std::fs::read_dir("/proc").unwrap().flatten().filter(|e| {
-            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
-                let f: Vec<&str> = st.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-                f.first() != Some(&"Z") && f.get(1) == Some(&m.to_string().as_str())
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                    let f: Vec<&str> = st.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+                    f.first() != Some(&"Z") && f.get(1) == Some(&m.to_string().as_str())
+                })
             })
-        }).count()
+            .count()
     };
     assert!(workers(master) > 0, "nginx has workers while it serves");
     b.stop_web_server();
@@ -246,6 +265,9 @@ fn the_preload_launcher_places_an_unmodified_curl() {
 
 #[test]
 fn an_interface_that_appears_is_managed_and_one_that_vanishes_is_forgotten() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let links = vec![LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false }];
     let mut b = MultiHomed::new("iappr", links).unwrap();
@@ -279,6 +301,9 @@ fn an_interface_that_appears_is_managed_and_one_that_vanishes_is_forgotten() {
 
 #[test]
 fn qconnect_asks_the_policy_then_connects() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = bed("iconn");
     sink(&b, 5004);
     // The library's own connection to qsockd (qconnect, qinterfaces) finds the bed's socket here.

@@ -11,6 +11,9 @@ fn device_view(bed: &Testbed) -> String {
 
 #[test]
 fn init_then_teardown_restores_default_qdisc() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let bed = Testbed::new("life").unwrap();
     let before = device_view(&bed);
@@ -29,6 +32,9 @@ fn init_then_teardown_restores_default_qdisc() {
 
 #[test]
 fn foreign_root_qdisc_is_refused_then_replaced_and_restored() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let bed = Testbed::new("fgn").unwrap();
     bed.tc_server(&["qdisc", "add", "dev", &bed.server_dev, "root", "handle", "5:", "tbf", "rate", "3mbit", "burst", "32kb", "latency", "40ms"]).unwrap();
@@ -47,6 +53,9 @@ fn foreign_root_qdisc_is_refused_then_replaced_and_restored() {
 
 #[test]
 fn second_init_and_teardown_of_unknown_device_are_refused() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let bed = Testbed::new("twice").unwrap();
     bed.init("10mbit").unwrap();
@@ -62,6 +71,9 @@ fn second_init_and_teardown_of_unknown_device_are_refused() {
 
 #[test]
 fn a_restarted_daemon_cleans_up_and_serves_again() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let mut b = qsock_tests::Bed::new("restart", "10mbit").unwrap();
     let tx = b.sender().unwrap();
     b.client.attach(std::os::fd::AsFd::as_fd(&tx), &b.rate(3_000_000)).unwrap();
@@ -78,6 +90,9 @@ fn a_restarted_daemon_cleans_up_and_serves_again() {
 
 #[test]
 fn init_configured_installs_every_listed_interface_once() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let bed = Testbed::new("lcfg").unwrap();
     let before = device_view(&bed);

@@ -9,6 +9,9 @@ use testbed::{run, workspace_bin};
 
 #[test]
 fn qsockctl_lists_managed_sockets_with_owner_and_figures() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     let b = Bed::new("ctl", "10mbit").unwrap();
     let (s1, s2) = (b.sender().unwrap(), b.sender().unwrap());
     let a1 = b.client.attach(s1.as_fd(), &b.rate(1_000_000)).unwrap();
@@ -43,4 +46,33 @@ fn qsockctl_lists_managed_sockets_with_owner_and_figures() {
     // Bad input: a clear error, non-zero exit.
     let bad = ctl().args(["list", "--watch", "0"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("refresh period"));
+}
+
+/// The OpenMetrics endpoint (off by default) serves the same figures; a
+/// malformed `metrics_listen` keeps qsockd from starting with a clear error.
+#[test]
+fn openmetrics_endpoint_serves_every_managed_socket() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let mut bed = testbed::Testbed::new("metric").unwrap();
+    bed.init("10mbit").unwrap();
+    let config = bed.dir.join("qsockd.toml");
+    std::fs::write(&config, "metrics_listen = \"localhost-ish\"\n").unwrap();
+    let err = bed.start_daemon_with(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(err.contains("metrics_listen"), "the bad key is named: {err}");
+    // The daemon runs in the server namespace: so does its endpoint (on that namespace's loopback).
+    std::fs::write(&config, "metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+    bed.start_daemon_with(&["--config", config.to_str().unwrap()]).unwrap();
+    let b = Bed { client: Client::connect(&bed.socket_path()).unwrap(), bed };
+    let s = b.sender().unwrap();
+    let a = b.client.attach(s.as_fd(), &b.rate(1_500_000)).unwrap();
+    let out = run(b.bed.command_in(&b.bed.server_ns, "curl").args(["-sS", "-D", "-", "http://127.0.0.1:9464/metrics"])).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    let labels = format!("cookie=\"{}\",uid=\"0\",device=\"{}\",classid=\"{}\",scheduler=\"rate\"", a.cookie, b.bed.server_dev, a.classid);
+    assert!(text.contains(&format!("qsock_socket_guaranteed_rate_bits_per_second{{{labels}}} 1500000")), "{text}");
+    assert!(text.contains(&format!("qsock_managed_sockets{{device=\"{}\"}} 1", b.bed.server_dev)), "{text}");
+    assert!(text.contains("reason=\"qdisc\"") && text.contains("quantile=\"0.99\""), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }

@@ -20,10 +20,10 @@ fn clip(name: &str) -> PathBuf {
     p.canonicalize().unwrap()
 }
 
-fn run(bed: &Testbed, input: &PathBuf, plain: bool, load: bool, sender_args: &[&str]) -> RunOutcome {
+fn run(bed: &Testbed, input: &std::path::Path, plain: bool, load: bool, sender_args: &[&str]) -> RunOutcome {
     let run = StreamRun {
         label: format!("{}-{}", if plain { "plain" } else { "qsock" }, if load { "load" } else { "idle" }),
-        input: input.clone(),
+        input: input.to_path_buf(),
         fps: 20,
         playout_ms: 300,
         plain,
@@ -39,6 +39,9 @@ fn on_time(o: &RunOutcome) -> Vec<bool> {
 
 #[test]
 fn real_video_is_never_worse_than_a_plain_socket_and_holds_its_frames_under_load() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
     require_root();
     let mut bed = Testbed::new("video").unwrap();
     bed.init("10mbit").unwrap();
@@ -58,7 +61,8 @@ fn real_video_is_never_worse_than_a_plain_socket_and_holds_its_frames_under_load
     // included), but for a few the probe misses (cause not found; they
     // arrive, and the backlog estimate discounts them).
     let drained = &q.sender["drained_qinfo"];
-    let (enq, sent, unseen) = (drained["enqueued_packets"].as_u64().unwrap(), drained["sent_packets"].as_u64().unwrap(), drained["unseen_packets"].as_u64().unwrap());
+    let (enq, sent, unseen) =
+        (drained["enqueued_packets"].as_u64().unwrap(), drained["sent_packets"].as_u64().unwrap(), drained["unseen_packets"].as_u64().unwrap());
     assert_eq!(enq, sent + unseen, "{drained}");
     assert!(unseen * 200 <= enq, "more than 0.5 % of the packets left unseen: {drained}");
     // ffmpeg, an ordinary RTP client, shows what arrived as it was encoded.

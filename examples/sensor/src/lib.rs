@@ -59,11 +59,7 @@ pub fn random_trace(seed: u64, duration_s: u64, gap_ms: (u64, u64), deadline_ms:
     let mut t = 0u64;
     let mut out = Vec::new();
     while t < duration_s * 1_000_000_000 {
-        out.push(Planned {
-            at_ns: t,
-            deadline_in_ns: rng.gen_range(deadline_ms.0..=deadline_ms.1) * 1_000_000,
-            value: rng.gen_range(-40.0..85.0),
-        });
+        out.push(Planned { at_ns: t, deadline_in_ns: rng.gen_range(deadline_ms.0..=deadline_ms.1) * 1_000_000, value: rng.gen_range(-40.0..85.0) });
         t += rng.gen_range(gap_ms.0..=gap_ms.1) * 1_000_000;
     }
     out
@@ -166,10 +162,7 @@ mod tests {
     #[test]
     fn intervals_count_on_time_late_and_lost() {
         let sent = [0, 1_000_000_000, 6_000_000_000];
-        let arr = [
-            Arrival { seq: 0, sent_ns: 0, deadline_ns: 10, arrival_ns: 5 },
-            Arrival { seq: 2, sent_ns: 0, deadline_ns: 10, arrival_ns: 50 },
-        ];
+        let arr = [Arrival { seq: 0, sent_ns: 0, deadline_ns: 10, arrival_ns: 5 }, Arrival { seq: 2, sent_ns: 0, deadline_ns: 10, arrival_ns: 50 }];
         let iv = intervals(&sent, &arr);
         assert_eq!(iv[0], Interval { index: 0, on_time: 1, late: 0, lost: 1 });
         assert_eq!(iv[1], Interval { index: 1, on_time: 0, late: 1, lost: 0 });

@@ -13,8 +13,7 @@ pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// Draws late + lost readings per 5 s interval, one line per run, to `path`.
 pub fn missed_per_interval(path: &Path, title: &str, runs: &[(&str, &[Interval])]) -> Result<()> {
     let font = std::fs::read(FONT).with_context(|| format!("read {FONT} (apt-get install fonts-dejavu-core)"))?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
-        .map_err(|_| anyhow!("{FONT} is not a usable font"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice())).map_err(|_| anyhow!("{FONT} is not a usable font"))?;
     let n = runs.iter().map(|(_, r)| r.len()).max().unwrap_or(1) as u32;
     let ymax = runs.iter().flat_map(|(_, r)| r.iter().map(|i| i.late + i.lost)).max().unwrap_or(1).max(1);
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();

@@ -159,7 +159,7 @@ mod tests {
             device: "d".into(),
             classid: "1:10".into(),
             scheduler: qsock::SchedulerParams::Rate(qsock::RateAttrs::guaranteed(1)),
-            scheduler_state: qsock::sched::SchedulerState::Rate,
+            scheduler_state: qsock::SchedulerState::Rate,
             intents: Default::default(),
             selection: None,
             guaranteed_rate_bps: 1,

@@ -127,7 +127,7 @@ pub fn read_stream(path: &std::path::Path) -> Result<(Vec<Frame>, ParameterSets)
                     SliceFamily::B => FrameKind::B,
                 };
                 if starts_new {
-                    frames.push(Frame { index: frames.len(), kind: cur_kind.take().expect("set"), reference: cur_ref, display_index: 0, annexb: std::mem::take(&mut cur) });
+                    push_frame(&mut frames, cur_kind.take().expect("set"), cur_ref, std::mem::take(&mut cur));
                     pocs.push(cur_poc);
                     starts_new = false;
                 }
@@ -151,7 +151,7 @@ pub fn read_stream(path: &std::path::Path) -> Result<(Vec<Frame>, ParameterSets)
             _ => {}
         }
         if starts_new {
-            frames.push(Frame { index: frames.len(), kind: cur_kind.take().expect("set"), reference: cur_ref, display_index: 0, annexb: std::mem::take(&mut cur) });
+            push_frame(&mut frames, cur_kind.take().expect("set"), cur_ref, std::mem::take(&mut cur));
             pocs.push(cur_poc);
         }
         cur.extend_from_slice(&[0, 0, 0, 1]);
@@ -221,4 +221,9 @@ fn display_order(pocs: &[(bool, i64)]) -> Vec<usize> {
         start = end;
     }
     out
+}
+
+/// Appends a frame in decode order (its display index is set once all are read).
+fn push_frame(frames: &mut Vec<Frame>, kind: FrameKind, reference: bool, annexb: Vec<u8>) {
+    frames.push(Frame { index: frames.len(), kind, reference, display_index: 0, annexb });
 }

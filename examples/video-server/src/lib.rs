@@ -7,8 +7,8 @@
 pub mod adapt;
 pub mod envelope;
 pub mod h264;
-pub mod report;
 pub mod plot;
+pub mod report;
 pub mod rtpstream;
 pub mod sdp;
 pub mod session;

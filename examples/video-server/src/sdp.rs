@@ -23,7 +23,12 @@ pub fn h264_sdp(addr: std::net::Ipv4Addr, port: u16, sets: &ParameterSets) -> St
         address: Some(Address { address: a.to_string(), ttl: None, range: None }),
     };
     let media = MediaDescription {
-        media_name: MediaName { media: "video".into(), port: RangedPort { value: port as isize, range: None }, protos: vec!["RTP".into(), "AVP".into()], formats: Vec::new() },
+        media_name: MediaName {
+            media: "video".into(),
+            port: RangedPort { value: port as isize, range: None },
+            protos: vec!["RTP".into(), "AVP".into()],
+            formats: Vec::new(),
+        },
         ..Default::default()
     }
     .with_codec(PAYLOAD_TYPE_H264, "H264".into(), CLOCK_RATE, 0, format!("packetization-mode=1;sprop-parameter-sets={sprop}"));

@@ -82,11 +82,7 @@ pub fn decode(buf: &[u8]) -> Option<(u32, u64, u64)> {
     if buf.len() < HEADER_BYTES {
         return None;
     }
-    Some((
-        u32::from_be_bytes(buf[..4].try_into().ok()?),
-        u64::from_be_bytes(buf[4..12].try_into().ok()?),
-        u64::from_be_bytes(buf[12..20].try_into().ok()?),
-    ))
+    Some((u32::from_be_bytes(buf[..4].try_into().ok()?), u64::from_be_bytes(buf[4..12].try_into().ok()?), u64::from_be_bytes(buf[12..20].try_into().ok()?)))
 }
 
 /// One datagram as the receiver saw it.

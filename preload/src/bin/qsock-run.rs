@@ -9,7 +9,7 @@ use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use qsock::{CapacityProfile, Category, InterfacePreference, Intents, Preference, QosParams, RateAttrs, SchedulerParams};
+use qsock::{CapacityProfile, Category, Intents, InterfacePreference, Preference, QosParams, RateAttrs, SchedulerParams};
 
 /// Run a program with qsock intents on its sockets.
 #[derive(Parser, Debug)]
@@ -58,18 +58,14 @@ fn wire_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 
 fn params(a: &Args) -> Result<QosParams> {
     let mut interfaces = Vec::new();
-    for (level, list) in [(Preference::Require, &a.require), (Preference::Prefer, &a.prefer), (Preference::Avoid, &a.avoid), (Preference::Prohibit, &a.prohibit)] {
+    for (level, list) in
+        [(Preference::Require, &a.require), (Preference::Prefer, &a.prefer), (Preference::Avoid, &a.avoid), (Preference::Prohibit, &a.prohibit)]
+    {
         for i in list {
             interfaces.push(InterfacePreference::new(level, i).map_err(|e| anyhow::anyhow!("{}", e.message))?);
         }
     }
-    let intents = Intents {
-        category: a.category,
-        file_size_bytes: a.file_size,
-        capacity_profile: a.capacity_profile,
-        interfaces,
-        ..Default::default()
-    };
+    let intents = Intents { category: a.category, file_size_bytes: a.file_size, capacity_profile: a.capacity_profile, interfaces, ..Default::default() };
     let scheduler = match a.rate {
         Some(r) => SchedulerParams::Rate(RateAttrs::guaranteed(r)),
         None => SchedulerParams::BestEffort,

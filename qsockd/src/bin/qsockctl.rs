@@ -82,7 +82,10 @@ fn main() -> Result<()> {
             (Cmd::List, false) => table(&c.list()?),
             (Cmd::Interfaces, true) => serde_json::to_string_pretty(&c.interfaces()?)?,
             (Cmd::Interfaces, false) => {
-                let mut s = format!("{:<12} {:>5} {:>4} {:<9} {:>10} {:>10} {:>10} {:>10} {:>6} {:>7}\n", "name", "index", "up", "kind", "down Mb/s", "rx Mb/s", "tx Mb/s", "srtt ms", "conns", "sockets");
+                let mut s = format!(
+                    "{:<12} {:>5} {:>4} {:<9} {:>10} {:>10} {:>10} {:>10} {:>6} {:>7}\n",
+                    "name", "index", "up", "kind", "down Mb/s", "rx Mb/s", "tx Mb/s", "srtt ms", "conns", "sockets"
+                );
                 for i in c.interfaces()? {
                     s += &format!(
                         "{:<12} {:>5} {:>4} {:<9} {:>10} {:>10} {:>10} {:>10} {:>6} {:>7}\n",

@@ -34,7 +34,10 @@ pub fn by_category(intents: &Intents, c: &[&Candidate]) -> Decision {
     match intents.effective_category() {
         Some(Category::BulkTransfer | Category::Stream) => {
             let index = most_capacity(c);
-            Decision { index, reason: format!("{:?}: most capacity ({} bit/s available)", intents.effective_category().expect("matched"), c[index].available_bps()) }
+            Decision {
+                index,
+                reason: format!("{:?}: most capacity ({} bit/s available)", intents.effective_category().expect("matched"), c[index].available_bps()),
+            }
         }
         Some(cat @ (Category::Query | Category::ControlTraffic | Category::KeepAlives)) => {
             let index = lowest_rtt(c);

@@ -23,20 +23,19 @@ impl SelectionPolicy for FileSizePolicy {
         }
         let path = |i: usize| (c[i].rtt_or_zero(), c[i].available_bps());
         match predict::threshold_bytes(path(near), path(far)) {
-            Some(t) if size >= t => Decision {
-                index: far,
-                reason: format!(
-                    "file size {size} B >= threshold {t} B ({} {}, {} bit/s vs {} {}, {} bit/s)",
-                    c[near].name, c[near].rtt_text(), path(near).1, c[far].name, c[far].rtt_text(), path(far).1
-                ),
-            },
-            Some(t) => Decision {
-                index: near,
-                reason: format!(
-                    "file size {size} B < threshold {t} B ({} {}, {} bit/s vs {} {}, {} bit/s)",
-                    c[near].name, c[near].rtt_text(), path(near).1, c[far].name, c[far].rtt_text(), path(far).1
-                ),
-            },
+            Some(t) => {
+                let (index, cmp) = if size >= t { (far, ">=") } else { (near, "<") };
+                let reason = format!(
+                    "file size {size} B {cmp} threshold {t} B ({} {}, {} bit/s vs {} {}, {} bit/s)",
+                    c[near].name,
+                    c[near].rtt_text(),
+                    path(near).1,
+                    c[far].name,
+                    c[far].rtt_text(),
+                    path(far).1
+                );
+                Decision { index, reason }
+            }
             None => Decision { index: near, reason: format!("{} is never faster than {}: lowest RTT", c[far].name, c[near].name) },
         }
     }

@@ -21,7 +21,7 @@ pub fn completion_ns(bytes: u64, rtt_ns: u64, bw_bps: u64) -> u64 {
     let mut cwnd = (INITIAL_WINDOW_SEGMENTS * MSS_BYTES) as u128;
     let mut remaining = bytes;
     let mut t = rtt; // SYN, SYN-ACK
-    // Slow start: a window per round trip while the window is below the BDP.
+                     // Slow start: a window per round trip while the window is below the BDP.
     while remaining > cwnd && cwnd < bdp {
         remaining -= cwnd;
         t += rtt;

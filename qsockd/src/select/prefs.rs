@@ -49,7 +49,11 @@ pub fn apply(prefs: &[InterfacePreference], all: &[Candidate]) -> Result<(Vec<us
         let why: Vec<String> = all.iter().zip(&ruled_out).map(|(c, w)| format!("{}: {}", c.name, w.as_deref().unwrap_or("?"))).collect();
         return Err(QsockError::new(
             ErrorKind::NoInterface,
-            if all.is_empty() { "qsockd manages no interfaces (config [[interfaces]])".to_string() } else { format!("no managed interface can carry the socket ({})", why.join("; ")) },
+            if all.is_empty() {
+                "qsockd manages no interfaces (config [[interfaces]])".to_string()
+            } else {
+                format!("no managed interface can carry the socket ({})", why.join("; "))
+            },
         ));
     }
     let mut notes = Vec::new();

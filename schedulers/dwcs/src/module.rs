@@ -4,14 +4,11 @@
 //! unit against the class's shared virtual clock (see `qsock-ebpf`).
 use std::collections::HashMap;
 
-use qsock::{
-    sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan},
-    DwcsAttrs, ErrorKind, QsockError, SchedulerParams,
-};
+use qsock::{DwcsAttrs, ErrorKind, QsockError, SchedulerParams};
 use qsock_common::{
-    dwcs_origin, SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, DROP_PRIO_NON_DROPPABLE, DWCS_CLASS_MINOR, POLICY_DWCS,
-    POLICY_NON_DROPPABLE,
+    dwcs_origin, SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, DROP_PRIO_NON_DROPPABLE, DWCS_CLASS_MINOR, POLICY_DWCS, POLICY_NON_DROPPABLE,
 };
+use qsock_sched::{admit, LinkFacts, SchedulerModule, SchedulerState, SharedClass, StreamClass, StreamPlan};
 
 use crate::WindowConstraint;
 

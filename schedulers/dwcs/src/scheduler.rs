@@ -129,10 +129,7 @@ impl Scheduler for NaiveDwcs {
         {
             self.q.miss(i, out);
         }
-        let best = (0..self.q.streams.len())
-            .filter_map(|i| self.q.head(i).map(|h| (i, h)))
-            .min_by(|a, b| precedence(&a.1, &b.1))
-            .map(|(i, _)| i);
+        let best = (0..self.q.streams.len()).filter_map(|i| self.q.head(i).map(|h| (i, h))).min_by(|a, b| precedence(&a.1, &b.1)).map(|(i, _)| i);
         if let Some(i) = best {
             self.q.send(i, out);
         }

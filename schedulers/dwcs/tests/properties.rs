@@ -21,8 +21,11 @@ fn constraint() -> impl Strategy<Value = WindowConstraint> {
 fn ops(streams: usize) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
         prop_oneof![
-            (0..streams, 1u64..40, prop::bool::weighted(0.15))
-                .prop_map(|(stream, deadline_in, non_droppable)| Op::Enqueue { stream, deadline_in, non_droppable }),
+            (0..streams, 1u64..40, prop::bool::weighted(0.15)).prop_map(|(stream, deadline_in, non_droppable)| Op::Enqueue {
+                stream,
+                deadline_in,
+                non_droppable
+            }),
             (0u64..6).prop_map(|advance| Op::Decide { advance }),
         ],
         1..300,

@@ -3,11 +3,9 @@
 //! / min_interval`), so the egress program's departure prediction is exact:
 //! lossy EDF drops a message predicted to miss its deadline, lossless sends
 //! it late. Admission keeps the device's deadline traffic schedulable.
-use qsock::{
-    sched::{admit, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan},
-    ErrorKind, QsockError, SchedulerParams,
-};
+use qsock::{ErrorKind, QsockError, SchedulerParams};
 use qsock_common::{SocketCounters, SocketPolicy, DROP_PRIO_MAX_DROPPABLE, POLICY_LOSSLESS};
+use qsock_sched::{admit, default_burst_bytes, LinkFacts, SchedulerModule, SchedulerState, StreamClass, StreamPlan};
 use std::collections::HashMap;
 
 use crate::{rate_bps, PeriodicStream};
@@ -38,11 +36,7 @@ impl SchedulerModule for EdfModule {
             )
         })?;
         self.lossy.insert(cookie, e.lossy);
-        let policy = SocketPolicy {
-            flags: if e.lossy { 0 } else { POLICY_LOSSLESS },
-            default_drop_prio: DROP_PRIO_MAX_DROPPABLE,
-            ..SocketPolicy::default()
-        };
+        let policy = SocketPolicy { flags: if e.lossy { 0 } else { POLICY_LOSSLESS }, default_drop_prio: DROP_PRIO_MAX_DROPPABLE, ..SocketPolicy::default() };
         // No borrowing: the class drains at exactly its reservation. The
         // sporadic stream is the token bucket (C·8/T, C); one message fits
         // the default bucket, so no burst is booked.
@@ -67,7 +61,14 @@ mod tests {
     #[test]
     fn admission_refuses_an_unschedulable_stream() {
         let mut m = EdfModule::default();
-        let link = LinkFacts { device: "veth0".into(), link_rate_bps: 10_000_000, room_bps: 1_000_000, burst_room_bytes: 0, msg_tags: true, admission: Default::default() };
+        let link = LinkFacts {
+            device: "veth0".into(),
+            link_rate_bps: 10_000_000,
+            room_bps: 1_000_000,
+            burst_room_bytes: 0,
+            msg_tags: true,
+            admission: Default::default(),
+        };
         let ok = SchedulerParams::Edf(EdfAttrs { lossy: true, message_bytes: 1250, min_interval_ns: 10_000_000 });
         let p = m.add(1, &ok, &link).unwrap();
         assert_eq!(p.class, StreamClass::Own { rate_bps: 1_000_000, ceil_bps: 1_000_000, burst_bytes: 1_000_000 / 8 / 250 + 1514 });

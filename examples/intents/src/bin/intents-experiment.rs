@@ -107,7 +107,16 @@ struct Run1 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn scenario1(bed: &MultiHomed, launcher: &Path, cfg: &Path, rep: usize, client: &'static str, variant: &'static str, bulk: &[String], page: &[String]) -> Result<Run1> {
+fn scenario1(
+    bed: &MultiHomed,
+    launcher: &Path,
+    cfg: &Path,
+    rep: usize,
+    client: &'static str,
+    variant: &'static str,
+    bulk: &[String],
+    page: &[String],
+) -> Result<Run1> {
     let t0 = Instant::now();
     let mut b = curl(bed, launcher, bulk, &strings(&["-o", "/dev/null", "-w", "%{local_ip}", &url("bulk.bin")]));
     let bulk_child = b.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().context("bulk curl")?;
@@ -229,9 +238,23 @@ fn main() -> Result<()> {
     let sizes: Vec<f64> = objects.iter().map(|(_, s)| *s as f64).collect();
     let ps = summary(&sizes);
     let mut out = String::new();
-    writeln!(out, "page: {} objects, median {:.0} B, mean {:.0} B, {:.2} MB in all; bulk file {} MB", objects.len(), ps.median, sizes.iter().sum::<f64>() / sizes.len() as f64, sizes.iter().sum::<f64>() / 1e6, a.bulk_mb)?;
+    writeln!(
+        out,
+        "page: {} objects, median {:.0} B, mean {:.0} B, {:.2} MB in all; bulk file {} MB",
+        objects.len(),
+        ps.median,
+        sizes.iter().sum::<f64>() / sizes.len() as f64,
+        sizes.iter().sum::<f64>() / 1e6,
+        a.bulk_mb
+    )?;
     for i in 0..2 {
-        writeln!(out, "link {}: TCP handshake {:.1} ms (median of 20; delay line set to {} ms RTT)", bed.links[i].name, handshake_rtt_ms(&bed, i)?, 2 * bed.links[i].one_way_delay_us / 1000)?;
+        writeln!(
+            out,
+            "link {}: TCP handshake {:.1} ms (median of 20; delay line set to {} ms RTT)",
+            bed.links[i].name,
+            handshake_rtt_ms(&bed, i)?,
+            2 * bed.links[i].one_way_delay_us / 1000
+        )?;
     }
     warm_up(&bed, &launcher)?;
     writeln!(out, "qsockd after warm-up: {}", interfaces_line(&bed)?)?;
@@ -281,7 +304,13 @@ fn main() -> Result<()> {
             let (on_dsl, on_lte) = (mine().map(|r| r.page_dsl).sum::<usize>(), mine().map(|r| r.page_lte).sum::<usize>());
             let bulk_on_lte = mine().filter(|r| r.bulk_link == "lte").count();
             let (sp, sb) = (summary(&page), summary(&bulk));
-            writeln!(out, "  {v:9} page {}; bulk {}; page transfers on dsl/lte {on_dsl}/{on_lte}; bulk on lte {bulk_on_lte}/{}", fmt(&sp), fmt(&sb), page.len())?;
+            writeln!(
+                out,
+                "  {v:9} page {}; bulk {}; page transfers on dsl/lte {on_dsl}/{on_lte}; bulk on lte {bulk_on_lte}/{}",
+                fmt(&sp),
+                fmt(&sb),
+                page.len()
+            )?;
             medians1.push((sp.median, sb.median));
             series1.push((format!("{client} {v} page"), page));
             series1.push((format!("{client} {v} bulk"), bulk));

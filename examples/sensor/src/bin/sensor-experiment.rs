@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use anyhow::{bail, Result};
 use clap::Parser;
 use sensor::{intervals, plot, Arrival, Interval};
-use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{spawn_ready, workspace_bin, ExperimentArgs, Testbed, CLIENT_IP};
 
 #[derive(Parser, Debug)]
 struct Args {

@@ -62,13 +62,7 @@ fn main() -> Result<()> {
             let params = QosParams {
                 device: Some(a.device.clone()),
                 policy: None,
-                scheduler: SchedulerParams::Dwcs(DwcsAttrs {
-                    ipg_ns,
-                    unit_bytes: a.set.wire_bytes(),
-                    oln: s.x,
-                    old: s.y,
-                    non_droppable: false,
-                }),
+                scheduler: SchedulerParams::Dwcs(DwcsAttrs { ipg_ns, unit_bytes: a.set.wire_bytes(), oln: s.x, old: s.y, non_droppable: false }),
                 intents: Default::default(),
             };
             UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).with_context(|| format!("qsocket for {}/{}", s.x, s.y))?)

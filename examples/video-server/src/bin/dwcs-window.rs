@@ -11,7 +11,7 @@ use std::process::Stdio;
 use anyhow::{bail, Result};
 use clap::Parser;
 use qsock::DwcsAttrs;
-use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{spawn_ready, workspace_bin, ExperimentArgs, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
     streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSetArgs, StreamSpec},
@@ -130,7 +130,10 @@ fn main() -> Result<()> {
         a.bed.iperf_streams,
         if a.unprivileged_sender { "unprivileged" } else { "SCHED_FIFO" }
     );
-    println!("{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}", "stream", "x/y", "plain ok", "late", "lost", "worst", "holds", "dwcs ok", "late", "lost", "worst", "holds", "viol.");
+    println!(
+        "{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "stream", "x/y", "plain ok", "late", "lost", "worst", "holds", "dwcs ok", "late", "lost", "worst", "holds", "viol."
+    );
     std::fs::create_dir_all(&a.bed.out_dir)?;
     let csv_path = a.bed.out_dir.join("dwcs-window.csv");
     let mut w = csv::Writer::from_path(&csv_path)?;
@@ -142,11 +145,31 @@ fn main() -> Result<()> {
             "{:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
             i,
             format!("{}/{}", p.spec.x, p.spec.y),
-            p.on_time, p.late, p.lost, p.worst_window, holds(p),
-            d.on_time, d.late, d.lost, d.worst_window, holds(d), viol
+            p.on_time,
+            p.late,
+            p.lost,
+            p.worst_window,
+            holds(p),
+            d.on_time,
+            d.late,
+            d.lost,
+            d.worst_window,
+            holds(d),
+            viol
         );
         for (mode, o) in [("plain", p), ("dwcs", d)] {
-            w.write_record([i.to_string(), o.spec.x.to_string(), o.spec.y.to_string(), mode.into(), o.sent.to_string(), o.on_time.to_string(), o.late.to_string(), o.lost.to_string(), o.worst_window.to_string(), holds(o).to_string()])?;
+            w.write_record([
+                i.to_string(),
+                o.spec.x.to_string(),
+                o.spec.y.to_string(),
+                mode.into(),
+                o.sent.to_string(),
+                o.on_time.to_string(),
+                o.late.to_string(),
+                o.lost.to_string(),
+                o.worst_window.to_string(),
+                holds(o).to_string(),
+            ])?;
         }
     }
     w.flush()?;

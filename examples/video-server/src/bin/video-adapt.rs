@@ -111,7 +111,7 @@ fn parse_link_rate(s: &str) -> Result<u64> {
 
 fn level_at(o: &RunOutcome, second: usize) -> u64 {
     let changes = o.sender["adaptation"].as_array().cloned().unwrap_or_default();
-    changes.iter().filter(|c| c["t_ms"].as_u64().unwrap_or(0) <= second as u64 * 1000 + 999).last().and_then(|c| c["level"].as_u64()).unwrap_or(0)
+    changes.iter().rfind(|c| c["t_ms"].as_u64().unwrap_or(0) <= second as u64 * 1000 + 999).and_then(|c| c["level"].as_u64()).unwrap_or(0)
 }
 
 fn print_and_write(args: &Args, outcomes: &[(&str, RunOutcome)]) -> Result<()> {

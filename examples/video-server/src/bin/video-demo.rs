@@ -89,9 +89,11 @@ fn row(input: &str, link: &str, variant: &'static str, o: &RunOutcome, plain: Op
         reserved_rate_bps: res.and_then(|r| r["rate_bps"].as_u64()),
         reserved_burst_bytes: res.and_then(|r| r["burst_bytes"].as_u64()),
         shed_frames: o.sender["shed_frames"].as_u64().unwrap_or(0),
-        qsock_drops: o.sender.get("qinfo").and_then(|i| i.get("drops")).map(|d| {
-            d["deadline_packets"].as_u64().unwrap_or(0) + d["frame_packets"].as_u64().unwrap_or(0) + d["qdisc_packets"].as_u64().unwrap_or(0)
-        }),
+        qsock_drops: o
+            .sender
+            .get("qinfo")
+            .and_then(|i| i.get("drops"))
+            .map(|d| d["deadline_packets"].as_u64().unwrap_or(0) + d["frame_packets"].as_u64().unwrap_or(0) + d["qdisc_packets"].as_u64().unwrap_or(0)),
         worse_than_plain: worse,
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use testbed::{ExperimentArgs, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{spawn_ready, workspace_bin, ExperimentArgs, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
     report::{analyse, FrameRecord, SecondRow, Summary},
@@ -122,14 +122,24 @@ fn main() -> Result<()> {
         println!("{:>4} | {:>12} {:>12} {:>17}", i, cell(0), cell(1), cell(2));
         for (k, s) in STREAMS.iter().enumerate() {
             let r = row(k);
-            w.write_record([i.to_string(), s.name.to_string(), r.fps.to_string(), r.on_time_fps.to_string(), r.lost_i.to_string(), r.lost_p.to_string(), r.lost_b.to_string(), r.late.to_string()])?;
+            w.write_record([
+                i.to_string(),
+                s.name.to_string(),
+                r.fps.to_string(),
+                r.on_time_fps.to_string(),
+                r.lost_i.to_string(),
+                r.lost_p.to_string(),
+                r.lost_b.to_string(),
+                r.late.to_string(),
+            ])?;
         }
     }
     w.flush()?;
     println!("\n{:<18} {:>10} {:>22} {:>6} {:>6} {:>12} {:>6}", "stream", "mean fps", "on-time fps under load", "lost", "late", "worst window", "viol.");
     for (k, s) in STREAMS.iter().enumerate() {
         let (rows, sum) = &results[k];
-        let loaded: Vec<u32> = rows.iter().skip(overload_from + 1).take((frames as f64 / s.fps as f64) as usize - overload_from - 1).map(|r| r.on_time_fps).collect();
+        let loaded: Vec<u32> =
+            rows.iter().skip(overload_from + 1).take((frames as f64 / s.fps as f64) as usize - overload_from - 1).map(|r| r.on_time_fps).collect();
         let under_load = loaded.iter().sum::<u32>() as f64 / loaded.len().max(1) as f64;
         let lost = sum.lost_i + sum.lost_p + sum.lost_b;
         // Worst window at the receiver: most frames lost or late in any `old` consecutive ones.

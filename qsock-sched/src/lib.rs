@@ -1,4 +1,7 @@
-//! The scheduler-module interface qsockd hosts its schedulers through.
+//! qsock-sched: the scheduler-module interface qsockd hosts its schedulers
+//! through, and the plan types modules answer with. A crate of its own so
+//! the daemon and the scheduler crates share it without the application
+//! library carrying it.
 //!
 //! As in Q.Sockets (§3, "scheduler modules"), a scheduler is a module with
 //! one interface: initialise on a device, add, change and remove a stream,
@@ -10,13 +13,11 @@
 //!
 //! Implementations: the `rate` module in qsockd, `qsock_edf::EdfModule`,
 //! `qsock_dwcs::module::DwcsModule`.
+#![warn(missing_docs)]
+pub use qsock::SchedulerState;
+use qsock::{ErrorKind, QsockError, Result, SchedulerParams};
 use qsock_common::{SocketCounters, SocketPolicy};
 use serde::{Deserialize, Serialize};
-
-use crate::{
-    error::{ErrorKind, QsockError, Result},
-    params::SchedulerParams,
-};
 
 /// What admission does with a stream that does not fit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +106,7 @@ pub struct SharedClass {
 }
 
 /// Where a stream's packets are queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamClass {
     /// A class of its own, created by qsockd: a token bucket (rate, burst)
     /// and a ceiling it may borrow up to.
@@ -141,44 +142,10 @@ pub struct StreamPlan {
     pub warning: Option<String>,
 }
 
-/// Per-stream scheduler state, as `qinfo` reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
-pub enum SchedulerState {
-    /// A guaranteed rate; nothing beyond the counters.
-    Rate,
-    /// No guarantee: the device's best-effort class.
-    #[serde(rename = "best_effort")]
-    BestEffort,
-    /// EDF: per-message deadlines in a class reserved at the stream's utilisation.
-    Edf {
-        /// Lossy (drops messages predicted late) or lossless.
-        lossy: bool,
-    },
-    /// DWCS window state (West & Schwan 1999).
-    Dwcs {
-        /// Original window constraint x/y.
-        x: u32,
-        /// Original y.
-        y: u32,
-        /// Current x'.
-        x_now: u32,
-        /// Current y'.
-        y_now: u32,
-        /// The window constraint is marked violated.
-        violated: bool,
-        /// Units that missed a deadline when the last y deadlines already
-        /// held x misses: predicted window-constraint violations.
-        violations: u64,
-        /// Deadline of the stream's last unit, ns of `CLOCK_MONOTONIC` (0: none yet).
-        deadline_ns: u64,
-    },
-}
-
 /// A scheduler module (Q.Sockets §3). Every method checks its input first
 /// and changes nothing when it fails; errors carry
-/// [`crate::ErrorKind::InvalidParams`], [`crate::ErrorKind::CapacityExceeded`]
-/// (admission refused) or [`crate::ErrorKind::Unsupported`].
+/// [`qsock::ErrorKind::InvalidParams`], [`qsock::ErrorKind::CapacityExceeded`]
+/// (admission refused) or [`qsock::ErrorKind::Unsupported`].
 pub trait SchedulerModule: Send + Sync {
     /// Name as in [`SchedulerParams::name`].
     fn name(&self) -> &'static str;

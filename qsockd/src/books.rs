@@ -1,0 +1,84 @@
+//! qsockd's books on disk: one small JSON file per managed socket, written
+//! when the socket is attached or changed and removed when it is released,
+//! so a restarted daemon (upgrade, crash) recovers every socket whose class
+//! and map entries are still in the kernel. A file per socket keeps each
+//! write's cost independent of how many sockets are managed. The state
+//! directory is under `/run` (tmpfs): after a reboot nothing is recovered,
+//! as nothing is left in the kernel either.
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::sockets::{Managed, UNCLAIMED};
+
+/// The directory of the books of one network namespace.
+#[derive(Clone, Debug)]
+pub struct Books {
+    dir: PathBuf,
+}
+
+impl Books {
+    /// Books under `state_dir` (the namespace's state directory).
+    pub fn new(state_dir: &Path) -> Self {
+        Self { dir: state_dir.join("sockets") }
+    }
+
+    fn file(&self, cookie: u64) -> PathBuf {
+        self.dir.join(format!("{cookie}.json"))
+    }
+
+    /// Records socket `cookie` (atomically: a crash leaves the old record
+    /// or the new one). Errors: the file system's.
+    pub fn save(&self, cookie: u64, m: &Managed) -> std::io::Result<()> {
+        let f = self.file(cookie);
+        let tmp = self.dir.join(format!("{cookie}.tmp"));
+        let body = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        match fs::write(&tmp, &body) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir)?;
+                fs::write(&tmp, &body)?;
+            }
+            r => r?,
+        }
+        fs::rename(&tmp, &f)
+    }
+
+    /// Forgets socket `cookie` (nothing happens if it has no record).
+    pub fn remove(&self, cookie: u64) {
+        let _ = fs::remove_file(self.file(cookie));
+    }
+
+    /// Every record, grouped by device, as not yet claimed by a client.
+    /// Unreadable records are removed with a warning.
+    pub fn load_all(&self) -> HashMap<String, Vec<(u64, Managed)>> {
+        let mut out: HashMap<String, Vec<(u64, Managed)>> = HashMap::new();
+        let Ok(rd) = fs::read_dir(&self.dir) else { return out };
+        for e in rd.flatten() {
+            let path = e.path();
+            let cookie = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+            let parsed = (path.extension().is_some_and(|x| x == "json"))
+                .then(|| fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Managed>(&b).ok()))
+                .flatten();
+            match (cookie, parsed) {
+                (Some(c), Some(mut m)) => {
+                    m.conn = UNCLAIMED;
+                    out.entry(m.device.clone()).or_default().push((c, m));
+                }
+                _ => {
+                    log::warn!("removing unreadable socket record {}", path.display());
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets every socket on `device` of `cookies`.
+    pub fn remove_all(&self, cookies: impl IntoIterator<Item = u64>) {
+        for c in cookies {
+            self.remove(c);
+        }
+    }
+}
