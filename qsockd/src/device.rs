@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::Paths,
-    tc::{HtbClass, SavedQdisc, Tc, TcError},
+    devrt::kernel_err,
+    htb::HtbClass,
+    tc::{SavedQdisc, Tc, TcError},
     EBPF_OBJECT,
 };
 
@@ -94,10 +96,6 @@ impl DeviceState {
         fs::rename(&tmp, &f)?;
         Ok(())
     }
-}
-
-fn kernel_err(e: impl std::fmt::Display) -> QsockError {
-    QsockError::new(ErrorKind::Kernel, e.to_string())
 }
 
 fn tc_err(e: TcError) -> QsockError {

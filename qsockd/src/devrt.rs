@@ -20,9 +20,11 @@ use qsock_sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClas
 
 use crate::{
     device::{self, DeviceState, MANAGED_PRIO},
+    error::DaemonError,
+    htb::HtbClass,
     rate::RateModule,
     sockets::Managed,
-    tc::{HtbClass, Tc},
+    tc::Tc,
     EBPF_OBJECT,
 };
 
@@ -42,6 +44,7 @@ impl Booking {
     }
 }
 
+/// A wire error of kind [`ErrorKind::Kernel`] from anything displayable.
 pub(crate) fn kernel_err(e: impl std::fmt::Display) -> QsockError {
     QsockError::new(ErrorKind::Kernel, e.to_string())
 }
@@ -128,20 +131,20 @@ impl DeviceRt {
     /// dequeue probe is attached (its link is pinned beside the maps, so it
     /// outlives this daemon like the tc filter does). Map entries are kept:
     /// [`open_device`] recovers the sockets they belong to.
-    fn open(state: DeviceState, settings: ModuleSettings) -> Result<Self, QsockError> {
+    fn open(state: DeviceState, settings: ModuleSettings) -> Result<Self, DaemonError> {
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&state.pin_dir)
             .btf(btf.as_ref())
             .load(EBPF_OBJECT)
-            .map_err(|e| kernel_err(format!("open data path of {}: {e}", state.device)))?;
+            .map_err(|e| DaemonError::Kernel(format!("open data path of {}: {e}", state.device)))?;
         let delay_probe = ensure_probe(&mut ebpf, btf.as_ref(), &state.pin_dir.join(PROBE_LINK_PIN))
             .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
             .is_ok();
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| kernel_err(format!("map {name} missing")));
-        let policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?).map_err(kernel_err)?;
-        let counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?).map_err(kernel_err)?;
-        let clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?).map_err(kernel_err)?;
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| DaemonError::Kernel(format!("map {name} missing")));
+        let policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?)?;
+        let counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?)?;
+        let clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?)?;
         Ok(Self {
             state,
             policies,
@@ -259,14 +262,14 @@ pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), 
 }
 
 /// Creates parked classes until `dev` has `want` of them (or no minor is free).
-pub(crate) async fn fill_pool(tc: &Tc, dev: &mut DeviceRt, want: u32) -> Result<(), QsockError> {
+pub(crate) async fn fill_pool(tc: &Tc, dev: &mut DeviceRt, want: u32) -> Result<(), DaemonError> {
     let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
     let class = parked_class(dev.state.link_rate_bps);
     while dev.parked.len() < want as usize {
         let Some(minor) = dev.free_minors.pop_first() else { break };
         if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
             dev.free_minors.insert(minor);
-            return Err(kernel_err(e));
+            return Err(e.into());
         }
         dev.parked.insert(minor);
     }
@@ -308,20 +311,18 @@ pub(crate) fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps:
 /// the new rate to the data path's shared clock, its backlog rescaled to
 /// the new rate. A class already at what its module needs is not touched
 /// (`create`: every class is created, none assumed).
-pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), QsockError> {
+pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), DaemonError> {
     for c in dev.shared_classes() {
         if !create && dev.applied_shared.get(&c.minor) == Some(&(c.rate_bps, c.ceil_bps)) {
             continue;
         }
         let cid = DeviceRt::classid(c.minor);
         let class = htb_class(c.rate_bps, c.ceil_bps, 0);
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create).await.map_err(kernel_err)?;
+        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create).await?;
         dev.applied_shared.insert(c.minor, (c.rate_bps, c.ceil_bps));
         let old = dev.clocks.get(&cid, 0).unwrap_or_default();
         let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
-        dev.clocks
-            .insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0)
-            .map_err(kernel_err)?;
+        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0)?;
     }
     Ok(())
 }
@@ -329,7 +330,7 @@ pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Re
 /// After the reservations on `dev` changed by `grew` (true: grew): resize
 /// best effort and the shared classes in the order that keeps the assured
 /// rates within the link.
-pub(crate) async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), QsockError> {
+pub(crate) async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), DaemonError> {
     if grew {
         resize_best_effort(tc, dev).await?;
         sync_shared(tc, dev, false).await
@@ -349,9 +350,9 @@ pub(crate) async fn open_device(
     st: DeviceState,
     settings: ModuleSettings,
     books: Vec<(u64, Managed)>,
-) -> Result<(DeviceRt, Vec<(u64, Managed)>), QsockError> {
+) -> Result<(DeviceRt, Vec<(u64, Managed)>), DaemonError> {
     let mut dev = DeviceRt::open(st, settings)?;
-    let stats = tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?;
+    let stats = tc.class_stats(dev.state.ifindex).await?;
     let link = dev.link(libc::SOCK_DGRAM, Booking::default());
     let mut shared_minors: BTreeSet<u32> = BTreeSet::new();
     for m in dev.modules.iter_mut() {
@@ -379,9 +380,9 @@ pub(crate) async fn open_device(
     for cid in &stale {
         let minor = cid & 0xffff;
         if (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&minor) && dev.free_minors.remove(&minor) {
-            park(tc, &mut dev, minor).await.map_err(kernel_err)?;
+            park(tc, &mut dev, minor).await?;
         } else {
-            tc.delete_class(dev.state.ifindex, *cid).await.map_err(kernel_err)?;
+            tc.delete_class(dev.state.ifindex, *cid).await?;
         }
     }
     let cookies: std::collections::HashSet<u64> = recovered.iter().map(|(c, _)| *c).collect();
@@ -401,7 +402,7 @@ pub(crate) async fn open_device(
     for c in dev.shared_classes() {
         let exists = stats.contains_key(&DeviceRt::classid(c.minor));
         let class = htb_class(c.rate_bps, c.ceil_bps, 0);
-        tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(c.minor), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, !exists).await.map_err(kernel_err)?;
+        tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(c.minor), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, !exists).await?;
     }
     sync_shared(tc, &mut dev, false).await?;
     let want = settings.class_pool.min(settings.class_pool_max);
@@ -453,7 +454,7 @@ fn recover(
 
 /// Parks (or deletes, past the pool's size) the draining classes of `dev`
 /// that hold no packets, then gives their rate back to best effort.
-pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError> {
+pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError> {
     let mut freed = false;
     let mut result = Ok(());
     let mut keep = Vec::new();
@@ -466,13 +467,13 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError>
             }
             Ok(_) => {}
             Err(e) => {
-                result = Err(kernel_err(e));
+                result = Err(e.into());
                 keep.push((minor, rate));
                 continue;
             }
         }
         if let Err(e) = park(tc, dev, minor).await {
-            result = Err(kernel_err(e));
+            result = Err(e.into());
             keep.push((minor, rate));
             continue;
         }
@@ -489,13 +490,13 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), QsockError>
 /// Puts a planned stream's class in place: a new own class (best effort
 /// shrinks first), or the module's shared class resized. Returns the minor.
 /// `reuse`: an own class the stream already has, changed in place.
-pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, QsockError> {
+pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, DaemonError> {
     match plan.class {
         StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => {
             let class = htb_class(rate_bps, ceil_bps, burst_bytes);
             let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
             if let Some(minor) = reuse {
-                tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await.map_err(kernel_err)?;
+                tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await?;
                 return Ok(minor);
             }
             // A parked class first: one change instead of an add.
@@ -507,12 +508,12 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
                     }
                     Err(e) => {
                         dev.parked.insert(minor);
-                        return Err(kernel_err(e));
+                        return Err(e.into());
                     }
                 }
             }
             let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
-            tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await.map_err(kernel_err)?;
+            tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await?;
             dev.free_minors.remove(&minor);
             Ok(minor)
         }
@@ -523,7 +524,7 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
 /// Installs a planned new stream: reservation, class, then counters and
 /// policy (the program only acts on sockets that have both). On error the
 /// reservation and an own class are undone; the caller rebalances.
-pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, QsockError> {
+pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, DaemonError> {
     dev.guaranteed_bps += plan.reserved_bps;
     dev.booked_burst_bytes += plan.booked_burst_bytes;
     let unbook = |dev: &mut DeviceRt| {
@@ -550,17 +551,18 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
             }
         }
         unbook(dev);
-        return Err(kernel_err(format!("install policy: {e}")));
+        return Err(DaemonError::Kernel(format!("install policy: {e}")));
     }
     Ok(minor)
 }
 
 /// Resizes the best-effort class to what guarantees leave on `dev`, so the
 /// assured rates of all classes never add up to more than the link.
-pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), QsockError> {
+pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), DaemonError> {
     let link = dev.state.link_rate_bps;
     let be = HtbClass::new((link - dev.guaranteed_bps).max(1), link, device::BEST_EFFORT_PRIO);
-    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false).await.map_err(kernel_err)
+    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false).await?;
+    Ok(())
 }
 
 #[cfg(test)]

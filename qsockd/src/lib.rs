@@ -10,6 +10,8 @@ pub mod config;
 pub mod device;
 pub mod devrt;
 pub mod diag;
+pub mod error;
+pub mod htb;
 pub mod ifaces;
 pub mod limits;
 pub mod metrics;

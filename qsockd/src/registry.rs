@@ -14,7 +14,8 @@ use crate::{
     books::Books,
     config::{Config, Paths},
     device::{self, DeviceState},
-    devrt::{drain, install, kernel_err, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
+    devrt::{drain, install, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
+    error::DaemonError,
     ifaces::Interfaces,
     report,
     routing::Routing,
@@ -129,7 +130,7 @@ impl Registry {
             Ok(x) => x,
             Err(e) => {
                 self.books.remove_all(booked);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let kept: std::collections::HashSet<u64> = recovered.iter().map(|(c, _)| *c).collect();
@@ -213,7 +214,7 @@ impl Registry {
                 if let Err(e2) = rebalance(&tc, dev, false).await {
                     log::error!("{}: restoring classes after a failed attach: {e2}", dev.state.device);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.sockets.insert(
@@ -338,7 +339,7 @@ impl Registry {
                 rebalance(&tc, dev, true).await?;
             }
             let new_minor = place(&tc, dev, &plan, reuse).await?;
-            dev.policies.insert(facts.cookie, policy_of(&plan, new_minor, link.msg_tags), 0).map_err(kernel_err)?;
+            dev.policies.insert(facts.cookie, policy_of(&plan, new_minor, link.msg_tags), 0).map_err(DaemonError::from)?;
             if own_class && new_minor != minor {
                 // Its reservation moved with the stream; the old class drains what it holds.
                 dev.draining.push((minor, 0));
@@ -397,10 +398,10 @@ impl Registry {
         dev.booked_burst_bytes -= m.booking.burst_bytes;
         if m.own_class {
             dev.draining.push((m.minor, m.booking.rate_bps));
-            drain(&self.tc, dev).await
+            Ok(drain(&self.tc, dev).await?)
         } else {
             dev.guaranteed_bps -= m.booking.rate_bps;
-            rebalance(&self.tc, dev, false).await
+            Ok(rebalance(&self.tc, dev, false).await?)
         }
     }
 
@@ -470,7 +471,7 @@ impl Registry {
     pub async fn info(&self, facts: &SocketFacts, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
         let m = self.managed(facts.cookie)?;
         let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
-        let cls = self.tc.class_stats_of(dev.state.ifindex, DeviceRt::classid(m.minor)).await.map_err(kernel_err)?.unwrap_or_default();
+        let cls = self.tc.class_stats_of(dev.state.ifindex, DeviceRt::classid(m.minor)).await.map_err(DaemonError::from)?.unwrap_or_default();
         Ok(report::qinfo(facts.cookie, m, dev, cls, sock))
     }
 
@@ -479,7 +480,7 @@ impl Registry {
     pub async fn list(&self, uid: u32) -> Result<Vec<qsock::SocketSummary>, QsockError> {
         let mut stats = HashMap::new();
         for (name, dev) in &self.devices {
-            stats.insert(name.clone(), self.tc.class_stats(dev.state.ifindex).await.map_err(kernel_err)?);
+            stats.insert(name.clone(), self.tc.class_stats(dev.state.ifindex).await.map_err(DaemonError::from)?);
         }
         let mut out: Vec<qsock::SocketSummary> = self
             .sockets

@@ -1,6 +1,5 @@
 //! tc over rtnetlink: the root HTB qdisc, its classes, clsact, and class
-//! statistics. rtnetlink has no typed HTB options, so the HTB attributes
-//! (`linux/pkt_sched.h`) are built here as raw netlink attributes.
+//! statistics. The HTB options themselves are encoded in [`crate::htb`].
 use std::collections::HashMap;
 
 use rtnetlink::{
@@ -13,21 +12,14 @@ use rtnetlink::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::htb::{self, HtbClass};
+
 /// `TC_H_ROOT`: parent of a root qdisc.
 const TC_H_ROOT: u32 = 0xffff_ffff;
 /// `TC_H_CLSACT`: parent of the clsact qdisc.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
 /// `TCA_OPTIONS` in `enum TCA_*` (linux/rtnetlink.h).
 const TCA_OPTIONS: u16 = 2;
-const TCA_HTB_PARMS: u16 = 1;
-const TCA_HTB_INIT: u16 = 2;
-const TCA_HTB_RATE64: u16 = 6;
-const TCA_HTB_CEIL64: u16 = 7;
-const TC_LINKLAYER_ETHERNET: u8 = 1;
-/// `TC_HTB_PROTOVER`.
-const HTB_PROTOVER: u32 = 3;
-/// Largest Ethernet frame on the wire, bytes.
-const MAX_FRAME: u64 = qsock_sched::MAX_FRAME_BYTES;
 
 /// A failed tc operation: what was attempted and the kernel's errno.
 #[derive(Debug, thiserror::Error)]
@@ -82,68 +74,10 @@ pub struct ClassStats {
     pub backlog: u64,
 }
 
-/// Token buckets and priority of an HTB class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HtbClass {
-    /// Assured rate, bit/s.
-    pub rate_bps: u64,
-    /// Rate it may borrow up to, bit/s (≥ `rate_bps`).
-    pub ceil_bps: u64,
-    /// Depth of the rate bucket (`burst`), bytes.
-    pub burst_bytes: u64,
-    /// HTB priority: lower is served first when borrowing (0..=7).
-    pub prio: u32,
-}
-
 /// tc requests on one network namespace's rtnetlink socket.
 #[derive(Clone)]
 pub struct Tc {
     handle: Handle,
-}
-
-fn ratespec(rate_bps: u64) -> [u8; 12] {
-    // struct tc_ratespec { u8 cell_log; u8 linklayer; u16 overhead; i16 cell_align; u16 mpu; u32 rate; }
-    let mut b = [0u8; 12];
-    b[1] = TC_LINKLAYER_ETHERNET;
-    let bytes_per_s = rate_bps / 8;
-    b[8..12].copy_from_slice(&(bytes_per_s.min(u32::MAX as u64) as u32).to_ne_bytes());
-    b
-}
-
-/// Time to send `bytes` at `rate_bps`, in psched ticks (64 ns, `PSCHED_SHIFT`).
-fn xmit_ticks(bytes: u64, rate_bps: u64) -> u32 {
-    let ns = bytes as u128 * 8 * 1_000_000_000 / rate_bps.max(1) as u128;
-    (ns >> 6).min(u32::MAX as u128) as u32
-}
-
-impl HtbClass {
-    /// A class at `rate_bps` up to `ceil_bps` with the default bucket
-    /// ([`qsock_sched::default_burst_bytes`]) and priority `prio`.
-    pub fn new(rate_bps: u64, ceil_bps: u64, prio: u32) -> Self {
-        Self { rate_bps, ceil_bps, burst_bytes: qsock_sched::default_burst_bytes(rate_bps), prio }
-    }
-}
-
-fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
-    // struct tc_htb_opt { tc_ratespec rate, ceil; u32 buffer, cbuffer, quantum, level, prio; }
-    let mut p = Vec::with_capacity(44);
-    p.extend_from_slice(&ratespec(c.rate_bps));
-    p.extend_from_slice(&ratespec(c.ceil_bps));
-    // buffer: the rate bucket as time at the rate; cbuffer: the default at the ceiling.
-    p.extend_from_slice(&xmit_ticks(c.burst_bytes.max(MAX_FRAME), c.rate_bps).to_ne_bytes());
-    p.extend_from_slice(&xmit_ticks(qsock_sched::default_burst_bytes(c.ceil_bps), c.ceil_bps).to_ne_bytes());
-    let quantum = (c.rate_bps / 8 / 10).clamp(MAX_FRAME + 86, 200_000) as u32;
-    p.extend_from_slice(&quantum.to_ne_bytes());
-    p.extend_from_slice(&0u32.to_ne_bytes());
-    p.extend_from_slice(&c.prio.to_ne_bytes());
-    let mut opts = vec![TcOption::Other(DefaultNla::new(TCA_HTB_PARMS, p))];
-    if c.rate_bps / 8 > u32::MAX as u64 {
-        opts.push(TcOption::Other(DefaultNla::new(TCA_HTB_RATE64, (c.rate_bps / 8).to_ne_bytes().to_vec())));
-    }
-    if c.ceil_bps / 8 > u32::MAX as u64 {
-        opts.push(TcOption::Other(DefaultNla::new(TCA_HTB_CEIL64, (c.ceil_bps / 8).to_ne_bytes().to_vec())));
-    }
-    opts
 }
 
 fn tc_message(ifindex: u32, handle: u32, parent: u32, kind: Option<&str>, options: Vec<TcOption>) -> TcMessage {
@@ -263,12 +197,7 @@ impl Tc {
 
     /// Adds a root HTB `major:` whose unclassified traffic goes to `major:default_minor`.
     pub async fn add_htb_root(&self, ifindex: u32, major: u32, default_minor: u32) -> Result<()> {
-        // struct tc_htb_glob { u32 version, rate2quantum, defcls, debug, direct_pkts; }
-        let mut g = Vec::with_capacity(20);
-        for v in [HTB_PROTOVER, 10, default_minor, 0, 0] {
-            g.extend_from_slice(&v.to_ne_bytes());
-        }
-        let msg = tc_message(ifindex, major << 16, TC_H_ROOT, Some("htb"), vec![TcOption::Other(DefaultNla::new(TCA_HTB_INIT, g))]);
+        let msg = tc_message(ifindex, major << 16, TC_H_ROOT, Some("htb"), htb::root_options(default_minor));
         self.ack(format!("add root htb on ifindex {ifindex}"), RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await
     }
 
@@ -295,7 +224,7 @@ impl Tc {
 
     /// Creates (`create`) or changes HTB class `classid` under `parent`.
     pub async fn set_htb_class(&self, ifindex: u32, classid: u32, parent: u32, class: &HtbClass, create: bool) -> Result<()> {
-        let msg = tc_message(ifindex, classid, parent, Some("htb"), htb_class_options(class));
+        let msg = tc_message(ifindex, classid, parent, Some("htb"), class.options());
         let flags = if create { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
         let verb = if create { "add" } else { "change" };
         self.ack(format!("{verb} htb class {} on ifindex {ifindex}", fmt_classid(classid)), RouteNetlinkMessage::NewTrafficClass(msg), flags).await
@@ -370,19 +299,6 @@ fn stats_of(c: &TcMessage) -> ClassStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xmit_ticks_match_psched_units() {
-        // 1500 bytes at 12 Mbit/s take 1 ms = 15625 ticks of 64 ns.
-        assert_eq!(xmit_ticks(1500, 12_000_000), 15_625);
-    }
-
-    #[test]
-    fn ratespec_carries_bytes_per_second() {
-        let r = ratespec(10_000_000);
-        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 1_250_000);
-        assert_eq!(r[1], TC_LINKLAYER_ETHERNET);
-    }
 
     #[test]
     fn classid_prints_like_tc() {

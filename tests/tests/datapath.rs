@@ -197,7 +197,7 @@ fn qchange_resizes_the_class_in_place_and_close_removes_it() {
     assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 7Mbit"), "best effort shrinks: {classes}");
     b.client.detach(tx.as_fd()).unwrap();
     let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
-    assert!(!classes.contains("1:10"), "{classes}");
+    assert!(!b.class_in_use("1:10"), "released: parked for the next socket, not serving one: {classes}");
     assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "{classes}");
 }
 
@@ -210,13 +210,14 @@ fn a_client_that_goes_away_without_qclose_releases_its_sockets() {
     let tx = b.sender().unwrap();
     let short_lived = qsock::Client::connect(&b.bed.socket_path()).unwrap();
     assert_eq!(short_lived.attach(tx.as_fd(), &b.rate(4_000_000)).unwrap().classid, "1:10");
-    drop(short_lived); // as when the process exits: no qclose
-                       // qsockd sees the connection close and releases the class. Bounded wait
-                       // for that asynchronous event.
+    // As when the process exits: no qclose. qsockd sees the connection
+    // close and releases the class (parks it). Bounded wait for that
+    // asynchronous event.
+    drop(short_lived);
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let classes = b.bed.tc_server(&["class", "show", "dev", &b.bed.server_dev]).unwrap();
-        if !classes.contains("1:10") {
+        if !b.class_in_use("1:10") {
             assert!(classes.contains("class htb 1:fffe parent 1:1 prio 7 rate 10Mbit"), "rate returned to best effort: {classes}");
             break;
         }
