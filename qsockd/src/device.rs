@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::Paths,
-    devrt::kernel_err,
+    error::kernel_err,
     htb::HtbClass,
     tc::{SavedQdisc, Tc, TcError},
     EBPF_OBJECT,

@@ -23,31 +23,10 @@ use crate::{
     error::DaemonError,
     htb::HtbClass,
     rate::RateModule,
-    sockets::Managed,
+    sockets::{Booking, Managed},
     tc::Tc,
     EBPF_OBJECT,
 };
-
-/// What a stream holds of a device's books.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Booking {
-    /// Reserved rate, bit/s.
-    pub rate_bps: u64,
-    /// Booked burst, bytes.
-    pub burst_bytes: u64,
-}
-
-impl Booking {
-    /// What `plan` books.
-    pub fn of(plan: &StreamPlan) -> Self {
-        Self { rate_bps: plan.reserved_bps, burst_bytes: plan.booked_burst_bytes }
-    }
-}
-
-/// A wire error of kind [`ErrorKind::Kernel`] from anything displayable.
-pub(crate) fn kernel_err(e: impl std::fmt::Display) -> QsockError {
-    QsockError::new(ErrorKind::Kernel, e.to_string())
-}
 
 /// How the scheduler modules admit streams, the same on every device.
 #[derive(Clone, Copy, Debug)]

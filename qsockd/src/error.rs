@@ -44,3 +44,8 @@ impl From<DaemonError> for QsockError {
 
 /// Result of the daemon's kernel-facing steps.
 pub type Result<T, E = DaemonError> = std::result::Result<T, E>;
+
+/// A wire error of kind [`ErrorKind::Kernel`] from anything displayable.
+pub(crate) fn kernel_err(e: impl std::fmt::Display) -> QsockError {
+    QsockError::new(ErrorKind::Kernel, e.to_string())
+}

@@ -1,6 +1,6 @@
 //! HTB's netlink options (`linux/pkt_sched.h`) as typed `#[repr(C)]`
 //! structs, and the encoding of an [`HtbClass`] into them. rtnetlink has
-//! no typed HTB options; [`crate::tc`] sends these bytes as raw attributes.
+//! no typed HTB options; the tc client sends these bytes as raw attributes.
 use bytemuck::{Pod, Zeroable};
 use rtnetlink::packet_core::DefaultNla;
 use rtnetlink::packet_route::tc::TcOption;

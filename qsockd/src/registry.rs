@@ -14,13 +14,13 @@ use crate::{
     books::Books,
     config::{Config, Paths},
     device::{self, DeviceState},
-    devrt::{drain, install, open_device, place, policy_of, rebalance, Booking, DeviceRt, ModuleSettings},
+    devrt::{drain, install, open_device, place, policy_of, rebalance, DeviceRt, ModuleSettings},
     error::DaemonError,
     ifaces::Interfaces,
     report,
     routing::Routing,
     select::SelectionPolicy,
-    sockets::{Managed, SocketTable, UNCLAIMED},
+    sockets::{Booking, Managed, SocketTable, UNCLAIMED},
     sockinfo::{self, SocketFacts},
     tc::{fmt_classid, Tc},
 };
@@ -241,7 +241,7 @@ impl Registry {
         );
         if let Some(s) = &selection {
             // Bound only now: a refused attach leaves the socket as it was.
-            if let Err(e) = crate::selection::bind_source(sock, s.source) {
+            if let Err(e) = sockinfo::bind_source(sock, s.source) {
                 let _ = self.close(facts.cookie).await;
                 return Err(e);
             }

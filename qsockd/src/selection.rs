@@ -3,12 +3,8 @@
 //! addresses; forgotten when they vanish), the policy asked for a socket
 //! attached without a device, and binding the socket to the chosen
 //! interface's source address.
-use std::{
-    net::{IpAddr, SocketAddr},
-    os::fd::{AsRawFd, BorrowedFd},
-};
+use std::os::fd::BorrowedFd;
 
-use nix::sys::socket::{bind, getpeername, getsockname, SockaddrStorage};
 use qsock::{ErrorKind, InitParams, InterfaceInfo, QosParams, QsockError, Selection};
 
 use crate::{
@@ -16,36 +12,8 @@ use crate::{
     ifaces::{self, Change},
     registry::Registry,
     select::{prefs, Candidate},
-    sockinfo::SocketFacts,
+    sockinfo::{check_unplaced, SocketFacts},
 };
-
-/// Fails with [`ErrorKind::SocketInUse`] unless the socket is neither
-/// connected nor bound: only such a socket can still be placed.
-pub fn check_unplaced(sock: BorrowedFd<'_>) -> Result<(), QsockError> {
-    if getpeername::<SockaddrStorage>(sock.as_raw_fd()).is_ok() {
-        return Err(QsockError::new(
-            ErrorKind::SocketInUse,
-            "the socket is already connected; qsock does not move a connected socket (attach before connect, or use qconnect)",
-        ));
-    }
-    if let Ok(local) = getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
-        let bound = match (local.as_sockaddr_in(), local.as_sockaddr_in6()) {
-            (Some(a), _) => a.port() != 0 || !a.ip().is_unspecified(),
-            (_, Some(a)) => a.port() != 0 || !a.ip().is_unspecified(),
-            _ => false,
-        };
-        if bound {
-            return Err(QsockError::new(ErrorKind::SocketInUse, format!("the socket is already bound to {local}; give a device, or attach before bind")));
-        }
-    }
-    Ok(())
-}
-
-/// Binds `sock` to `source` with a port the kernel picks.
-pub fn bind_source(sock: BorrowedFd<'_>, source: IpAddr) -> Result<(), QsockError> {
-    let addr = SockaddrStorage::from(SocketAddr::new(source, 0));
-    bind(sock.as_raw_fd(), &addr).map_err(|e| QsockError::new(ErrorKind::Kernel, format!("bind to {source}: {e}")))
-}
 
 impl Registry {
     /// Asks the socket's policy (or the default) for an interface among the

@@ -11,7 +11,23 @@ use qsock::{QosParams, Selection};
 use qsock_sched::StreamClass;
 use serde::{Deserialize, Serialize};
 
-use crate::devrt::Booking;
+use qsock_sched::StreamPlan;
+
+/// What a stream holds of a device's books.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Booking {
+    /// Reserved rate, bit/s.
+    pub rate_bps: u64,
+    /// Booked burst, bytes.
+    pub burst_bytes: u64,
+}
+
+impl Booking {
+    /// What `plan` books.
+    pub fn of(plan: &StreamPlan) -> Self {
+        Self { rate_bps: plan.reserved_bps, burst_bytes: plan.booked_burst_bytes }
+    }
+}
 
 /// Client connection number of a socket recovered after a restart and not
 /// yet claimed again by its client (`Registry::reclaim`).

@@ -1,7 +1,13 @@
 //! Facts qsockd reads from a socket a client handed over: its cookie (the
 //! data path's key, never taken from the client's word), its type, and the
-//! stack facts `qinfo` reports.
-use std::os::fd::{AsRawFd, BorrowedFd};
+//! stack facts `qinfo` reports; and binding one to the source address of
+//! the interface chosen for it.
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use nix::sys::socket::{bind, getpeername, getsockname, SockaddrStorage};
 
 use qsock::{ErrorKind, QsockError, StackInfo, TcpInfo};
 
@@ -123,4 +129,32 @@ pub fn is_bound(fd: BorrowedFd<'_>) -> bool {
     use nix::sys::socket::{getsockname, SockaddrStorage};
     getsockname::<SockaddrStorage>(fd.as_raw_fd())
         .is_ok_and(|a| a.as_sockaddr_in().map(|v| v.port()).or_else(|| a.as_sockaddr_in6().map(|v| v.port())).unwrap_or(0) != 0)
+}
+
+/// Fails with [`ErrorKind::SocketInUse`] unless the socket is neither
+/// connected nor bound: only such a socket can still be placed.
+pub fn check_unplaced(sock: BorrowedFd<'_>) -> Result<(), QsockError> {
+    if getpeername::<SockaddrStorage>(sock.as_raw_fd()).is_ok() {
+        return Err(QsockError::new(
+            ErrorKind::SocketInUse,
+            "the socket is already connected; qsock does not move a connected socket (attach before connect, or use qconnect)",
+        ));
+    }
+    if let Ok(local) = getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
+        let bound = match (local.as_sockaddr_in(), local.as_sockaddr_in6()) {
+            (Some(a), _) => a.port() != 0 || !a.ip().is_unspecified(),
+            (_, Some(a)) => a.port() != 0 || !a.ip().is_unspecified(),
+            _ => false,
+        };
+        if bound {
+            return Err(QsockError::new(ErrorKind::SocketInUse, format!("the socket is already bound to {local}; give a device, or attach before bind")));
+        }
+    }
+    Ok(())
+}
+
+/// Binds `sock` to `source` with a port the kernel picks.
+pub fn bind_source(sock: BorrowedFd<'_>, source: IpAddr) -> Result<(), QsockError> {
+    let addr = SockaddrStorage::from(SocketAddr::new(source, 0));
+    bind(sock.as_raw_fd(), &addr).map_err(|e| QsockError::new(ErrorKind::Kernel, format!("bind to {source}: {e}")))
 }
