@@ -75,7 +75,7 @@ impl Books {
         out
     }
 
-    /// Forgets every socket on `device` of `cookies`.
+    /// Forgets the sockets `cookies` (those without a record are skipped).
     pub fn remove_all(&self, cookies: impl IntoIterator<Item = u64>) {
         for c in cookies {
             self.remove(c);

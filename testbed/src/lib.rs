@@ -95,7 +95,7 @@ pub struct Testbed {
     pub pin_root: PathBuf,
     /// qsockd's state directory (device records, socket books), on tmpfs as
     /// `/run` is on a systemd host: on a disk file system each book write
-    /// costs a journal round (about 0.7 ms on the CI machine's ext4).
+    /// costs 0.1–0.7 ms on the CI machine's ext4 (`scripts/control-costs.sh`).
     pub state_root: PathBuf,
     daemon: Option<Child>,
 }
@@ -166,6 +166,15 @@ impl Testbed {
     /// Path of the bed's qsockd socket.
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("qsockd.sock")
+    }
+
+    /// Where qsockd pins the server device's maps and links: qsockd keys a
+    /// namespace by its inode (`<pin_root>/net<inode>/<device>`). Errors:
+    /// the server namespace's file cannot be read.
+    pub fn pin_dir(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(format!("/run/netns/{}", self.server_ns))?.ino();
+        Ok(self.pin_root.join(format!("net{ino}")).join(&self.server_dev))
     }
 
     /// qsockd invoked for this bed's server namespace, state and pins.

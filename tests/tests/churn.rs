@@ -11,26 +11,9 @@ use qsock_tests::Bed;
 
 const CYCLES_PER_CLIENT: u32 = 50_000;
 
-/// The first file named `name` under `dir`.
-fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-        if p.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
-
-/// Entries of the pinned hash map `name` under `pin_root`.
-fn entries<V: aya::Pod>(pin_root: &Path, name: &str) -> usize {
-    let path = find(pin_root, name).unwrap_or_else(|| panic!("{name} is pinned under {}", pin_root.display()));
-    let map = aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&path).unwrap());
+/// Entries of the pinned hash map `name` in pin directory `dir`.
+fn entries<V: aya::Pod>(dir: &Path, name: &str) -> usize {
+    let map = aya::maps::Map::HashMap(aya::maps::MapData::from_pin(dir.join(name)).unwrap());
     let m: aya::maps::HashMap<_, u64, V> = aya::maps::HashMap::try_from(map).unwrap();
     m.keys().count()
 }
@@ -76,8 +59,11 @@ fn a_hundred_thousand_attach_close_cycles_leave_nothing_behind() {
     assert!(serving.is_empty(), "classes left serving nobody: {serving:?}");
     let best_effort = |dump: &str| dump.lines().find(|l| l.starts_with("class htb 1:fffe ")).map(|l| l.split(" burst").next().unwrap().to_string());
     assert_eq!(best_effort(&classes), best_effort(&idle), "best effort has the whole link back");
-    assert_eq!(entries::<SocketPolicy>(&b.bed.pin_root, MAP_POLICIES), 0, "policy map empty");
-    assert_eq!(entries::<SocketCounters>(&b.bed.pin_root, MAP_COUNTERS), 0, "counter map empty");
-    let books = find(&b.bed.state_root, "sockets").map(|d| std::fs::read_dir(d).unwrap().count()).unwrap_or(0);
+    let pins = b.bed.pin_dir().unwrap();
+    assert_eq!(entries::<SocketPolicy>(&pins, MAP_POLICIES), 0, "policy map empty");
+    assert_eq!(entries::<SocketCounters>(&pins, MAP_COUNTERS), 0, "counter map empty");
+    // qsockd's books: <state_root>/net<inode>/sockets/, one record per managed socket.
+    let books_dir = b.bed.state_root.join(pins.parent().unwrap().file_name().unwrap()).join("sockets");
+    let books = std::fs::read_dir(&books_dir).unwrap_or_else(|e| panic!("{}: {e}", books_dir.display())).count();
     assert_eq!(books, 0, "no socket record left in qsockd's books");
 }

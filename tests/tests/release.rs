@@ -21,10 +21,6 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-fn has_class(b: &Bed, classid: &str) -> bool {
-    b.class_in_use(classid)
-}
-
 #[test]
 fn sockets_closed_without_qclose_are_released_and_open_ones_stay() {
     if qsock_tests::skip_unless_root() {
@@ -50,15 +46,15 @@ fn sockets_closed_without_qclose_are_released_and_open_ones_stay() {
     let t = b.client.attach(tcp.as_fd(), &b.rate(2_000_000)).unwrap();
     // Close the UDP socket; the client's connection to qsockd stays open.
     drop(udp);
-    eventually("release of the closed UDP socket's class", || !has_class(&b, &a.classid));
+    eventually("release of the closed UDP socket's class", || !b.class_in_use(&a.classid));
     let again = b.sender().unwrap();
     b.client.attach(again.as_fd(), &b.rate(6_000_000)).expect("its reservation went back to the link");
     b.client.detach(again.as_fd()).unwrap();
     // The sweep that released the UDP socket saw the TCP one open and kept it.
-    assert!(has_class(&b, &t.classid), "an open socket is not released");
+    assert!(b.class_in_use(&t.classid), "an open socket is not released");
     // Closed, the kernel keeps the TCP orphan in FIN_WAIT a while; qsock does not wait for it.
     drop(tcp);
-    eventually("release of the closed TCP socket's class", || !has_class(&b, &t.classid));
+    eventually("release of the closed TCP socket's class", || !b.class_in_use(&t.classid));
 
     // The socket that stayed open is still managed.
     assert!(b.client.info(keep.as_fd()).is_ok());
