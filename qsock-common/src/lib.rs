@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 #![no_std]
 
+pub mod dwcs;
 pub mod service;
 pub mod unit;
 

@@ -15,7 +15,10 @@
 //! * **Measured**: the backlog plus the unit drained at the rate the class
 //!   was measured to drain at while it had a backlog ([`ServiceMeter`], in
 //!   the dequeue probe), used only when it exceeds `R` (the class borrows),
-//!   trusted up to `C`, and only while fresh.
+//!   trusted up to `C`, and only while fresh. A class that may borrow and
+//!   has no fresh sample is assumed to get `C`: a drop needs evidence that
+//!   the class is served slower than a plain socket would be, so "never
+//!   less than plain" holds from the first frame on.
 //!
 //! Neither is earlier than the backlog and the unit drained at `C`: the
 //! ceiling's bucket paces even a burst.
@@ -99,6 +102,9 @@ pub const MIN_PACKET_BYTES: u64 = 14 + 20 + 8 + 1;
 /// then, so a unit has left once all but its last packet are paid for: a
 /// one-packet unit leaves at the clock's start; of a larger unit the last
 /// packet may be as small as [`MIN_PACKET_BYTES`].
+///
+/// `measured_bps` 0 (no fresh sample) counts as the ceiling for a class
+/// that may borrow; pass `class.rate_bps` for the guaranteed bound alone.
 pub const fn predict(class: ClassModel, vclock_ns: u64, now_ns: u64, backlog_bytes: u64, unit_bytes: u64, packet_bytes: u64, measured_bps: u64) -> Prediction {
     let v = resync_vclock(vclock_ns, now_ns, backlog_bytes, class.rate_bps);
     let floor = now_ns.saturating_sub(class.burst_ns);
@@ -110,7 +116,9 @@ pub const fn predict(class: ClassModel, vclock_ns: u64, now_ns: u64, backlog_byt
     // The meter counts only when the class was served faster than its
     // guarantee (it borrowed); at R the guaranteed clock is the better bound
     // (it knows the bucket's debt).
-    let mut s = measured_bps;
+    // No sample yet (or a stale one): nothing shows that the class gets
+    // less than its ceiling, and a drop needs evidence.
+    let mut s = if measured_bps == 0 { class.ceil_bps } else { measured_bps };
     if s > class.ceil_bps && class.ceil_bps >= class.rate_bps {
         s = class.ceil_bps;
     }
@@ -203,13 +211,16 @@ mod tests {
     #[test]
     fn an_idle_class_sends_its_burst_at_once() {
         // 1500 bytes at 1 Mbit/s = 12 ms, all of it covered by the bucket.
-        let p = predict(C, 0, 1_000_000_000, 0, 1500, 1500, 0);
+        let p = predict(C, 0, 1_000_000_000, 0, 1500, 1500, C.rate_bps);
         assert_eq!(p.finish_ns, 1_000_000_000);
         assert_eq!(p.vclock_after_ns, 1_000_000_000);
         // A 3-packet frame right behind it: its last packet waits for all
         // but the smallest last packet at R.
-        let p = predict(C, p.vclock_after_ns, 1_000_000_000, 1500, 4500, 1500, 0);
+        let p = predict(C, p.vclock_after_ns, 1_000_000_000, 1500, 4500, 1500, C.rate_bps);
         assert_eq!(p.finish_ns, 1_000_000_000 + tx_ns(4500 - MIN_PACKET_BYTES, 1_000_000));
+        // Never measured: the class is assumed to borrow up to its ceiling.
+        let p = predict(C, p.vclock_after_ns, 1_000_000_000, 1500, 4500, 1500, 0);
+        assert_eq!(p.finish_ns, 1_000_000_000 + tx_ns(1500 + 4500 - MIN_PACKET_BYTES, 10_000_000));
     }
 
     #[test]
@@ -217,7 +228,8 @@ mod tests {
         // The clock says 500 ms of work at R, but only 10 kB are queued (80 ms
         // at R, plus 12.1 ms for the frame the class may owe).
         let now = 5_000_000_000;
-        let p = predict(C, now + 500_000_000, now, 10_000, 1000, 1000, 0);
+        // A meter reading at R: the guaranteed bound alone.
+        let p = predict(C, now + 500_000_000, now, 10_000, 1000, 1000, C.rate_bps);
         assert_eq!(p.finish_ns, now + 92_112_000);
         assert_eq!(p.vclock_after_ns, now + 100_112_000);
         // The class drained at 8 Mbit/s while busy: 10 kB ahead take 10 ms.

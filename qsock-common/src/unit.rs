@@ -70,31 +70,6 @@ pub const fn judge(deadline_ns: u64, finish_ns: u64, now_ns: u64, prio: u8, drop
     }
 }
 
-/// DWCS patience: how long a unit of a stream whose current window
-/// constraint is x'/y' may wait, ns, given `slack` to its deadline. While
-/// x' > 0 and the last y deadlines leave `room` for one more miss, a
-/// droppable unit gives up once it would finish later than
-/// slack · max(1 − x'/y', 1/4), or than slack minus two units' transmission
-/// (`unit_tx_ns` each), so a stream that may not miss still finds its
-/// deadline reachable. Otherwise it may wait its whole slack. This is DWCS
-/// precedence (West & Schwan, ICMCS 1999) turned into patience at enqueue
-/// into one FIFO.
-pub const fn dwcs_patience(slack: u64, x_now: u32, y_now: u32, room: bool, droppable: bool, unit_tx_ns: u64) -> u64 {
-    if !(droppable && x_now > 0 && room) {
-        return slack;
-    }
-    let give = if x_now > y_now { slack } else { crate::scale_down(slack, x_now, y_now) };
-    let quarter = slack / 4;
-    let kept = slack.saturating_sub(give);
-    let graded = if kept > quarter { kept } else { quarter };
-    let reserve = slack.saturating_sub(crate::sat_mul(unit_tx_ns, 2));
-    if graded < reserve {
-        graded
-    } else {
-        reserve
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,13 +98,5 @@ mod tests {
         assert_eq!(judge(now + 700, now + 701, now, 7, false), Verdict::LateKept);
         assert_eq!(judge(now - 1, now, now, 3, true), Verdict::Drop, "past deadline, droppable");
         assert_eq!(judge(now - 1, now, now, 7, false), Verdict::LateKept, "past deadline, kept");
-    }
-
-    #[test]
-    fn dwcs_patience_grades() {
-        assert_eq!(dwcs_patience(1000, 1, 2, true, true, 10), 500);
-        assert_eq!(dwcs_patience(1000, 1, 2, false, true, 10), 1000, "no room: all slack");
-        assert_eq!(dwcs_patience(1000, 3, 4, true, true, 10), 250, "at least a quarter");
-        assert_eq!(dwcs_patience(1000, 1, 4, true, true, 300), 400, "two units in reserve");
     }
 }

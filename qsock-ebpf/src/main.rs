@@ -23,7 +23,7 @@
 #![feature(core_intrinsics)]
 
 use core::ffi::c_void;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -32,7 +32,7 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::{BtfTracePointContext, TcContext},
 };
-use qsock_common::{service, unit, *};
+use qsock_common::{dwcs, service, unit, *};
 
 #[map(name = "QSOCK_POLICIES")]
 static POLICIES: HashMap<u64, SocketPolicy> = HashMap::pinned(MAX_SOCKETS, 0);
@@ -172,12 +172,9 @@ unsafe fn drop_packet(c: *mut SocketCounters, first_of_unit: bool, len: u64) -> 
 /// the unit were at least the stream's `dwcs_unit_bytes` (the rest of a
 /// frame is not here yet).
 ///
-/// Met or missed, the window rules of `qsock_common::Window` (West & Schwan,
-/// ICMCS 1999) adjust x'/y'. A missed unit is dropped whole unless it is
-/// non-droppable (then it is sent late). Unlike DWCS proper, a unit that
-/// would be late with x' = 0 is dropped too: in one FIFO a late unit delays
-/// every stream behind it. Precedence becomes patience
-/// (`qsock_common::unit::dwcs_patience`).
+/// The decision is `qsock_common::dwcs::judge` (West & Schwan's window
+/// rules, precedence turned into patience): a missed unit is dropped whole
+/// unless it is non-droppable (then it is sent late).
 #[inline(always)]
 unsafe fn dwcs(
     skb: *mut aya_ebpf::bindings::__sk_buff,
@@ -194,7 +191,12 @@ unsafe fn dwcs(
     };
     let state = (*c).frame_state;
     let k = *clock;
-    let finish = service::charge(k.vclock_ns, now, k.burst_ns, len, k.rate_bps);
+    // Streams of the class send from several CPUs at once: read the clock
+    // atomically here and charge it with one compare-and-swap below, so no
+    // CPU overwrites another's charge (a lost charge would put every later
+    // prediction one packet early while the class stays backlogged).
+    let seen = core::ptr::read_volatile(&(*clock).vclock_ns);
+    let finish = service::charge(seen, now, k.burst_ns, len, k.rate_bps);
 
     if unit::starts_unit(state, tag) {
         let (x, y) = (policy.dwcs_x, policy.dwcs_y);
@@ -206,7 +208,10 @@ unsafe fn dwcs(
             (*c).dwcs_y_now = y;
             (*c).dwcs_violated = 0;
         }
-        let mut w = Window { x: (*c).dwcs_x_now, y: (*c).dwcs_y_now, violated: (*c).dwcs_violated != 0 };
+        let before = dwcs::StreamState {
+            window: Window { x: (*c).dwcs_x_now, y: (*c).dwcs_y_now, violated: (*c).dwcs_violated != 0 },
+            history: (*c).dwcs_history,
+        };
         let previous = (*c).dwcs_deadline_ns;
         let deadline = if tag & TAG_HAS_DEADLINE != 0 {
             tag_deadline(tag, now)
@@ -219,40 +224,28 @@ unsafe fn dwcs(
             add(&mut (*c).past_deadline_units, 1);
         }
         (*c).dwcs_deadline_ns = deadline;
-        let slack = deadline.saturating_sub(now);
         let declared = tag_frame_bytes(tag);
         let floor = if declared != 0 { declared } else { policy.dwcs_unit_bytes as u64 };
         let unit_len = if floor > len { floor } else { len };
         let start = finish - service::tx_ns(len, k.rate_bps);
         let unit_tx = service::tx_ns(unit_len, k.rate_bps);
-        let history = (*c).dwcs_history;
-        let room = window_allows_miss(history, x, y);
-        let patience = unit::dwcs_patience(slack, w.x, w.y, room, droppable, unit_tx);
-        let met = (start + unit_tx).saturating_sub(now) <= patience;
-        (*c).dwcs_history = (history << 1) | !met as u64;
-        let drop;
-        if met {
-            w = w.on_met(x, y);
+        let wait = (start + unit_tx).saturating_sub(now);
+        let j = dwcs::judge(x, y, before, wait, deadline.saturating_sub(now), unit_tx, droppable);
+        if j.met {
             add(&mut (*c).deadline_met_packets, 1);
-            drop = false;
         } else {
-            // Past its patience the unit is given up while the window has room;
-            // past its deadline it is dropped even without room (a late unit
-            // is a miss anyway, and sent it would delay every stream behind it
-            // in the FIFO); only non-droppable units are sent late.
-            w = w.on_missed(x, y).0;
-            drop = droppable;
-            if !room {
-                // This miss makes a window of y deadlines hold more than x.
+            if j.violation {
                 add(&mut (*c).dwcs_violations, 1);
             }
-            if !drop {
+            if !j.drop {
                 add(&mut (*c).late_kept_packets, 1);
             }
         }
-        (*c).dwcs_x_now = w.x;
-        (*c).dwcs_y_now = w.y;
-        (*c).dwcs_violated = w.violated as u32;
+        (*c).dwcs_history = j.state.history;
+        (*c).dwcs_x_now = j.state.window.x;
+        (*c).dwcs_y_now = j.state.window.y;
+        (*c).dwcs_violated = j.state.window.violated as u32;
+        let drop = j.drop;
         (*c).frame_state = unit::frame_state_after(state, tag, drop);
         if drop {
             return drop_packet(c, true, len);
@@ -263,8 +256,27 @@ unsafe fn dwcs(
             return drop_packet(c, false, len);
         }
     }
-    (*clock).vclock_ns = finish;
+    charge_shared(&mut (*clock).vclock_ns, seen, finish, now, k.burst_ns, len, k.rate_bps);
     enqueue(skb, policy.classid, c, now, len)
+}
+
+/// Moves a shared virtual clock from `seen` to `finish` by compare-and-swap;
+/// if another CPU charged it meanwhile, charges `len` on top of what it
+/// left (a few tries; the verifier needs a bound, and more than a few CPUs
+/// sending into one class within the same few instructions is not seen).
+#[inline(always)]
+unsafe fn charge_shared(vclock: *mut u64, seen: u64, finish: u64, now: u64, burst_ns: u64, len: u64, rate_bps: u64) {
+    let (mut expected, mut new) = (seen, finish);
+    let mut i = 0;
+    while i < 4 {
+        let (was, done) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(vclock, expected, new);
+        if done {
+            return;
+        }
+        expected = was;
+        new = service::charge(was, now, burst_ns, len, rate_bps);
+        i += 1;
+    }
 }
 
 #[btf_tracepoint(function = "qdisc_dequeue")]

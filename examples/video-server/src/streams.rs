@@ -98,6 +98,46 @@ pub struct Arrival {
     pub arrival_ns: u64,
 }
 
+/// A sender that starts a send later than this after its period began has
+/// woken late (the host was busy: a vCPU stall, a timer delayed), ns. The
+/// window test's margin is one unit's transmission (1.12 ms); the host
+/// model (`qsock-common/tests/dwcs_model.rs`) keeps every window with
+/// senders up to 1 ms late.
+pub const LATE_SEND_NS: u64 = 1_000_000;
+
+/// A send that started more than [`LATE_SEND_NS`] after its period began.
+/// DWCS guarantees windows for periodic arrivals; a late sender offers its
+/// units bunched, and the class may then miss deadlines of any stream.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct LateSend {
+    /// Sequence number of the datagram.
+    pub seq: u64,
+    /// When it was sent, ns of `CLOCK_MONOTONIC`.
+    pub sent_ns: u64,
+    /// How long after its period began, ns.
+    pub behind_ns: u64,
+}
+
+/// Which deadlines (ns of `CLOCK_MONOTONIC`, per stream, in order) a late
+/// send of any stream disturbed: those from the late send's period start
+/// until `settle_ns` after it was sent (the class needs that long to drain
+/// the bunch).
+pub fn disturbed(late: &[Vec<LateSend>], deadlines: &[Vec<u64>], settle_ns: u64) -> Vec<Vec<bool>> {
+    let spans: Vec<(u64, u64)> = late.iter().flatten().map(|l| (l.sent_ns - l.behind_ns, l.sent_ns + settle_ns)).collect();
+    deadlines.iter().map(|d| d.iter().map(|t| spans.iter().any(|(a, b)| a <= t && t <= b)).collect()).collect()
+}
+
+/// What the receiver recorded: every datagram that reached it, and how
+/// many the kernel dropped because its receive buffer was full
+/// (`SO_RXQ_OVFL`), so a test can tell the receiver's losses from qsock's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reception {
+    /// Datagrams received, in order of arrival.
+    pub arrivals: Vec<Arrival>,
+    /// Datagrams the receiving socket's full buffer dropped, count.
+    pub receive_buffer_drops: u64,
+}
+
 /// Fate of every deadline of one stream, in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StreamOutcome {

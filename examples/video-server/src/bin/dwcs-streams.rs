@@ -1,7 +1,11 @@
 //! Sender of the DWCS window test: one thread per stream, each sending one
 //! datagram of `--bytes` every `--ipg-us` on its own socket, attached to
 //! DWCS with its window constraint x/y (or plain with `--plain`). Each
-//! datagram carries its DWCS deadline, computed as the data path does. Prints JSON: datagrams sent per stream and `qinfo` of each.
+//! datagram carries its DWCS deadline in its payload for the receiver and,
+//! under qsock, in its per-message flags, so the data path judges the very
+//! deadline the receiver checks. Prints JSON: datagrams sent per stream,
+//! the deadline of each, each stream's late sends ([`LateSend`]), and
+//! `qinfo` of each.
 use std::{
     net::{SocketAddr, UdpSocket},
     os::fd::OwnedFd,
@@ -12,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 use qsock::{DropPriority, DwcsAttrs, PacketFlags, QosParams, SchedulerParams};
-use video_server::streams::{encode, parse_specs, StreamSetArgs, END_SEQ, HEADER_BYTES};
+use video_server::streams::{encode, parse_specs, LateSend, StreamSetArgs, END_SEQ, HEADER_BYTES, LATE_SEND_NS};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -72,13 +76,15 @@ fn main() -> Result<()> {
     let n = specs.len() as u64;
     let t0 = qsock::monotonic_now_ns() + 100_000_000;
     let count = a.set.duration_s * 1_000_000_000 / ipg_ns;
-    let sent: Vec<u64> = std::thread::scope(|sc| {
+    // Per stream: the deadline of every datagram sent, and its sends later
+    // than `LATE_SEND_NS` (the test excuses the windows they disturb).
+    let sent: Vec<(Vec<u64>, Vec<LateSend>)> = std::thread::scope(|sc| {
         let handles: Vec<_> = socks
             .iter()
             .enumerate()
             .map(|(i, sock)| {
                 let (dest, bytes, plain, rt) = (a.dest, a.set.bytes, a.plain, a.realtime);
-                sc.spawn(move || -> Result<u64> {
+                sc.spawn(move || -> Result<(Vec<u64>, Vec<LateSend>)> {
                     if rt {
                         if let Err(e) = realtime() {
                             // Still a valid run, only more exposed to a busy CPU.
@@ -89,14 +95,24 @@ fn main() -> Result<()> {
                     // Streams are spread over the period so arrivals interleave.
                     let phase = t0 + i as u64 * ipg_ns / n;
                     let mut deadline = 0;
+                    let (mut late, mut deadlines) = (Vec::new(), Vec::with_capacity(count as usize));
                     for k in 0..count {
                         sleep_until(phase + k * ipg_ns);
                         // The DWCS deadline as the data path sets it: the previous
                         // one + ipg, or send time + ipg when the stream lags behind.
                         let now = qsock::monotonic_now_ns();
+                        let behind = now.saturating_sub(phase + k * ipg_ns);
+                        if behind > LATE_SEND_NS {
+                            late.push(LateSend { seq: k, sent_ns: now, behind_ns: behind });
+                        }
                         deadline = if deadline != 0 && deadline + ipg_ns >= now { deadline + ipg_ns } else { now + ipg_ns };
+                        deadlines.push(deadline);
                         encode(&mut buf, i as u32, k, deadline);
-                        sock.send_to(&buf, dest)?;
+                        if plain {
+                            sock.send_to(&buf, dest)?;
+                        } else {
+                            qsock::qsendto(sock, &buf, &dest, &PacketFlags { deadline_ns: Some(deadline), ..Default::default() })?;
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(200));
                     encode(&mut buf, i as u32, END_SEQ, 0);
@@ -105,14 +121,16 @@ fn main() -> Result<()> {
                     } else {
                         qsock::qsendto(sock, &buf[..HEADER_BYTES], &dest, &PacketFlags { drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() })?;
                     }
-                    Ok(count)
+                    Ok((deadlines, late))
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("sender thread")).collect::<Result<Vec<u64>>>()
+        handles.into_iter().map(|h| h.join().expect("sender thread")).collect::<Result<Vec<(Vec<u64>, Vec<LateSend>)>>>()
     })?;
+    let (deadlines, late_sends): (Vec<Vec<u64>>, Vec<Vec<LateSend>>) = sent.into_iter().unzip();
+    let sent: Vec<u64> = deadlines.iter().map(|d| d.len() as u64).collect();
     let infos = if a.plain { Vec::new() } else { socks.iter().map(qsock::qinfo).collect::<qsock::Result<Vec<_>>>()? };
-    println!("{}", serde_json::json!({ "sent": sent, "qinfo": infos }));
+    println!("{}", serde_json::json!({ "sent": sent, "deadlines": deadlines, "late_sends": late_sends, "qinfo": infos }));
     for s in socks {
         if !a.plain {
             qsock::qclose(OwnedFd::from(s))?;

@@ -14,7 +14,7 @@ use qsock::DwcsAttrs;
 use testbed::{spawn_ready, workspace_bin, ExperimentArgs, Testbed, CLIENT_IP};
 use video_server::{
     plot::{line_chart, Series},
-    streams::{outcomes, parse_specs, Arrival, StreamOutcome, StreamSetArgs, StreamSpec},
+    streams::{outcomes, parse_specs, Reception, StreamOutcome, StreamSetArgs, StreamSpec},
 };
 
 #[derive(Parser, Debug)]
@@ -76,7 +76,11 @@ fn run_once(bed: &Testbed, a: &Args, specs: &[StreamSpec], plain: bool) -> Resul
     if !rx.wait()?.success() {
         bail!("stream-receiver ({mode}) failed");
     }
-    let arrivals: Vec<Arrival> = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let reception: Reception = serde_json::from_slice(&std::fs::read(&out)?)?;
+    if reception.receive_buffer_drops > 0 {
+        eprintln!("{} datagrams lost in the receiver's full buffer, not in qsock", reception.receive_buffer_drops);
+    }
+    let arrivals = reception.arrivals;
     let sent: Vec<u64> = serde_json::from_value(sender["sent"].clone())?;
     Ok(Run { outcomes: outcomes(specs, &sent, &arrivals), sender })
 }
