@@ -1,12 +1,17 @@
-//! Connection to qsockd over its Unix `SOCK_SEQPACKET` socket, re-established
-//! (with the sockets it manages re-registered) when qsockd restarts.
+//! Connection to qsockd over its Unix `SOCK_SEQPACKET` socket. Every call
+//! waits at most as long as it allows; a daemon that is away makes a call
+//! fail at once with [`ErrorKind::DaemonUnavailable`] while a background
+//! thread reconnects and re-registers the sockets it manages.
 use std::{
     collections::HashMap,
     io::{IoSlice, IoSliceMut},
     os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
-    sync::Mutex,
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+    },
+    time::{Duration, Instant},
 };
 
 use nix::sys::{
@@ -26,9 +31,31 @@ fn unexpected(r: Response) -> QsockError {
     QsockError::new(ErrorKind::Daemon, format!("unexpected answer from qsockd: {r:?}"))
 }
 
-/// How long a call waits for qsockd's answer before failing with
-/// [`ErrorKind::Daemon`].
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call waits for qsockd's answer unless the [`Client`] or the
+/// call says otherwise ([`Client::with_wait`], [`Client::info_within`]).
+/// Generous, for control calls (attach, change, close) that may make the
+/// daemon change kernel classes; a call from a send loop should pass its
+/// own, shorter wait.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// The wait [`crate::qinfo`] uses: well below one frame interval of a
+/// 30 fps stream (33 ms), so a send loop that asks for figures never stalls
+/// on a daemon that is busy or restarting. qsockd answers a `qinfo` in
+/// about 0.1 ms (README, scale benchmark).
+pub const INFO_WAIT: Duration = Duration::from_millis(20);
+
+/// Kept for callers of the earlier API: the same as [`DEFAULT_WAIT`].
+pub const REPLY_TIMEOUT: Duration = DEFAULT_WAIT;
+
+/// How often the background reconnector tries again while qsockd is away:
+/// first after this, doubling up to [`RECONNECT_MAX_INTERVAL`].
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest pause between two reconnect attempts.
+pub const RECONNECT_MAX_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Kept for callers of the earlier API: how long a pre-existing blocking
+/// reconnect waited. Calls no longer block on reconnecting.
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Path of qsockd's socket: `$QSOCK_SOCKET` if set, else
 /// [`DEFAULT_SOCKET_PATH`].
@@ -36,41 +63,63 @@ pub fn socket_path() -> PathBuf {
     std::env::var_os("QSOCK_SOCKET").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
 }
 
-/// How long a call waits for a restarted qsockd to accept connections
-/// again before failing with [`ErrorKind::Daemon`].
-pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connection to qsockd that survives the daemon's restart: when the
-/// connection breaks (qsockd was restarted, upgraded or crashed), the next
-/// call reconnects (waiting up to [`RECONNECT_TIMEOUT`]), re-registers every
-/// socket attached through this `Client` that is still open
-/// ([`Request::Reclaim`]; the restarted qsockd kept their classes), and is
-/// retried once. Requests are answered in order; a `Client` may be shared
-/// between threads (calls take turns).
+/// A connection to qsockd that survives the daemon's restart without ever
+/// holding a caller up for longer than the caller's wait.
+///
+/// When the connection breaks (qsockd was restarted, upgraded or crashed),
+/// the call that notices tries one immediate reconnect (a daemon already
+/// listening again is taken at once, and the call retried once); if qsockd
+/// does not listen, the call fails with [`ErrorKind::DaemonUnavailable`] and
+/// a background thread keeps reconnecting (every [`RECONNECT_INTERVAL`],
+/// backing off to [`RECONNECT_MAX_INTERVAL`]). Once connected it
+/// re-registers every socket attached through this `Client` that is still
+/// open ([`Request::Reclaim`]; the restarted qsockd kept their classes). A
+/// call whose answer does not come within its wait fails with
+/// [`ErrorKind::DaemonUnavailable`]; the late answer is read and dropped
+/// before the next call. Requests are answered in order; a `Client` may be
+/// shared between threads (calls take turns).
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
+    shared: Arc<Shared>,
+    wait: Duration,
+}
+
+#[derive(Debug)]
+struct Shared {
     conn: Mutex<Conn>,
+    /// A background reconnector runs.
+    reconnecting: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Conn {
-    /// `None` after the connection broke and reconnecting failed.
+    /// `None` while the connection is broken.
     fd: Option<OwnedFd>,
     /// Sockets attached through this client: cookie → descriptor number.
     /// Only numbers are kept (no reference), so closing the socket is not
     /// held up; a number is checked against its cookie before it is used.
     managed: HashMap<u64, RawFd>,
+    /// Sockets still to re-register on the current connection.
+    unclaimed: Vec<u64>,
+    /// Answers owed to calls that stopped waiting; read and dropped first.
+    owed: usize,
 }
 
 fn daemon_err(what: &str, path: &Path, e: impl std::fmt::Display) -> QsockError {
-    QsockError::new(ErrorKind::Daemon, format!("{what} qsockd at {}: {e}", path.display()))
+    QsockError::new(ErrorKind::DaemonUnavailable, format!("{what} qsockd at {}: {e}", path.display()))
+}
+
+fn unavailable(why: impl std::fmt::Display) -> QsockError {
+    QsockError::new(ErrorKind::DaemonUnavailable, format!("{why} (the library reconnects in the background)"))
 }
 
 /// Why an exchange with qsockd failed.
 enum Failure {
     /// The connection is gone (qsockd exited): reconnecting may help.
     Broken(QsockError),
+    /// No answer within the wait: it is owed on this connection.
+    TimedOut,
     /// The request failed for another reason.
     Failed(QsockError),
 }
@@ -78,10 +127,8 @@ enum Failure {
 fn open_connection(path: &Path) -> Result<OwnedFd> {
     let fd =
         socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(|e| QsockError::sys("socket(AF_UNIX, SOCK_SEQPACKET)", e))?;
-    let addr = UnixAddr::new(path).map_err(|e| daemon_err("bad path for", path, e))?;
+    let addr = UnixAddr::new(path).map_err(|e| QsockError::new(ErrorKind::InvalidParams, format!("bad path for qsockd {}: {e}", path.display())))?;
     connect(fd.as_raw_fd(), &addr).map_err(|e| daemon_err("cannot connect to", path, e))?;
-    let tv = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
-    setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| QsockError::sys("SO_RCVTIMEO", e))?;
     Ok(fd)
 }
 
@@ -94,8 +141,38 @@ pub(crate) fn socket_cookie(fd: RawFd) -> Option<u64> {
     (r == 0).then_some(v)
 }
 
-/// One request and its answer on connection `fd`.
-fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>) -> std::result::Result<Response, Failure> {
+/// Time left until `deadline` as a socket timeout (at least 1 ms: a zero
+/// `SO_RCVTIMEO` would mean "wait forever").
+fn timeout_until(deadline: Instant) -> TimeVal {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    TimeVal::new(left.as_secs() as i64, left.subsec_micros() as i64)
+}
+
+/// Receives one answer on `fd` by `deadline`.
+fn receive(fd: &OwnedFd, deadline: Instant) -> std::result::Result<Response, Failure> {
+    setsockopt(fd, sockopt::ReceiveTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_RCVTIMEO", e)))?;
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| match e {
+            nix::Error::EAGAIN | nix::Error::EINTR => Failure::TimedOut,
+            nix::Error::ECONNRESET => Failure::Broken(unavailable(format!("qsockd dropped the connection: {e}"))),
+            e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
+        })?;
+        msg.bytes
+    };
+    if n == 0 {
+        return Err(Failure::Broken(unavailable("qsockd closed the connection")));
+    }
+    match serde_json::from_slice::<Response>(&buf[..n]) {
+        Ok(Response::Error(e)) => Err(Failure::Failed(e)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("unreadable answer from qsockd: {e}")))),
+    }
+}
+
+/// One request and its answer on connection `fd`, waiting until `deadline`.
+fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>, deadline: Instant) -> std::result::Result<Response, Failure> {
     let body = serde_json::to_vec(req).map_err(|e| Failure::Failed(QsockError::new(ErrorKind::Malformed, e.to_string())))?;
     let iov = [IoSlice::new(&body)];
     let raw;
@@ -106,78 +183,122 @@ fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>) -> std::r
         }
         None => vec![],
     };
+    setsockopt(fd, sockopt::SendTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_SNDTIMEO", e)))?;
     sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(|e| match e {
         nix::Error::EBADF if sock.is_some() => Failure::Failed(QsockError::new(ErrorKind::BadSocket, "the socket descriptor is closed")),
         nix::Error::EPIPE | nix::Error::ECONNRESET | nix::Error::ENOTCONN | nix::Error::ECONNREFUSED => {
-            Failure::Broken(QsockError::new(ErrorKind::Daemon, format!("send to qsockd: {e}")))
+            Failure::Broken(unavailable(format!("send to qsockd: {e}")))
         }
+        // Nothing was sent: nothing is owed.
+        nix::Error::EAGAIN => Failure::Failed(unavailable("qsockd does not take requests (its queue is full)")),
         e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("send to qsockd: {e}"))),
     })?;
-    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    let n = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| match e {
-            nix::Error::ECONNRESET => Failure::Broken(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
-            e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
-        })?;
-        msg.bytes
-    };
-    if n == 0 {
-        return Err(Failure::Broken(QsockError::new(ErrorKind::Daemon, "qsockd closed the connection")));
-    }
-    match serde_json::from_slice::<Response>(&buf[..n]) {
-        Ok(Response::Error(e)) => Err(Failure::Failed(e)),
-        Ok(r) => Ok(r),
-        Err(e) => Err(Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("unreadable answer from qsockd: {e}")))),
-    }
+    receive(fd, deadline)
 }
 
 impl Conn {
-    /// Connects anew (waiting up to [`RECONNECT_TIMEOUT`] for qsockd to
-    /// listen again) and re-registers the sockets still open.
-    fn reconnect(&mut self, path: &Path) -> Result<()> {
-        self.fd = None;
-        let deadline = std::time::Instant::now() + RECONNECT_TIMEOUT;
-        let fd = loop {
-            match open_connection(path) {
-                Ok(fd) => break fd,
-                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let mut kept = HashMap::new();
-        for (cookie, raw) in std::mem::take(&mut self.managed) {
-            if socket_cookie(raw) != Some(cookie) {
-                continue; // closed (or the number now names another socket)
-            }
-            // SAFETY: `raw` is open (SO_COOKIE just answered) and only borrowed for the call.
-            let sock = unsafe { BorrowedFd::borrow_raw(raw) };
-            match exchange(&fd, &Request::Reclaim, Some(sock)) {
-                Ok(_) => {
-                    kept.insert(cookie, raw);
-                }
-                Err(Failure::Failed(e)) if e.kind == ErrorKind::NotManaged => {}
-                Err(Failure::Failed(_)) => {
-                    kept.insert(cookie, raw);
-                }
-                Err(Failure::Broken(e)) => {
-                    self.managed = kept;
-                    return Err(e);
-                }
-            }
-        }
-        self.managed = kept;
+    /// Connects anew once; on success every socket still open is to be
+    /// re-registered ([`Conn::catch_up`]).
+    fn connect(&mut self, path: &Path) -> Result<()> {
+        let fd = open_connection(path)?;
+        self.managed.retain(|cookie, raw| socket_cookie(*raw) == Some(*cookie));
+        self.unclaimed = self.managed.keys().copied().collect();
+        self.owed = 0;
         self.fd = Some(fd);
         Ok(())
+    }
+
+    /// Reads the answers owed to calls that gave up, then re-registers the
+    /// sockets not yet claimed on this connection, all by `deadline`.
+    fn catch_up(&mut self, deadline: Instant) -> std::result::Result<(), Failure> {
+        let fd = self.fd.as_ref().ok_or_else(|| Failure::Broken(unavailable("not connected to qsockd")))?;
+        while self.owed > 0 {
+            match receive(fd, deadline) {
+                Ok(_) | Err(Failure::Failed(_)) => self.owed -= 1,
+                Err(f) => return Err(f),
+            }
+        }
+        while let Some(&cookie) = self.unclaimed.last() {
+            let Some(&raw) = self.managed.get(&cookie).filter(|raw| socket_cookie(**raw) == Some(cookie)) else {
+                self.unclaimed.pop();
+                self.managed.remove(&cookie);
+                continue;
+            };
+            // SAFETY: `raw` is open (SO_COOKIE just answered) and only borrowed for the call.
+            let sock = unsafe { BorrowedFd::borrow_raw(raw) };
+            match exchange(fd, &Request::Reclaim, Some(sock), deadline) {
+                Ok(_) => {}
+                Err(Failure::Failed(e)) if e.kind == ErrorKind::NotManaged => {
+                    self.managed.remove(&cookie);
+                }
+                Err(Failure::Failed(_)) => {}
+                Err(Failure::TimedOut) => {
+                    // Its answer comes later; the claim itself was sent.
+                    self.unclaimed.pop();
+                    self.owed += 1;
+                    return Err(Failure::TimedOut);
+                }
+                Err(f) => return Err(f),
+            }
+            self.unclaimed.pop();
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is left for the background reconnector to do.
+    fn settled(&self) -> bool {
+        self.fd.is_some() && self.unclaimed.is_empty() && self.owed == 0
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the background reconnector of `shared` unless one runs. It ends
+/// once connected with every socket re-registered, or when the `Client` is gone.
+fn spawn_reconnector(shared: &Arc<Shared>, path: &Path) {
+    if shared.reconnecting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let path = path.to_path_buf();
+    let started = std::thread::Builder::new().name("qsock-reconnect".into()).spawn(move || {
+        let mut pause = RECONNECT_INTERVAL;
+        loop {
+            std::thread::sleep(pause);
+            let Some(shared) = weak.upgrade() else { return };
+            let mut conn = shared.lock();
+            if conn.fd.is_none() && conn.connect(&path).is_err() {
+                drop(conn);
+                pause = (pause * 2).min(RECONNECT_MAX_INTERVAL);
+                continue;
+            }
+            if let Err(Failure::Broken(_)) = conn.catch_up(Instant::now() + Duration::from_secs(1)) {
+                conn.fd = None;
+            }
+            if conn.settled() {
+                shared.reconnecting.store(false, Ordering::Release);
+                return;
+            }
+            pause = RECONNECT_INTERVAL;
+        }
+    });
+    if started.is_err() {
+        shared.reconnecting.store(false, Ordering::Release);
     }
 }
 
 impl Client {
-    /// Connects to qsockd at `path`. Errors: [`ErrorKind::Daemon`] when
-    /// nothing listens there.
+    /// Connects to qsockd at `path`. Errors: [`ErrorKind::DaemonUnavailable`]
+    /// when nothing listens there, [`ErrorKind::InvalidParams`] for a path
+    /// that cannot be a Unix socket address.
     pub fn connect(path: &Path) -> Result<Self> {
         let fd = open_connection(path)?;
-        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(Conn { fd: Some(fd), managed: HashMap::new() }) })
+        let conn = Conn { fd: Some(fd), managed: HashMap::new(), unclaimed: Vec::new(), owed: 0 };
+        Ok(Self { path: path.to_path_buf(), shared: Arc::new(Shared { conn: Mutex::new(conn), reconnecting: AtomicBool::new(false) }), wait: DEFAULT_WAIT })
     }
 
     /// Connects to [`socket_path()`].
@@ -185,19 +306,52 @@ impl Client {
         Self::connect(&socket_path())
     }
 
-    /// Sends `req`, with `sock` attached as `SCM_RIGHTS` when given, and
-    /// returns the answer; a [`Response::Error`] becomes `Err`. A broken
-    /// connection is re-established (see [`Client`]) and the request sent
-    /// once more.
+    /// The same client with `wait` as the longest any of its calls waits
+    /// for qsockd (default [`DEFAULT_WAIT`]).
+    pub fn with_wait(self, wait: Duration) -> Self {
+        Self { wait, ..self }
+    }
+
+    /// Whether the connection to qsockd is up and every socket re-registered
+    /// after a restart (no call needed to find out).
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().settled()
+    }
+
+    /// Sends `req` (with `sock` as `SCM_RIGHTS` when given) and returns the
+    /// answer, waiting at most the client's wait; see [`Client::call_within`].
     pub fn call(&self, req: &Request, sock: Option<BorrowedFd<'_>>) -> Result<Response> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.call_within(req, sock, self.wait)
+    }
+
+    /// Sends `req`, with `sock` attached as `SCM_RIGHTS` when given, and
+    /// returns the answer, waiting at most `wait` in all; a
+    /// [`Response::Error`] becomes `Err`. A broken connection is
+    /// re-established at once if qsockd listens (and the request sent once
+    /// more); otherwise, or when no answer comes within `wait`, the call
+    /// fails with [`ErrorKind::DaemonUnavailable`] (see [`Client`]).
+    pub fn call_within(&self, req: &Request, sock: Option<BorrowedFd<'_>>, wait: Duration) -> Result<Response> {
+        let deadline = Instant::now() + wait;
+        let mut conn = self.shared.lock();
         let mut retried = false;
         loop {
             if conn.fd.is_none() {
-                conn.reconnect(&self.path)?;
+                if let Err(e) = conn.connect(&self.path) {
+                    drop(conn);
+                    spawn_reconnector(&self.shared, &self.path);
+                    return Err(e);
+                }
                 retried = true;
             }
-            let r = exchange(conn.fd.as_ref().expect("connected above"), req, sock);
+            let r = match conn.catch_up(deadline) {
+                Ok(()) => exchange(conn.fd.as_ref().expect("connected above"), req, sock, deadline),
+                Err(Failure::TimedOut) => {
+                    drop(conn);
+                    spawn_reconnector(&self.shared, &self.path);
+                    return Err(unavailable(format!("qsockd did not answer earlier requests within {wait:?}")));
+                }
+                Err(f) => Err(f),
+            };
             match r {
                 Ok(resp) => {
                     if let (Some(fd), Response::Attached(a)) = (sock, &resp) {
@@ -218,8 +372,14 @@ impl Client {
                     }
                     return Err(e);
                 }
+                Err(Failure::TimedOut) => {
+                    conn.owed += 1;
+                    return Err(unavailable(format!("no answer from qsockd within {wait:?}")));
+                }
                 Err(Failure::Broken(e)) if retried => {
                     conn.fd = None;
+                    drop(conn);
+                    spawn_reconnector(&self.shared, &self.path);
                     return Err(e);
                 }
                 Err(Failure::Broken(_)) => conn.fd = None,
@@ -273,16 +433,24 @@ impl Client {
         }
     }
 
-    /// `qinfo` through this connection; see [`crate::qinfo`].
+    /// `qinfo` through this connection, waiting at most the client's wait;
+    /// see [`crate::qinfo`].
     pub fn info(&self, fd: BorrowedFd<'_>) -> Result<QInfo> {
-        match self.call(&Request::Info, Some(fd))? {
+        self.info_within(fd, self.wait)
+    }
+
+    /// `qinfo` waiting at most `wait` for qsockd (for a send loop: less
+    /// than its frame interval). Errors: as [`crate::qinfo`].
+    pub fn info_within(&self, fd: BorrowedFd<'_>, wait: Duration) -> Result<QInfo> {
+        match self.call_within(&Request::Info, Some(fd), wait)? {
             Response::Info(i) => Ok(*i),
             r => Err(unexpected(r)),
         }
     }
 
     /// Stops managing the socket without closing it (the daemon half of
-    /// [`crate::qclose`]). Errors: [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+    /// [`crate::qclose`]). Errors: [`ErrorKind::NotManaged`],
+    /// [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
     pub fn detach(&self, fd: BorrowedFd<'_>) -> Result<()> {
         match self.call(&Request::Close, Some(fd))? {
             Response::Ok => Ok(()),
@@ -299,7 +467,7 @@ impl Client {
     }
 
     /// Every managed socket (as root) or the caller's own, as `qsockctl list`
-    /// shows them. Errors: [`ErrorKind::Daemon`].
+    /// shows them. Errors: [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
     pub fn list(&self) -> Result<Vec<crate::SocketSummary>> {
         match self.call(&Request::List, None)? {
             Response::Sockets(v) => Ok(v),

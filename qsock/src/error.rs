@@ -35,8 +35,14 @@ pub enum ErrorKind {
     Unsupported,
     /// The request could not be parsed.
     Malformed,
-    /// The daemon cannot be reached or answered out of protocol.
+    /// The daemon answered out of protocol, or a request to it failed for
+    /// a reason other than its absence.
     Daemon,
+    /// qsockd is away (restarting, or not running) or did not answer within
+    /// the wait the call allowed. Nothing was changed by this call; the
+    /// library reconnects in the background, so a later call may succeed.
+    /// Managed sockets keep their QoS meanwhile (it lives in the kernel).
+    DaemonUnavailable,
     /// A system call or netlink request failed.
     Kernel,
 }

@@ -37,7 +37,8 @@ pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, Interfac
 pub const PARAMS_ENV: &str = "QSOCK_PARAMS";
 
 /// The process-wide connection the free functions use, opened on first use;
-/// it reconnects on its own when qsockd restarts ([`Client`]).
+/// it reconnects on its own when qsockd restarts ([`Client`]). Held only
+/// while a call takes its turn on the connection.
 static DEFAULT_CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 
 fn with_default<T>(f: impl Fn(&Client) -> Result<T>) -> Result<T> {
@@ -55,7 +56,7 @@ fn with_default<T>(f: impl Fn(&Client) -> Result<T>) -> Result<T> {
 /// Errors: [`ErrorKind::InvalidParams`], [`ErrorKind::NoSuchDevice`],
 /// [`ErrorKind::AlreadyInitialized`], [`ErrorKind::ForeignQdisc`],
 /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (kernel lacks
-/// HTB or clsact), [`ErrorKind::Daemon`].
+/// HTB or clsact), [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qsockinit(params: &InitParams) -> Result<()> {
     with_default(|c| c.init(params))
 }
@@ -96,7 +97,7 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 /// [`ErrorKind::AlreadyManaged`], [`ErrorKind::NoInterface`] (no usable
 /// interface meets Require/Prohibit), [`ErrorKind::SocketInUse`] (no
 /// device given and the socket is already bound or connected),
-/// [`ErrorKind::Unsupported`], [`ErrorKind::Daemon`].
+/// [`ErrorKind::Unsupported`], [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.attach(fd, params))
@@ -123,7 +124,7 @@ pub fn qconnect(fd: impl AsFd, dest: &std::net::SocketAddr, params: &QosParams) 
 }
 
 /// The interfaces qsockd manages, with what it measures on each (rates,
-/// RTT, queuing delay, state). Errors: [`ErrorKind::Daemon`].
+/// RTT, queuing delay, state). Errors: [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qinterfaces() -> Result<Vec<InterfaceInfo>> {
     with_default(|c| c.interfaces())
 }
@@ -137,16 +138,28 @@ pub fn qchange(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
 }
 
 /// Reports rate, drops, queuing delay and stack facts of a managed socket
-/// (Q.Sockets `qinfo`). Errors: [`ErrorKind::BadSocket`],
-/// [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+/// (Q.Sockets `qinfo`), waiting up to [`client::DEFAULT_WAIT`] for qsockd.
+/// Errors: [`ErrorKind::BadSocket`], [`ErrorKind::NotManaged`],
+/// [`ErrorKind::DaemonUnavailable`] (at once when qsockd is away),
+/// [`ErrorKind::Daemon`].
 pub fn qinfo(fd: impl AsFd) -> Result<QInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.info(fd))
 }
 
+/// [`qinfo`] that waits at most `wait` for qsockd: for a send loop, which
+/// must not stall on a busy or restarting daemon ([`client::INFO_WAIT`],
+/// 20 ms, is well below a frame interval). When the daemon is away or does
+/// not answer in time it fails with [`ErrorKind::DaemonUnavailable`]; the
+/// socket's QoS is unaffected (it lives in the kernel). Errors: as [`qinfo`].
+pub fn qinfo_within(fd: impl AsFd, wait: std::time::Duration) -> Result<QInfo> {
+    let fd = fd.as_fd();
+    with_default(|c| c.info_within(fd, wait))
+}
+
 /// Stops managing the socket and closes it (Q.Sockets `qclose`). The socket
 /// is closed even when qsockd reports an error, which is then returned.
-/// Errors: [`ErrorKind::NotManaged`], [`ErrorKind::Daemon`].
+/// Errors: [`ErrorKind::NotManaged`], [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qclose(fd: OwnedFd) -> Result<()> {
     let r = with_default(|c| c.detach(fd.as_fd()));
     drop(fd);
@@ -156,7 +169,7 @@ pub fn qclose(fd: OwnedFd) -> Result<()> {
 /// Undoes [`qsockinit`] on `device`: removes qsock's classifier, root qdisc
 /// and pinned maps and restores the previous root qdisc. Privileged.
 /// Errors: [`ErrorKind::NotInitialized`], [`ErrorKind::PermissionDenied`],
-/// [`ErrorKind::Daemon`].
+/// [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qsockteardown(device: &str) -> Result<()> {
     with_default(|c| c.teardown(device))
 }

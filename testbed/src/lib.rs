@@ -97,7 +97,9 @@ pub struct Testbed {
     /// `/run` is on a systemd host: on a disk file system each book write
     /// costs 0.1–0.7 ms on the CI machine's ext4 (`scripts/control-costs.sh`).
     pub state_root: PathBuf,
-    daemon: Option<Child>,
+    /// The running qsockd, if any (behind a lock so a stream's helper thread
+    /// can kill and restart it while the bed is shared).
+    daemon: std::sync::Mutex<Option<Child>>,
 }
 
 impl Testbed {
@@ -115,7 +117,7 @@ impl Testbed {
         let dir = std::env::temp_dir().join(format!("qsock-bed-{tag}-{id}"));
         let pin_root = PathBuf::from("/sys/fs/bpf").join(format!("qsock-bed-{tag}-{id}"));
         let state_root = PathBuf::from("/dev/shm").join(format!("qsock-bed-{tag}-{id}"));
-        let bed = Self { server_ns, client_ns, server_dev, client_dev, dir, pin_root, state_root, daemon: None };
+        let bed = Self { server_ns, client_ns, server_dev, client_dev, dir, pin_root, state_root, daemon: std::sync::Mutex::new(None) };
         bed.build().with_context(|| format!("building test bed {tag}"))?;
         Ok(bed)
     }
@@ -193,28 +195,43 @@ impl Testbed {
         Ok(())
     }
 
+    fn daemon_slot(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.daemon.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts `qsockd run` and waits until it answers a ping (bounded: 30 s).
-    /// Its log goes to `dir/qsockd.log`.
-    pub fn start_daemon(&mut self) -> Result<()> {
+    /// Its log goes to `dir/qsockd.log` (appended to across restarts).
+    pub fn start_daemon(&self) -> Result<()> {
         self.start_daemon_with(&[])
     }
 
     /// [`Testbed::start_daemon`] with extra `qsockd run` flags (e.g. `--admission warn`).
-    pub fn start_daemon_with(&mut self, flags: &[&str]) -> Result<()> {
-        let log = File::create(self.dir.join("qsockd.log"))?;
+    pub fn start_daemon_with(&self, flags: &[&str]) -> Result<()> {
+        let log_path = self.dir.join("qsockd.log");
+        let log = File::options().create(true).append(true).open(&log_path)?;
         let child = self.qsockd()?.arg("run").args(flags).stdout(Stdio::null()).stderr(log).spawn()?;
-        let (socket, log_path) = (self.socket_path(), self.dir.join("qsockd.log"));
-        await_daemon(self.daemon.insert(child), &socket, &log_path)
+        let socket = self.socket_path();
+        let mut slot = self.daemon_slot();
+        await_daemon(slot.insert(child), &socket, &log_path)
+    }
+
+    /// Sends `sig` to the running daemon (e.g. SIGSTOP to make it hang).
+    /// Errors: no daemon runs, or the signal cannot be sent.
+    pub fn signal_daemon(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let slot = self.daemon_slot();
+        let c = slot.as_ref().ok_or_else(|| anyhow::anyhow!("no qsockd runs in this bed"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig)?;
+        Ok(())
     }
 
     /// Whether the daemon process is still running.
-    pub fn daemon_alive(&mut self) -> bool {
-        matches!(self.daemon.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    pub fn daemon_alive(&self) -> bool {
+        matches!(self.daemon_slot().as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// Stops the daemon (SIGTERM, then waits).
-    pub fn stop_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
+    pub fn stop_daemon(&self) {
+        if let Some(mut c) = self.daemon_slot().take() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
@@ -222,8 +239,8 @@ impl Testbed {
 
     /// Kills the daemon with SIGKILL (a crash: no cleanup of its own) and
     /// reaps it.
-    pub fn kill_daemon(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
+    pub fn kill_daemon(&self) {
+        if let Some(mut c) = self.daemon_slot().take() {
             let _ = c.kill();
             let _ = c.wait();
         }

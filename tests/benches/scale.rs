@@ -47,7 +47,7 @@ struct Row {
 /// Measures `n` sockets on a fresh bed; with `pool`, qsockd creates `n`
 /// parked classes when it starts (config `class_pool`), before the clock runs.
 fn measure(n: usize, pool: bool) -> Row {
-    let mut bed = testbed::Testbed::new(&format!("sc{n}{}", pool as u8)).expect("test bed (run as root)");
+    let bed = testbed::Testbed::new(&format!("sc{n}{}", pool as u8)).expect("test bed (run as root)");
     bed.init("10gbit").expect("qsockd init");
     let config = bed.dir.join("bench.toml");
     std::fs::write(&config, format!("class_pool = {}\n", if pool { n } else { 0 })).expect("config");
@@ -77,7 +77,7 @@ fn measure(n: usize, pool: bool) -> Row {
     // Remove the qdisc now, while the next bed waits: a namespace deleted
     // with 10,000 classes in it is cleaned up by the kernel in the
     // background and would slow the next measurement down.
-    let Bed { mut bed, client } = b;
+    let Bed { bed, client } = b;
     drop(client);
     bed.stop_daemon();
     testbed::run(bed.qsockd().expect("qsockd").args(["teardown", "--device", &bed.server_dev])).expect("teardown");

@@ -46,7 +46,7 @@ impl Bed {
     /// Builds the bed; `tag` names it.
     pub fn new(tag: &str, link_rate: &str) -> Result<Self> {
         require_root();
-        let mut bed = Testbed::new(tag)?;
+        let bed = Testbed::new(tag)?;
         bed.init(link_rate)?;
         bed.start_daemon()?;
         let client = Client::connect(&bed.socket_path())?;

@@ -18,7 +18,7 @@ fn bad_requests_get_typed_errors_and_the_daemon_keeps_serving() {
     if qsock_tests::skip_unless_root() {
         return;
     }
-    let mut b = Bed::new("err", "10mbit").unwrap();
+    let b = Bed::new("err", "10mbit").unwrap();
     let dev = b.bed.server_dev.clone();
     let tx = b.sender().unwrap();
     let c = &b.client;
@@ -155,7 +155,7 @@ fn admission_configured_to_warn_admits_with_what_is_left_and_says_so() {
         return;
     }
     qsock_tests::require_root();
-    let mut bed = testbed::Testbed::new("warn").unwrap();
+    let bed = testbed::Testbed::new("warn").unwrap();
     bed.init("10mbit").unwrap();
     bed.start_daemon_with(&["--admission", "warn"]).unwrap();
     let c = Client::connect(&bed.socket_path()).unwrap();
@@ -182,7 +182,7 @@ fn limits_from_the_config_are_enforced_and_named_and_bad_keys_refused() {
         return;
     }
     qsock_tests::require_root();
-    let mut bed = testbed::Testbed::new("limit").unwrap();
+    let bed = testbed::Testbed::new("limit").unwrap();
     bed.init("10mbit").unwrap();
     let cfg = bed.dir.join("limits.toml");
     // A bad config is refused with the key's name, before anything is served.

@@ -74,7 +74,7 @@ fn a_restarted_daemon_keeps_what_it_booked_and_parks_what_nobody_books() {
     if qsock_tests::skip_unless_root() {
         return;
     }
-    let mut b = qsock_tests::Bed::new("restart", "10mbit").unwrap();
+    let b = qsock_tests::Bed::new("restart", "10mbit").unwrap();
     let tx = b.sender().unwrap();
     b.client.attach(std::os::fd::AsFd::as_fd(&tx), &b.rate(3_000_000)).unwrap();
     // qsockd leaves classes and map entries in place when it exits.

@@ -55,7 +55,7 @@ fn openmetrics_endpoint_serves_every_managed_socket() {
     if qsock_tests::skip_unless_root() {
         return;
     }
-    let mut bed = testbed::Testbed::new("metric").unwrap();
+    let bed = testbed::Testbed::new("metric").unwrap();
     bed.init("10mbit").unwrap();
     let config = bed.dir.join("qsockd.toml");
     std::fs::write(&config, "metrics_listen = \"localhost-ish\"\n").unwrap();

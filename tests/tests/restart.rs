@@ -78,7 +78,7 @@ fn a_stream_under_load_keeps_its_guarantee_through_kill_9_and_restart() {
     if qsock_tests::skip_unless_root() {
         return;
     }
-    let mut b = Bed::new("restart", "10mbit").unwrap();
+    let b = Bed::new("restart", "10mbit").unwrap();
     let (rx_q, to_q) = b.receiver().unwrap();
     let (rx_p, to_p) = b.receiver().unwrap();
     b.warm_up(to_q, &rx_q).unwrap();
@@ -145,7 +145,7 @@ fn a_restart_releases_what_closed_while_it_was_down_and_keeps_the_rest() {
     if qsock_tests::skip_unless_root() {
         return;
     }
-    let mut b = Bed::new("restart2", "10mbit").unwrap();
+    let b = Bed::new("restart2", "10mbit").unwrap();
     let (_rx, to) = b.receiver().unwrap();
     let kept = b.sender().unwrap();
     let gone = b.sender().unwrap();
@@ -172,4 +172,46 @@ fn a_restart_releases_what_closed_while_it_was_down_and_keeps_the_rest() {
     assert!(!qdisc.contains("htb") && !qdisc.contains("clsact"), "device restored: {qdisc}");
     let pins = std::fs::read_dir(&b.bed.pin_root).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pins, 0, "no pinned map or link left");
+}
+
+#[test]
+fn calls_wait_no_longer_than_they_allow_and_the_library_reconnects_by_itself() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let b = Bed::new("restart3", "10mbit").unwrap();
+    let (_rx, to) = b.receiver().unwrap();
+    let sock = b.sender().unwrap();
+    let a = b.client.attach(sock.as_fd(), &b.rate(1_000_000)).unwrap();
+    sock.send_to(b"x", to).unwrap();
+
+    // A daemon that hangs: the call gives up after its wait, typed; the
+    // late answer does not confuse the next call.
+    b.bed.signal_daemon(nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let e = b.client.info_within(sock.as_fd(), Duration::from_millis(20)).unwrap_err();
+    assert_eq!(e.kind, qsock::ErrorKind::DaemonUnavailable, "{e}");
+    b.bed.signal_daemon(nix::sys::signal::Signal::SIGCONT).unwrap();
+    let info = b.client.info(sock.as_fd()).unwrap();
+    assert_eq!(info.classid, a.classid, "the answer is this call's, not the late one");
+
+    // A daemon that is away: typed error at once, sends go on regardless.
+    b.bed.kill_daemon();
+    let e = b.client.info(sock.as_fd()).unwrap_err();
+    assert_eq!(e.kind, qsock::ErrorKind::DaemonUnavailable, "{e}");
+    let e = b.client.change(sock.as_fd(), &b.rate(2_000_000)).unwrap_err();
+    assert_eq!(e.kind, qsock::ErrorKind::DaemonUnavailable, "{e}");
+    qsendto(sock.as_fd(), b"y", &to, &PacketFlags::default()).expect("sends never depend on the daemon");
+    assert!(!b.client.is_connected());
+
+    // Back: the background reconnector re-registers the socket without any call.
+    b.bed.start_daemon().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.client.is_connected() {
+        assert!(Instant::now() < deadline, "the library did not reconnect within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed = b.client.list().unwrap();
+    assert!(listed.iter().any(|s| s.cookie == a.cookie && s.pid == std::process::id() as i32), "claimed by this process again: {listed:?}");
+    assert_eq!(b.client.change(sock.as_fd(), &b.rate(2_000_000)).unwrap().classid, a.classid);
+    b.client.detach(sock.as_fd()).unwrap();
 }

@@ -43,7 +43,7 @@ fn real_video_is_never_worse_than_a_plain_socket_and_holds_its_frames_under_load
         return;
     }
     require_root();
-    let mut bed = Testbed::new("video").unwrap();
+    let bed = Testbed::new("video").unwrap();
     bed.init("10mbit").unwrap();
     bed.start_daemon().unwrap();
     let _iperf = bed.iperf_server().unwrap();

@@ -8,6 +8,7 @@ pub mod adapt;
 pub mod envelope;
 pub mod h264;
 pub mod plot;
+pub mod poll;
 pub mod report;
 pub mod rtpstream;
 pub mod sdp;

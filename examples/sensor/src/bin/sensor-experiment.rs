@@ -84,7 +84,7 @@ fn totals(iv: &[Interval]) -> (u32, u32, u32) {
 fn main() -> Result<()> {
     let a = Args::parse();
     let a = Args { csv: a.csv.as_ref().map(std::fs::canonicalize).transpose()?, ..a };
-    let mut bed = Testbed::new("fig7")?;
+    let bed = Testbed::new("fig7")?;
     bed.init(&a.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf = bed.iperf_server()?;

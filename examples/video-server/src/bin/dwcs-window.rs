@@ -104,7 +104,7 @@ fn worst_per_second(o: &StreamOutcome, per_second: usize) -> Vec<(f64, f64)> {
 fn main() -> Result<()> {
     let a = Args::parse();
     let specs = parse_specs(&a.set.streams)?;
-    let mut bed = Testbed::new("window")?;
+    let bed = Testbed::new("window")?;
     bed.init(&a.bed.link_rate)?;
     bed.start_daemon_with(&["--dwcs-headroom-permille", &a.dwcs_headroom_permille.to_string()])?;
     let _iperf = bed.iperf_server()?;

@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let input = std::fs::canonicalize(&args.input).with_context(|| format!("input {}", args.input.display()))?;
     let link_bps = parse_link_rate(&args.bed.link_rate)?;
-    let mut bed = Testbed::new("adapt")?;
+    let bed = Testbed::new("adapt")?;
     bed.init(&args.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf_server = bed.iperf_server()?;

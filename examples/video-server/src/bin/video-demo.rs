@@ -132,7 +132,7 @@ fn print_table(rows: &[Row]) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut bed = Testbed::new("demo")?;
+    let bed = Testbed::new("demo")?;
     bed.init(&args.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf_server = bed.iperf_server()?;

@@ -69,7 +69,7 @@ fn sender(bed: &Testbed, a: &Args, s: &Stream) -> Result<Child> {
 fn main() -> Result<()> {
     let a = Args::parse();
     let a = Args { input: std::fs::canonicalize(&a.input).with_context(|| format!("input {}", a.input.display()))?, ..a };
-    let mut bed = Testbed::new("fig6")?;
+    let bed = Testbed::new("fig6")?;
     bed.init(&a.bed.link_rate)?;
     bed.start_daemon()?;
     let _iperf = bed.iperf_server()?;

@@ -5,7 +5,9 @@
 //! `--rate`/`--burst` to choose), I-frames are non-droppable, P- and
 //! B-frames droppable (B first), and every frame is sent with its deadline,
 //! its size on its first packet and frame-start/end marks, so the data path
-//! judges it once, whole. While it streams it reads `qinfo` and sheds
+//! judges it once, whole. While it streams a thread of its own reads `qinfo`
+//! (the send loop never waits on qsockd, and figures that span a daemon
+//! restart are a new baseline, not pressure) and it sheds
 //! B-frames, then P-frames up to the next I-frame, when its class is under
 //! pressure (`adapt`; `--no-adapt` turns it off). `--scheduler dwcs` puts the
 //! socket under DWCS instead (ipg = 1/fps, window constraint `--oln`/`--old`
@@ -154,8 +156,10 @@ fn main() -> Result<()> {
     // A step gets 1.5 s to show (the queue it left behind drains first); 3 s of calm to step back.
     let mut shedder = Shedder::new(args.playout_ms * 1_000_000 / 3, 1_500_000_000, 3_000_000_000);
     let poll = Duration::from_millis(args.adapt_poll_ms.max(1));
-    let mut last_info = if adapt { qsock::qinfo(&sock).ok() } else { None };
-    let mut next_poll = Instant::now() + poll;
+    // qinfo is read by a thread of its own: the send loop never waits on qsockd.
+    let poller = if adapt { Some(video_server::poll::InfoPoller::start(&sock, poll).context("start the qinfo poller")?) } else { None };
+    let mut last_info: Option<qsock::QInfo> = None;
+    let mut baselines_after_outage = 0u64;
     let mut level_changes = Vec::new();
 
     let period = Duration::from_nanos(1_000_000_000 / args.fps as u64);
@@ -174,18 +178,20 @@ fn main() -> Result<()> {
             sent_frames += 1;
             continue;
         }
-        if adapt && Instant::now() >= next_poll {
-            next_poll += poll;
-            // A failed qinfo (the daemon restarting) leaves the level as it is.
-            if let Ok(info) = qsock::qinfo(&sock) {
-                if let Some(before) = &last_info {
+        // New figures, if the poller has any; figures that span a daemon
+        // outage are a new baseline, not pressure.
+        if let Some(p) = poller.as_ref().and_then(|p| p.latest()) {
+            match &last_info {
+                Some(before) if !p.after_outage => {
                     let t = start.elapsed().as_nanos() as u64;
-                    if let Some(level) = shedder.observe(Sample::between(before, &info), t) {
+                    if let Some(level) = shedder.observe(Sample::between(before, &p.info), t) {
                         level_changes.push(serde_json::json!({"t_ms": t / 1_000_000, "frame": f.index, "level": level}));
                     }
                 }
-                last_info = Some(info);
+                Some(_) => baselines_after_outage += 1,
+                None => {}
             }
+            last_info = Some(p.info);
         }
         if adapt && !shedder.send(f.kind, f.reference) {
             shed_frames += 1;
@@ -209,6 +215,8 @@ fn main() -> Result<()> {
         }
         sent_frames += 1;
     }
+    let failed_polls = poller.as_ref().map(|p| p.failed_polls()).unwrap_or(0);
+    drop(poller);
     // qinfo goes through qsockd; a daemon that is away costs the report, not the stream.
     let info = if args.plain { None } else { qsock::qinfo(&sock).map_err(|e| eprintln!("video-server: qinfo: {e}")).ok() };
     // End of stream: one marker, non-droppable, behind everything in the same queue.
@@ -238,6 +246,8 @@ fn main() -> Result<()> {
         "shed_frames": shed_frames,
         "reservation": if args.plain { None } else { Some(res) },
         "adaptation": level_changes,
+        "failed_qinfo_polls": failed_polls,
+        "baselines_after_outage": baselines_after_outage,
         "qinfo": info,
     });
     println!("{summary}");
