@@ -305,13 +305,7 @@ impl Registry {
         let (owner, minor, own_class, old) = (Peer { uid: m.owner_uid, gid: m.owner_gid, pid: m.owner_pid, conn: m.conn }, m.minor, m.own_class, m.booking);
         let (old_name, new_name) = (old_params.scheduler.name(), params.scheduler.name());
         if params.device.as_deref() != Some(m.device.as_str()) {
-            // Another device: a dry run on the target first, so a refusal changes nothing.
-            let target = self.device(params.device.as_deref().expect("set above")).await?;
-            let link = target.link(facts.sock_type, Booking::default());
-            target.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
-            target.module(new_name)?.remove(facts.cookie);
-            self.close(facts.cookie).await?;
-            return self.attach(facts, sock, owner, params).await;
+            return self.move_to_device(facts, sock, owner, old_params, params).await;
         }
         let tc = self.tc.clone();
         let device_name = params.device.clone().expect("set above");
@@ -379,6 +373,43 @@ impl Registry {
                 dev.guaranteed_bps = dev.guaranteed_bps - new.rate_bps + old.rate_bps;
                 dev.booked_burst_bytes = dev.booked_burst_bytes - new.burst_bytes + old.burst_bytes;
                 let _ = rebalance(&tc, dev, true).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `qchange` to another device. Admission first, with no kernel call:
+    /// the target's scheduler module plans the stream (and forgets it
+    /// again) and the owner's per-user limit on the target is checked, so
+    /// a refusal leaves the socket exactly as it was (class, policy,
+    /// counters, reservation). Then the socket is released on its device
+    /// and attached on the target; if a kernel step of that attach fails,
+    /// the socket is attached again with its old parameters on its old
+    /// device (its counters start anew there) and the error returned.
+    async fn move_to_device(
+        &mut self,
+        facts: &SocketFacts,
+        sock: BorrowedFd<'_>,
+        owner: Peer,
+        old: QosParams,
+        params: QosParams,
+    ) -> Result<AttachInfo, QsockError> {
+        let target_name = params.device.clone().expect("a move names its device");
+        let limit = self.limits.for_peer(owner.uid, owner.gid);
+        let held_target = self.sockets.held_bps(owner.uid, &target_name);
+        let new_name = params.scheduler.name();
+        let target = self.device(&target_name).await?;
+        let link = target.link(facts.sock_type, Booking::default());
+        let plan = target.module(new_name)?.add(facts.cookie, &params.scheduler, &link)?;
+        target.module(new_name)?.remove(facts.cookie);
+        limit.check_rate(owner.uid, &target_name, held_target, plan.reserved_bps, target.state.guaranteeable_bps())?;
+        self.close(facts.cookie).await?;
+        match self.attach(facts, sock, owner, params).await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                if let Err(e2) = self.attach(facts, sock, owner, old).await {
+                    log::error!("socket {}: the move to {target_name} failed ({e}) and restoring it failed too ({e2}); it is no longer managed", facts.cookie);
+                }
                 Err(e)
             }
         }

@@ -209,3 +209,74 @@ fn limits_from_the_config_are_enforced_and_named_and_bad_keys_refused() {
     let e = c.attach(third.as_fd(), &QosParams::rate(dev.clone(), 100_000)).unwrap_err();
     assert!(e.message.contains("at most 2 managed sockets"), "{e}");
 }
+
+/// A second device in the bed's namespaces (a veth pair, server side
+/// `name`, addressed 10.78.0.1/24), initialised by qsockd at `rate`.
+fn second_device(bed: &testbed::Testbed, name: &str, rate: &str) {
+    let peer = format!("{name}p");
+    testbed::run(bed.command_in(&bed.server_ns, "ip").args(["link", "add", name, "type", "veth", "peer", "name", &peer, "netns", &bed.client_ns])).unwrap();
+    testbed::run(bed.command_in(&bed.server_ns, "ip").args(["addr", "add", "10.78.0.1/24", "dev", name])).unwrap();
+    testbed::run(bed.command_in(&bed.server_ns, "ip").args(["link", "set", name, "up"])).unwrap();
+    testbed::run(bed.command_in(&bed.client_ns, "ip").args(["link", "set", &peer, "up"])).unwrap();
+    testbed::run(bed.qsockd().unwrap().args(["init", "--device", name, "--rate", rate])).unwrap();
+}
+
+/// What must not change when a request is refused: the socket's device,
+/// class, guarantee and counters, and its class's rate in the kernel.
+fn fingerprint(b: &Bed, c: &Client, sock: BorrowedFd<'_>) -> (String, String, u64, u64, String) {
+    let i = c.info(sock).unwrap();
+    let class = b.bed.tc_server(&["class", "show", "dev", &i.device, "classid", &i.classid]).unwrap();
+    (i.device, i.classid, i.guaranteed_rate_bps, i.enqueued_packets, class)
+}
+
+#[test]
+fn a_refused_move_to_another_device_leaves_the_socket_as_it_was() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let b = Bed::new("move", "100mbit").unwrap();
+    second_device(&b.bed, "qsmv0", "10mbit");
+    let (dev, small) = (b.bed.server_dev.clone(), "qsmv0".to_string());
+    let path = b.bed.socket_path();
+    let netns = std::fs::File::open(format!("/run/netns/{}", b.bed.server_ns)).unwrap();
+
+    // As uid 65534 (default limit: 80 % of what each device can guarantee):
+    // 9 Mbit/s on the 100 Mbit/s device may not move to the 10 Mbit/s one.
+    let small2 = small.clone();
+    let (before, refused, after, smaller) = std::thread::spawn(move || {
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("10.77.0.1:0").unwrap();
+        // SAFETY: plain syscall on this thread only.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) }, 0);
+        let c = Client::connect(&path).unwrap();
+        c.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 9_000_000)).unwrap();
+        sock.send_to(b"x", "10.77.0.2:9").unwrap();
+        let i = c.info(sock.as_fd()).unwrap();
+        let before = (i.device.clone(), i.classid.clone(), i.guaranteed_rate_bps, i.enqueued_packets);
+        let refused = c.change(sock.as_fd(), &QosParams::rate(small2.clone(), 9_000_000)).unwrap_err();
+        let i = c.info(sock.as_fd()).expect("still managed after the refusal");
+        let after = (i.device, i.classid, i.guaranteed_rate_bps, i.enqueued_packets);
+        // A move that fits the limit goes through.
+        let smaller = c.change(sock.as_fd(), &QosParams::rate(small2, 5_000_000)).map(|a| a.device);
+        (before, refused, after, smaller)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused.kind, ErrorKind::CapacityExceeded);
+    assert!(refused.message.contains("uid 65534"), "refused by the per-user limit: {refused}");
+    assert_eq!(before, after, "a refused move changes nothing");
+    assert_eq!(smaller, Ok(small.clone()));
+
+    // As root (no limit), refused by admission: the small device has 4.5 of
+    // its 9.5 Mbit/s left.
+    let c = &b.client;
+    let filler = b.sender().unwrap();
+    c.attach(filler.as_fd(), &QosParams::rate(small.clone(), 5_000_000)).unwrap();
+    let sock = b.sender().unwrap();
+    c.attach(sock.as_fd(), &QosParams::rate(b.bed.server_dev.clone(), 9_000_000)).unwrap();
+    sock.send_to(b"x", "10.77.0.2:9").unwrap();
+    let before = fingerprint(&b, c, sock.as_fd());
+    assert_eq!(kind(c.change(sock.as_fd(), &QosParams::rate(small.clone(), 9_000_000))), ErrorKind::CapacityExceeded);
+    assert_eq!(fingerprint(&b, c, sock.as_fd()), before, "a refused move changes nothing");
+    assert_eq!(c.change(sock.as_fd(), &QosParams::rate(small.clone(), 4_000_000)).unwrap().device, small);
+}
