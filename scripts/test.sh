@@ -12,5 +12,9 @@ cargo build --workspace --all-targets
 # Gates: formatting (rustfmt.toml), clippy and rustdoc warnings are errors.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The data path is its own crate for bpfel-unknown-none (nightly, build-std):
+# the same gates, in its own invocation (as aya-template's test.sh does).
+(cd qsock-ebpf && cargo +nightly fmt --check \
+  && cargo +nightly clippy --release --target bpfel-unknown-none -Z build-std=core --target-dir ../target/ebpf-clippy -- -D warnings)
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace --no-fail-fast

@@ -80,6 +80,16 @@ impl Bed {
         QosParams::rate(self.bed.server_dev.clone(), rate_bps)
     }
 
+    /// A guaranteed rate that may not borrow (ceiling = rate): the class
+    /// gets exactly `rate_bps` even on an idle link, so deadlines come under
+    /// real pressure. (A class that may borrow is predicted at its ceiling
+    /// until the data path has measured what it gets: on an idle link it
+    /// delivers what a plain socket would.)
+    pub fn capped_rate(&self, rate_bps: u64) -> QosParams {
+        let attrs = qsock::RateAttrs { ceil_bps: Some(rate_bps), ..qsock::RateAttrs::guaranteed(rate_bps) };
+        QosParams { scheduler: qsock::SchedulerParams::Rate(attrs), ..self.rate(rate_bps) }
+    }
+
     /// Whether class `classid` (e.g. "1:10") serves a socket: it exists and
     /// is not parked (qsockd keeps released classes parked at 8 kbit/s for
     /// the next socket instead of deleting them).

@@ -67,9 +67,9 @@ fn non_droppable_messages_are_never_dropped() {
         return;
     }
     let b = Bed::new("nodrop", "10mbit").unwrap();
-    // 200 kbit/s guaranteed: a 1000-byte message takes 40 ms, so a burst
-    // overruns 100 ms deadlines quickly.
-    let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
+    // 200 kbit/s guaranteed, no borrowing: a 1000-byte message takes 40 ms,
+    // so a burst overruns 100 ms deadlines quickly.
+    let (tx, rx, to) = attached_flow(&b, &b.capped_rate(200_000));
     for i in 0..20u16 {
         let keep = PacketFlags { deadline_ns: deadline_in(100), drop_priority: DropPriority::NON_DROPPABLE, ..Default::default() };
         qsendto(tx.as_fd(), &payload(b'N', i, 0), &to, &keep).unwrap();
@@ -87,6 +87,26 @@ fn non_droppable_messages_are_never_dropped() {
     assert_eq!(info.drops.deadline_packets + info.drops.frame_packets, 20 - droppable as u64);
 }
 
+/// The same burst on a class that may borrow, on an idle link: a plain
+/// socket delivers all of it in time, so qsock drops nothing, from the
+/// first message on (before the data path has measured what the class gets).
+#[test]
+fn a_class_that_may_borrow_drops_nothing_plain_delivers_on_an_idle_link() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let b = Bed::new("borrow", "10mbit").unwrap();
+    let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
+    for i in 0..20u16 {
+        let droppable = PacketFlags { deadline_ns: deadline_in(100), ..Default::default() };
+        qsendto(tx.as_fd(), &payload(b'D', i, 0), &to, &droppable).unwrap();
+    }
+    send_marker(&tx, to).unwrap();
+    assert_eq!(recv_until_marker(&rx).unwrap().len(), 20, "every message arrives");
+    let info = b.client.info(tx.as_fd()).unwrap();
+    assert_eq!(info.drops.deadline_packets + info.drops.frame_packets, 0, "{info:?}");
+}
+
 /// A burst of frames that overruns the class: each frame is judged once,
 /// at its first message, and arrives whole or not at all, with and without
 /// the frame's size declared on its first message.
@@ -97,7 +117,7 @@ fn a_frame_is_sent_whole_or_dropped_whole() {
     }
     for declared in [false, true] {
         let b = Bed::new("frame", "10mbit").unwrap();
-        let (tx, rx, to) = attached_flow(&b, &b.rate(200_000));
+        let (tx, rx, to) = attached_flow(&b, &b.capped_rate(200_000));
         const FRAMES: u16 = 10;
         const PER_FRAME: u16 = 6;
         for f in 0..FRAMES {
@@ -162,7 +182,7 @@ fn qinfo_agrees_with_what_the_receiver_counted() {
         return;
     }
     let b = Bed::new("qinfo", "10mbit").unwrap();
-    let (tx, rx, to) = attached_flow(&b, &b.rate(400_000));
+    let (tx, rx, to) = attached_flow(&b, &b.capped_rate(400_000));
     const N: u64 = 100;
     for i in 0..N as u16 {
         let flags = PacketFlags { deadline_ns: deadline_in(150), ..Default::default() };
