@@ -54,7 +54,7 @@ pub struct Config {
     /// management network.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Per-user limits on guaranteed rate and managed sockets (`[limits]`).
-    pub limits: crate::limits::Limits,
+    pub limits: crate::state::limits::Limits,
     /// Group that may use qsock: the Unix socket is given to it and made
     /// group read-write (`socket_mode` still applies to others). `None`:
     /// the socket keeps root's group.
@@ -141,7 +141,7 @@ impl Default for Config {
             class_pool: 0,
             class_pool_max: 16_384,
             metrics_listen: None,
-            limits: crate::limits::Limits::default(),
+            limits: crate::state::limits::Limits::default(),
             socket_group: None,
             interfaces: Vec::new(),
             policies: KNOWN_POLICIES.iter().map(|s| s.to_string()).collect(),
@@ -235,7 +235,7 @@ pub struct Paths {
 impl Paths {
     /// Paths for the current network namespace.
     pub fn new(cfg: &Config) -> Result<Self> {
-        Ok(Self { pin_root: cfg.pin_root.clone(), state_root: cfg.state_root.clone(), netns_id: crate::netns::current_id()? })
+        Ok(Self { pin_root: cfg.pin_root.clone(), state_root: cfg.state_root.clone(), netns_id: crate::kernel::netns::current_id()? })
     }
 
     /// Directory of this namespace's device state files.

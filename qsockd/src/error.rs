@@ -3,7 +3,7 @@
 //! form, and the one conversion to the wire error clients receive.
 use qsock::{ErrorKind, QsockError};
 
-use crate::tc::TcError;
+use crate::kernel::tc::TcError;
 
 /// An error inside qsockd.
 #[derive(Debug, thiserror::Error)]

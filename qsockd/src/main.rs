@@ -6,12 +6,12 @@ use clap::{Parser, Subcommand};
 use qsock::InitParams;
 use qsockd::{
     config::{Config, Paths},
+    device::runtime::ModuleSettings,
     device::{self, DeviceState},
-    devrt::ModuleSettings,
-    netns,
-    registry::Registry,
-    server,
-    tc::Tc,
+    kernel::netns,
+    kernel::tc::Tc,
+    ops::Registry,
+    serve::server,
 };
 
 /// qsock daemon: kernel-assisted QoS for sockets.
@@ -207,13 +207,13 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
     if !cfg.interfaces.is_empty() {
         let reg = registry.clone();
         tokio::spawn(async move {
-            if let Err(e) = qsockd::watch::watch_links(reg).await {
+            if let Err(e) = qsockd::kernel::watch::watch_links(reg).await {
                 log::error!("link events: {e}; interface changes are seen at the next sampling tick only");
             }
         });
     }
     if let Some(addr) = cfg.metrics_listen {
-        let endpoint = qsockd::metrics::serve(addr, registry.clone()).await.with_context(|| format!("metrics_listen {addr}"))?;
+        let endpoint = qsockd::serve::metrics::serve(addr, registry.clone()).await.with_context(|| format!("metrics_listen {addr}"))?;
         tokio::spawn(async move {
             if let Err(e) = endpoint.await {
                 log::error!("OpenMetrics endpoint stopped: {e}");

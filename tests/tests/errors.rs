@@ -280,3 +280,26 @@ fn a_refused_move_to_another_device_leaves_the_socket_as_it_was() {
     assert_eq!(fingerprint(&b, c, sock.as_fd()), before, "a refused move changes nothing");
     assert_eq!(c.change(sock.as_fd(), &QosParams::rate(small.clone(), 4_000_000)).unwrap().device, small);
 }
+
+#[test]
+fn a_kernel_step_that_fails_is_undone() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let b = Bed::new("undo", "10mbit").unwrap();
+    let dev = b.bed.server_dev.clone();
+    // A class qsockd did not make, at the id it would take next (1:10).
+    b.bed.tc_server(&["class", "add", "dev", &dev, "parent", "1:1", "classid", "1:10", "htb", "rate", "1mbit"]).unwrap();
+    let best_effort = || b.bed.tc_server(&["class", "show", "dev", &dev, "classid", "1:fffe"]).unwrap();
+    let before = best_effort();
+    let sock = b.sender().unwrap();
+    let e = b.client.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 4_000_000)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Kernel, "{e}");
+    // Undone: not managed, best effort back at its rate, the foreign class untouched.
+    assert_eq!(kind(b.client.info(sock.as_fd())), ErrorKind::NotManaged);
+    assert_eq!(best_effort(), before, "the reservation was given back");
+    assert!(b.bed.tc_server(&["class", "show", "dev", &dev, "classid", "1:10"]).unwrap().contains("rate 1Mbit"));
+    // The whole link is still there to book, on another class id.
+    let a = b.client.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 9_000_000)).unwrap();
+    assert_ne!(a.classid, "1:10");
+}

@@ -5,6 +5,7 @@
 pub mod category;
 pub mod earliest;
 pub mod filesize;
+pub mod ifaces;
 pub mod predict;
 pub mod prefs;
 pub mod round_robin;

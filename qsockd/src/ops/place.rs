@@ -9,10 +9,10 @@ use qsock::{ErrorKind, InitParams, InterfaceInfo, QosParams, QsockError, Selecti
 
 use crate::{
     device::{self, DeviceState},
-    ifaces::{self, Change},
-    registry::Registry,
+    ops::Registry,
+    select::ifaces::{self, Change},
     select::{prefs, Candidate},
-    sockinfo::{check_unplaced, SocketFacts},
+    state::sockinfo::{check_unplaced, SocketFacts},
 };
 
 impl Registry {
@@ -195,7 +195,7 @@ impl Registry {
         if self.ifaces.list.is_empty() {
             return;
         }
-        match crate::diag::tcp_rtts() {
+        match crate::kernel::diag::tcp_rtts() {
             Ok(samples) => self.ifaces.apply_rtt(&samples, now_ns.saturating_sub(self.last_rtt_ns).max(1)),
             Err(e) => log::debug!("sock_diag: {e}"),
         }

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use rtnetlink::MulticastGroup;
 use tokio::sync::RwLock;
 
-use crate::registry::Registry;
+use crate::ops::Registry;
 
 /// Listens for link and address events and refreshes the managed
 /// interfaces on each burst of them. Returns only if the netlink socket

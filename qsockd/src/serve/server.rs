@@ -21,8 +21,8 @@ use tokio::{io::unix::AsyncFd, sync::RwLock};
 
 use crate::{
     config::Config,
-    registry::{Peer, Registry},
-    sockinfo,
+    ops::{Peer, Registry},
+    state::sockinfo,
 };
 
 /// Numbers client connections.
@@ -228,7 +228,7 @@ pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Durati
         let held = if release_every.is_some_and(|p| last_release.elapsed() >= p) && !registry.read().await.sockets.is_empty() {
             last_release = tokio::time::Instant::now();
             let taken_ns = qsock::monotonic_now_ns();
-            match tokio::task::spawn_blocking(crate::diag::held_cookies).await {
+            match tokio::task::spawn_blocking(crate::kernel::diag::held_cookies).await {
                 Ok(Ok(h)) => Some((h, taken_ns)),
                 Ok(Err(e)) => {
                     log::debug!("sock_diag: {e}");

@@ -1,5 +1,5 @@
 //! tc over rtnetlink: the root HTB qdisc, its classes, clsact, and class
-//! statistics. The HTB options themselves are encoded in [`crate::htb`].
+//! statistics. The HTB options themselves are encoded in [`crate::kernel::htb`].
 use std::collections::HashMap;
 
 use rtnetlink::{
@@ -12,7 +12,7 @@ use rtnetlink::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::htb::{self, HtbClass};
+use crate::kernel::htb::{self, HtbClass};
 
 /// `TC_H_ROOT`: parent of a root qdisc.
 const TC_H_ROOT: u32 = 0xffff_ffff;

@@ -2,7 +2,7 @@
 //! knows of each now: present or not, up or down, its addresses (from
 //! rtnetlink, on link and address events and every sampling tick), its
 //! receive and transmit rates (device counters), and the RTT of the TCP
-//! connections bound to it (sock_diag, [`crate::diag`]).
+//! connections bound to it (sock_diag, [`crate::kernel::diag`]).
 use std::net::IpAddr;
 
 use futures::TryStreamExt;

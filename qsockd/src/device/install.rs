@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::Paths,
     error::kernel_err,
-    htb::HtbClass,
-    tc::{SavedQdisc, Tc, TcError},
+    kernel::htb::HtbClass,
+    kernel::tc::{SavedQdisc, Tc, TcError},
     EBPF_OBJECT,
 };
 
@@ -145,7 +145,7 @@ pub async fn init(paths: &Paths, params: &InitParams) -> Result<DeviceState, Qso
                         "{} has a root qdisc qsock did not install ({} {}); pass replace to take it over (teardown restores it)",
                         params.device,
                         q.kind,
-                        crate::tc::fmt_classid(q.handle)
+                        crate::kernel::tc::fmt_classid(q.handle)
                     ),
                 ));
             }
@@ -185,7 +185,7 @@ async fn install(paths: &Paths, tc: &Tc, s: &DeviceState) -> Result<(), QsockErr
     }
     ensure_bpffs(&paths.pin_root).map_err(kernel_err)?;
     fs::create_dir_all(&s.pin_dir).map_err(|e| kernel_err(format!("create {}: {e}", s.pin_dir.display())))?;
-    let offsets = crate::btf::kernel_offsets().unwrap_or_else(|e| {
+    let offsets = crate::kernel::btf::kernel_offsets().unwrap_or_else(|e| {
         log::warn!("queuing delay will not be measured: {e:#}");
         KernelOffsets::default()
     });

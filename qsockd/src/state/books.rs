@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::sockets::{Managed, UNCLAIMED};
+use crate::state::sockets::{Managed, UNCLAIMED};
 
 /// The directory of the books of one network namespace.
 #[derive(Clone, Debug)]

@@ -8,10 +8,10 @@ use qsock_common::{delay_bucket_upper_ns, SocketCounters};
 use qsock_sched::StreamClass;
 
 use crate::{
-    devrt::{htb_class, DeviceRt},
-    sockets::Managed,
-    sockinfo,
-    tc::{fmt_classid, ClassStats},
+    device::runtime::{htb_class, DeviceRt},
+    kernel::tc::{fmt_classid, ClassStats},
+    state::sockets::Managed,
+    state::sockinfo,
 };
 
 /// Rate over the sample window: (bit/s, window ns); (0, 0) with fewer

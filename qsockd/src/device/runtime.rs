@@ -19,12 +19,12 @@ use qsock_common::*;
 use qsock_sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan};
 
 use crate::{
-    device::{self, DeviceState, MANAGED_PRIO},
+    device::{self, ClassPool, DeviceState, Reservations, MANAGED_PRIO},
     error::DaemonError,
-    htb::HtbClass,
-    rate::RateModule,
-    sockets::{Booking, Managed},
-    tc::Tc,
+    kernel::htb::HtbClass,
+    kernel::tc::Tc,
+    sched::rate::RateModule,
+    state::sockets::{Booking, Managed},
     EBPF_OBJECT,
 };
 
@@ -70,19 +70,10 @@ pub struct DeviceRt {
     pub(crate) _ebpf: Ebpf,
     /// Whether queuing delay is measured (the dequeue probe attached).
     pub delay_probe: bool,
-    /// Minors no class uses.
-    pub(crate) free_minors: BTreeSet<u32>,
-    /// Minors of parked classes: created, unused, ready to be taken by a
-    /// new stream with one class change. Creating or deleting an HTB class
-    /// makes the kernel walk every class of the qdisc (`tc_bind_tclass`),
-    /// so with thousands of classes a change is ~30x cheaper than an add
-    /// and ~80x cheaper than a delete.
-    pub(crate) parked: BTreeSet<u32>,
-    /// Most parked classes kept.
-    pub(crate) pool_max: u32,
-    pub(crate) guaranteed_bps: u64,
-    /// Bursts booked by the device's streams, bytes.
-    pub(crate) booked_burst_bytes: u64,
+    /// Class ids: free, parked, taken.
+    pub(crate) classes: ClassPool,
+    /// Guaranteed rates and bursts booked on the device.
+    pub(crate) reservations: Reservations,
     /// Booked bursts must drain within this at the link rate, ns.
     pub(crate) burst_horizon_ns: u64,
     /// Classes of released sockets still holding packets: (minor, rate bit/s).
@@ -131,16 +122,13 @@ impl DeviceRt {
             clocks,
             _ebpf: ebpf,
             delay_probe,
-            free_minors: (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).collect(),
-            parked: BTreeSet::new(),
-            pool_max: settings.class_pool_max,
-            guaranteed_bps: 0,
-            booked_burst_bytes: 0,
+            classes: ClassPool::new(settings.class_pool_max),
+            reservations: Reservations::default(),
             burst_horizon_ns: settings.burst_horizon_ns,
             draining: Vec::new(),
             modules: vec![
                 Box::new(RateModule::default()),
-                Box::new(crate::best_effort::BestEffortModule),
+                Box::new(crate::sched::best_effort::BestEffortModule),
                 Box::new(qsock_edf::module::EdfModule::default()),
                 Box::new(qsock_dwcs::module::DwcsModule::new(settings.dwcs_headroom_permille)),
             ],
@@ -165,8 +153,8 @@ impl DeviceRt {
         LinkFacts {
             device: self.state.device.clone(),
             link_rate_bps: self.state.link_rate_bps,
-            room_bps: self.state.guaranteeable_bps().saturating_sub(self.guaranteed_bps - own.rate_bps),
-            burst_room_bytes: burst_capacity.saturating_sub(self.booked_burst_bytes - own.burst_bytes),
+            room_bps: self.state.guaranteeable_bps().saturating_sub(self.reservations.without(own).rate_bps()),
+            burst_room_bytes: burst_capacity.saturating_sub(self.reservations.without(own).burst_bytes()),
             msg_tags: sock_type == libc::SOCK_DGRAM,
             admission: self.admission,
         }
@@ -215,17 +203,17 @@ pub(crate) fn parked_class(link_rate_bps: u64) -> HtbClass {
 }
 
 /// Parks class `minor` of `dev` (or deletes it when the pool is full).
-pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), crate::tc::TcError> {
+pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), crate::kernel::tc::TcError> {
     let cid = DeviceRt::classid(minor);
-    if dev.parked.len() < dev.pool_max as usize {
+    if dev.classes.may_park() {
         let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
         match tc.set_htb_class(dev.state.ifindex, cid, parent, &parked_class(dev.state.link_rate_bps), false).await {
             Ok(()) => {
-                dev.parked.insert(minor);
+                dev.classes.park(minor);
                 return Ok(());
             }
             Err(e) if e.errno() == Some(libc::ENOENT) => {
-                dev.free_minors.insert(minor);
+                dev.classes.release(minor);
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -234,7 +222,7 @@ pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), 
     match tc.delete_class(dev.state.ifindex, cid).await {
         Err(e) if e.errno() != Some(libc::ENOENT) => Err(e),
         _ => {
-            dev.free_minors.insert(minor);
+            dev.classes.release(minor);
             Ok(())
         }
     }
@@ -244,13 +232,13 @@ pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), 
 pub(crate) async fn fill_pool(tc: &Tc, dev: &mut DeviceRt, want: u32) -> Result<(), DaemonError> {
     let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
     let class = parked_class(dev.state.link_rate_bps);
-    while dev.parked.len() < want as usize {
-        let Some(minor) = dev.free_minors.pop_first() else { break };
+    while dev.classes.parked_len() < want as usize {
+        let Some(minor) = dev.classes.take_free() else { break };
         if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
-            dev.free_minors.insert(minor);
+            dev.classes.release(minor);
             return Err(e.into());
         }
-        dev.parked.insert(minor);
+        dev.classes.park(minor);
     }
     Ok(())
 }
@@ -358,7 +346,7 @@ pub(crate) async fn open_device(
         .collect();
     for cid in &stale {
         let minor = cid & 0xffff;
-        if (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&minor) && dev.free_minors.remove(&minor) {
+        if (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&minor) && dev.classes.claim(minor) {
             park(tc, &mut dev, minor).await?;
         } else {
             tc.delete_class(dev.state.ifindex, *cid).await?;
@@ -385,10 +373,10 @@ pub(crate) async fn open_device(
     }
     sync_shared(tc, &mut dev, false).await?;
     let want = settings.class_pool.min(settings.class_pool_max);
-    if dev.parked.len() < want as usize {
+    if dev.classes.parked_len() < want as usize {
         let t = std::time::Instant::now();
         fill_pool(tc, &mut dev, want).await?;
-        log::info!("{}: {} parked classes ready ({:.1} s)", dev.state.device, dev.parked.len(), t.elapsed().as_secs_f64());
+        log::info!("{}: {} parked classes ready ({:.1} s)", dev.state.device, dev.classes.parked_len(), t.elapsed().as_secs_f64());
     }
     Ok((dev, recovered))
 }
@@ -398,7 +386,7 @@ pub(crate) async fn open_device(
 /// plan it on the same class. Returns its booking.
 fn recover(
     dev: &mut DeviceRt,
-    stats: &std::collections::HashMap<u32, crate::tc::ClassStats>,
+    stats: &std::collections::HashMap<u32, crate::kernel::tc::ClassStats>,
     shared: &BTreeSet<u32>,
     cookie: u64,
     m: &Managed,
@@ -406,8 +394,8 @@ fn recover(
     if dev.policies.get(&cookie, 0).is_err() {
         return Err("its policy is no longer in the data path's map".into());
     }
-    if m.own_class && (!stats.contains_key(&DeviceRt::classid(m.minor)) || !dev.free_minors.contains(&m.minor)) {
-        return Err(format!("its class {} is gone or taken", crate::tc::fmt_classid(DeviceRt::classid(m.minor))));
+    if m.own_class && (!stats.contains_key(&DeviceRt::classid(m.minor)) || !dev.classes.is_free(m.minor)) {
+        return Err(format!("its class {} is gone or taken", crate::kernel::tc::fmt_classid(DeviceRt::classid(m.minor))));
     }
     let link = dev.link(m.sock_type, Booking::default());
     let name = m.params.scheduler.name();
@@ -423,10 +411,9 @@ fn recover(
         return Err("its module now plans it on another class".into());
     }
     let booking = Booking::of(&plan);
-    dev.guaranteed_bps += booking.rate_bps;
-    dev.booked_burst_bytes += booking.burst_bytes;
+    dev.reservations.book(booking);
     if m.own_class {
-        dev.free_minors.remove(&m.minor);
+        dev.classes.claim(m.minor);
     }
     Ok(booking)
 }
@@ -456,7 +443,7 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError
             keep.push((minor, rate));
             continue;
         }
-        dev.guaranteed_bps -= rate;
+        dev.reservations.unbook(Booking { rate_bps: rate, burst_bytes: 0 });
         freed = true;
     }
     dev.draining = keep;
@@ -479,21 +466,30 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
                 return Ok(minor);
             }
             // A parked class first: one change instead of an add.
-            while let Some(minor) = dev.parked.pop_first() {
+            while let Some(minor) = dev.classes.take_parked() {
                 match tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await {
                     Ok(()) => return Ok(minor),
-                    Err(e) if e.errno() == Some(libc::ENOENT) => {
-                        dev.free_minors.insert(minor);
-                    }
+                    Err(e) if e.errno() == Some(libc::ENOENT) => dev.classes.release(minor),
                     Err(e) => {
-                        dev.parked.insert(minor);
+                        dev.classes.park(minor);
                         return Err(e.into());
                     }
                 }
             }
-            let minor = *dev.free_minors.iter().next().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
-            tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await?;
-            dev.free_minors.remove(&minor);
+            let minor = dev.classes.take_free().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
+            if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
+                if e.errno() == Some(libc::EEXIST) {
+                    // Someone else's class has this id: leave it, and the id, alone.
+                    log::warn!(
+                        "{}: class {} exists but is not qsockd's; its id is not used",
+                        dev.state.device,
+                        crate::kernel::tc::fmt_classid(DeviceRt::classid(minor))
+                    );
+                } else {
+                    dev.classes.release(minor);
+                }
+                return Err(e.into());
+            }
             Ok(minor)
         }
         StreamClass::Shared { minor } => Ok(minor),
@@ -504,12 +500,9 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
 /// policy (the program only acts on sockets that have both). On error the
 /// reservation and an own class are undone; the caller rebalances.
 pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, DaemonError> {
-    dev.guaranteed_bps += plan.reserved_bps;
-    dev.booked_burst_bytes += plan.booked_burst_bytes;
-    let unbook = |dev: &mut DeviceRt| {
-        dev.guaranteed_bps -= plan.reserved_bps;
-        dev.booked_burst_bytes -= plan.booked_burst_bytes;
-    };
+    let booking = Booking::of(plan);
+    dev.reservations.book(booking);
+    let unbook = |dev: &mut DeviceRt| dev.reservations.unbook(booking);
     if let Err(e) = rebalance(tc, dev, true).await {
         unbook(dev);
         return Err(e);
@@ -526,7 +519,7 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
         let _ = dev.counters.remove(&cookie);
         if let StreamClass::Own { .. } = plan.class {
             if park(tc, dev, minor).await.is_err() {
-                log::error!("{}: class {} left after a failed install", dev.state.device, crate::tc::fmt_classid(DeviceRt::classid(minor)));
+                log::error!("{}: class {} left after a failed install", dev.state.device, crate::kernel::tc::fmt_classid(DeviceRt::classid(minor)));
             }
         }
         unbook(dev);
@@ -539,7 +532,7 @@ pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &Str
 /// assured rates of all classes never add up to more than the link.
 pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), DaemonError> {
     let link = dev.state.link_rate_bps;
-    let be = HtbClass::new((link - dev.guaranteed_bps).max(1), link, device::BEST_EFFORT_PRIO);
+    let be = HtbClass::new(link.saturating_sub(dev.reservations.rate_bps()).max(1), link, device::BEST_EFFORT_PRIO);
     tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false).await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use prometheus_client::{
 use qsock::SocketSummary;
 use tokio::sync::RwLock;
 
-use crate::registry::Registry;
+use crate::ops::Registry;
 
 /// Content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
