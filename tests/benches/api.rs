@@ -34,11 +34,12 @@ fn with_prog_cost(row: &str, f: impl FnOnce()) {
 }
 
 fn api(c: &mut Criterion) {
+    let b = Bed::new("bench", "10gbit").expect("test bed (run as root)");
+    // On once the bed stands (a bed that fails leaves the setting alone).
     let stats_before = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
     if let Err(e) = std::fs::write(BPF_STATS, "1") {
         eprintln!("bpf cost: cannot enable {BPF_STATS} ({e}); program costs print as 0");
     }
-    let b = Bed::new("bench", "10gbit").expect("test bed (run as root)");
     // Sockets are created in this thread's namespace: move it to the server side.
     let ns = std::fs::File::open(format!("/run/netns/{}", b.bed.server_ns)).unwrap();
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
