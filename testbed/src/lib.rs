@@ -215,12 +215,35 @@ impl Testbed {
         await_daemon(slot.insert(child), &socket, &log_path)
     }
 
-    /// Sends `sig` to the running daemon (e.g. SIGSTOP to make it hang).
-    /// Errors: no daemon runs, or the signal cannot be sent.
-    pub fn signal_daemon(&self, sig: nix::sys::signal::Signal) -> Result<()> {
-        let slot = self.daemon_slot();
-        let c = slot.as_ref().ok_or_else(|| anyhow::anyhow!("no qsockd runs in this bed"))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig)?;
+    /// Stops the running daemon (SIGSTOP) and returns once the kernel shows
+    /// every thread of it stopped (`/proc/PID/task/*/stat` state `T`), so a
+    /// request sent next finds it hung (bounded: 5 s). Errors: no daemon
+    /// runs, or it did not stop.
+    pub fn pause_daemon(&self) -> Result<()> {
+        let pid = self.daemon_slot().as_ref().map(|c| c.id()).ok_or_else(|| anyhow::anyhow!("no qsockd runs in this bed"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP)?;
+        let stopped = || -> bool {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+            tasks.filter_map(|t| t.ok()).all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            if Instant::now() > deadline {
+                bail!("qsockd (pid {pid}) did not stop within 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Lets a daemon stopped by [`Testbed::pause_daemon`] run again (SIGCONT).
+    pub fn resume_daemon(&self) -> Result<()> {
+        let pid = self.daemon_slot().as_ref().map(|c| c.id()).ok_or_else(|| anyhow::anyhow!("no qsockd runs in this bed"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT)?;
         Ok(())
     }
 
@@ -229,10 +252,13 @@ impl Testbed {
         matches!(self.daemon_slot().as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops the daemon (SIGTERM, then waits).
+    /// Stops the daemon (SIGTERM, then waits). A paused daemon is resumed
+    /// first, or it would never handle the SIGTERM.
     pub fn stop_daemon(&self) {
         if let Some(mut c) = self.daemon_slot().take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
     }

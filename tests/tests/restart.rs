@@ -187,10 +187,10 @@ fn calls_wait_no_longer_than_they_allow_and_the_library_reconnects_by_itself() {
 
     // A daemon that hangs: the call gives up after its wait, typed; the
     // late answer does not confuse the next call.
-    b.bed.signal_daemon(nix::sys::signal::Signal::SIGSTOP).unwrap();
+    b.bed.pause_daemon().unwrap();
     let e = b.client.info_within(sock.as_fd(), Duration::from_millis(20)).unwrap_err();
     assert_eq!(e.kind, qsock::ErrorKind::DaemonUnavailable, "{e}");
-    b.bed.signal_daemon(nix::sys::signal::Signal::SIGCONT).unwrap();
+    b.bed.resume_daemon().unwrap();
     let info = b.client.info(sock.as_fd()).unwrap();
     assert_eq!(info.classid, a.classid, "the answer is this call's, not the late one");
 
