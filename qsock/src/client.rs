@@ -44,18 +44,11 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// about 0.1 ms (README, scale benchmark).
 pub const INFO_WAIT: Duration = Duration::from_millis(20);
 
-/// Kept for callers of the earlier API: the same as [`DEFAULT_WAIT`].
-pub const REPLY_TIMEOUT: Duration = DEFAULT_WAIT;
-
 /// How often the background reconnector tries again while qsockd is away:
 /// first after this, doubling up to [`RECONNECT_MAX_INTERVAL`].
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest pause between two reconnect attempts.
 pub const RECONNECT_MAX_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Kept for callers of the earlier API: how long a pre-existing blocking
-/// reconnect waited. Calls no longer block on reconnecting.
-pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Path of qsockd's socket: `$QSOCK_SOCKET` if set, else
 /// [`DEFAULT_SOCKET_PATH`].
