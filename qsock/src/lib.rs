@@ -97,7 +97,8 @@ pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Resul
 /// [`ErrorKind::AlreadyManaged`], [`ErrorKind::NoInterface`] (no usable
 /// interface meets Require/Prohibit), [`ErrorKind::SocketInUse`] (no
 /// device given and the socket is already bound or connected),
-/// [`ErrorKind::Unsupported`], [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
+/// [`ErrorKind::Unsupported`] (also: an MPTCP socket, whose packets leave
+/// by its subflows, not yet managed), [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.attach(fd, params))

@@ -306,3 +306,28 @@ fn a_kernel_step_that_fails_is_undone() {
     let a = b.client.attach(sock.as_fd(), &QosParams::rate(dev.clone(), 9_000_000)).unwrap();
     assert_ne!(a.classid, "1:10");
 }
+
+#[test]
+fn an_mptcp_socket_gets_a_clear_refusal_not_a_class_that_never_sees_a_packet() {
+    if qsock_tests::skip_unless_root() {
+        return;
+    }
+    let b = Bed::new("mptcp", "10mbit").unwrap();
+    let dev = b.bed.server_dev.clone();
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let mptcp = b
+        .bed
+        .in_ns(&b.bed.server_ns, || {
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
+            assert!(fd >= 0, "this kernel has MPTCP (see the notes): {}", std::io::Error::last_os_error());
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
+        .unwrap();
+    let e = b.client.attach(mptcp.as_fd(), &QosParams::rate(dev.clone(), 6_000_000)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(e.message.contains("MPTCP"), "the error names why: {e}");
+    assert_eq!(kind(b.client.info(mptcp.as_fd())), ErrorKind::NotManaged);
+    // Nothing was booked: the whole guarantee (95 % of 10 Mbit/s) is still there.
+    let tx = b.sender().unwrap();
+    b.client.attach(tx.as_fd(), &QosParams::rate(dev, 9_000_000)).expect("the refusal reserved nothing");
+}

@@ -19,6 +19,7 @@ impl Registry {
     /// its source address once the attach succeeded.
     pub async fn attach(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
+        facts.check_manageable()?;
         if self.sockets.contains(facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
         }

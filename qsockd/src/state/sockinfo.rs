@@ -19,6 +19,27 @@ pub struct SocketFacts {
     pub domain: i32,
     /// `SO_TYPE`.
     pub sock_type: i32,
+    /// `SO_PROTOCOL` (`IPPROTO_TCP`, `IPPROTO_UDP`, [`IPPROTO_MPTCP`], ...).
+    pub protocol: i32,
+}
+
+/// `IPPROTO_MPTCP` (linux/in.h): a Multipath TCP socket.
+pub const IPPROTO_MPTCP: i32 = 262;
+
+impl SocketFacts {
+    /// Whether qsockd can manage the socket. Errors: [`ErrorKind::Unsupported`]
+    /// for an MPTCP socket: the data path sees the cookies of its subflows,
+    /// never the socket's own, so a class for it would never see a packet
+    /// (and the release sweep, which lists TCP sockets, would drop it).
+    pub fn check_manageable(&self) -> Result<(), QsockError> {
+        if self.protocol == IPPROTO_MPTCP {
+            return Err(QsockError::new(
+                ErrorKind::Unsupported,
+                "MPTCP sockets (IPPROTO_MPTCP) cannot be managed yet: qsock classifies by socket cookie and sees only their subflows; use an IPPROTO_TCP socket",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `getsockopt` of a plain value; `None` on error.
@@ -39,9 +60,10 @@ pub fn facts(fd: BorrowedFd<'_>) -> Result<SocketFacts, QsockError> {
         return Err(QsockError::new(ErrorKind::BadSocket, format!("only IPv4/IPv6 sockets leave through a device (domain {domain})")));
     }
     let sock_type: i32 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
+    let protocol: i32 = getsockopt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(0);
     let cookie: u64 =
         getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE).ok_or_else(|| QsockError::new(ErrorKind::Unsupported, "kernel does not report SO_COOKIE"))?;
-    Ok(SocketFacts { cookie, domain, sock_type })
+    Ok(SocketFacts { cookie, domain, sock_type, protocol })
 }
 
 /// Buffer sizes, unsent bytes and, for TCP, `TCP_INFO`.
