@@ -5,6 +5,7 @@
 //! it and its pool of class ids.
 pub mod classes;
 pub mod install;
+pub mod kernel;
 pub mod reservations;
 pub mod runtime;
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::HashMap as BpfHashMap,
     programs::{
         links::{FdLink, PinnedLink},
         BtfTracePoint,
@@ -19,10 +19,14 @@ use qsock_common::*;
 use qsock_sched::{Admission, LinkFacts, SchedulerModule, SharedClass, StreamClass, StreamPlan};
 
 use crate::{
-    device::{self, ClassPool, DeviceState, Reservations, MANAGED_PRIO},
+    device::{
+        self,
+        kernel::{DeviceKernel, KernelDevice},
+        ClassPool, DeviceState, Reservations, MANAGED_PRIO,
+    },
     error::DaemonError,
     kernel::htb::HtbClass,
-    kernel::tc::Tc,
+    kernel::tc::{Tc, TcError},
     sched::rate::RateModule,
     state::sockets::{Booking, Managed},
     EBPF_OBJECT,
@@ -63,11 +67,11 @@ pub const PARKED_RATE_BPS: u64 = 8_000;
 pub struct DeviceRt {
     /// What init recorded.
     pub state: DeviceState,
-    pub(crate) policies: BpfHashMap<MapData, u64, SocketPolicy>,
-    pub(crate) counters: BpfHashMap<MapData, u64, SocketCounters>,
-    pub(crate) clocks: BpfHashMap<MapData, u32, SharedClock>,
-    /// Keeps the dequeue probe attached while the daemon runs.
-    pub(crate) _ebpf: Ebpf,
+    /// Its HTB classes and the data path's maps.
+    pub(crate) kernel: Box<dyn DeviceKernel>,
+    /// Keeps the dequeue probe attached while the daemon runs (none in the
+    /// operations' property tests).
+    pub(crate) _ebpf: Option<Ebpf>,
     /// Whether queuing delay is measured (the dequeue probe attached).
     pub delay_probe: bool,
     /// Class ids: free, parked, taken.
@@ -87,21 +91,12 @@ pub struct DeviceRt {
     pub(crate) applied_shared: HashMap<u32, (u64, u64)>,
 }
 
-/// Removes the entries of `m` whose key `keep` rejects.
-pub(crate) fn retain_keys<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(m: &mut BpfHashMap<MapData, K, V>, keep: impl Fn(&K) -> bool) -> usize {
-    let stale: Vec<K> = m.keys().filter_map(|k| k.ok()).filter(|k| !keep(k)).collect();
-    for k in &stale {
-        let _ = m.remove(k);
-    }
-    stale.len()
-}
-
 impl DeviceRt {
     /// Opens the pinned maps of an initialised device and makes sure the
     /// dequeue probe is attached (its link is pinned beside the maps, so it
     /// outlives this daemon like the tc filter does). Map entries are kept:
     /// [`open_device`] recovers the sockets they belong to.
-    fn open(state: DeviceState, settings: ModuleSettings) -> Result<Self, DaemonError> {
+    fn open(tc: &Tc, state: DeviceState, settings: ModuleSettings) -> Result<Self, DaemonError> {
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&state.pin_dir)
@@ -112,16 +107,27 @@ impl DeviceRt {
             .map_err(|e| log::warn!("{}: queuing delay not measured: {e}", state.device))
             .is_ok();
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| DaemonError::Kernel(format!("map {name} missing")));
-        let policies: BpfHashMap<MapData, u64, SocketPolicy> = BpfHashMap::try_from(take(MAP_POLICIES)?)?;
-        let counters: BpfHashMap<MapData, u64, SocketCounters> = BpfHashMap::try_from(take(MAP_COUNTERS)?)?;
-        let clocks: BpfHashMap<MapData, u32, SharedClock> = BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?)?;
-        Ok(Self {
+        let kernel = KernelDevice {
+            tc: tc.clone(),
+            ifindex: state.ifindex,
+            policies: BpfHashMap::try_from(take(MAP_POLICIES)?)?,
+            counters: BpfHashMap::try_from(take(MAP_COUNTERS)?)?,
+            clocks: BpfHashMap::try_from(take(MAP_SHARED_CLOCKS)?)?,
+        };
+        let mut dev = Self::with_kernel(state, settings, Box::new(kernel));
+        dev._ebpf = Some(ebpf);
+        dev.delay_probe = delay_probe;
+        Ok(dev)
+    }
+
+    /// A device whose kernel steps go to `kernel`; no data-path object is
+    /// loaded and queuing delay is not measured.
+    pub(crate) fn with_kernel(state: DeviceState, settings: ModuleSettings, kernel: Box<dyn DeviceKernel>) -> Self {
+        Self {
             state,
-            policies,
-            counters,
-            clocks,
-            _ebpf: ebpf,
-            delay_probe,
+            kernel,
+            _ebpf: None,
+            delay_probe: false,
             classes: ClassPool::new(settings.class_pool_max),
             reservations: Reservations::default(),
             burst_horizon_ns: settings.burst_horizon_ns,
@@ -134,7 +140,7 @@ impl DeviceRt {
             ],
             admission: settings.admission,
             applied_shared: HashMap::new(),
-        })
+        }
     }
 
     pub(crate) fn classid(minor: u32) -> u32 {
@@ -143,7 +149,7 @@ impl DeviceRt {
 
     /// Counters of `cookie` as the data path has them now.
     pub fn counters(&self, cookie: u64) -> Option<SocketCounters> {
-        self.counters.get(&cookie, 0).ok()
+        self.kernel.counters(cookie)
     }
 
     /// What modules plan against; `own` (the stream's current reservation
@@ -203,11 +209,11 @@ pub(crate) fn parked_class(link_rate_bps: u64) -> HtbClass {
 }
 
 /// Parks class `minor` of `dev` (or deletes it when the pool is full).
-pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), crate::kernel::tc::TcError> {
+pub(crate) async fn park(dev: &mut DeviceRt, minor: u32) -> Result<(), TcError> {
     let cid = DeviceRt::classid(minor);
     if dev.classes.may_park() {
         let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
-        match tc.set_htb_class(dev.state.ifindex, cid, parent, &parked_class(dev.state.link_rate_bps), false).await {
+        match dev.kernel.set_htb_class(cid, parent, parked_class(dev.state.link_rate_bps), false).await {
             Ok(()) => {
                 dev.classes.park(minor);
                 return Ok(());
@@ -219,7 +225,7 @@ pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), 
             Err(e) => return Err(e),
         }
     }
-    match tc.delete_class(dev.state.ifindex, cid).await {
+    match dev.kernel.delete_class(cid).await {
         Err(e) if e.errno() != Some(libc::ENOENT) => Err(e),
         _ => {
             dev.classes.release(minor);
@@ -229,12 +235,12 @@ pub(crate) async fn park(tc: &Tc, dev: &mut DeviceRt, minor: u32) -> Result<(), 
 }
 
 /// Creates parked classes until `dev` has `want` of them (or no minor is free).
-pub(crate) async fn fill_pool(tc: &Tc, dev: &mut DeviceRt, want: u32) -> Result<(), DaemonError> {
+pub(crate) async fn fill_pool(dev: &mut DeviceRt, want: u32) -> Result<(), DaemonError> {
     let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
     let class = parked_class(dev.state.link_rate_bps);
     while dev.classes.parked_len() < want as usize {
         let Some(minor) = dev.classes.take_free() else { break };
-        if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
+        if let Err(e) = dev.kernel.set_htb_class(DeviceRt::classid(minor), parent, class, true).await {
             dev.classes.release(minor);
             return Err(e.into());
         }
@@ -276,20 +282,36 @@ pub(crate) fn rescale_vclock(vclock_ns: u64, now_ns: u64, old_bps: u64, new_bps:
 
 /// Sets every shared class of `dev` to what its module needs now and hands
 /// the new rate to the data path's shared clock, its backlog rescaled to
-/// the new rate. A class already at what its module needs is not touched
-/// (`create`: every class is created, none assumed).
-pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Result<(), DaemonError> {
-    for c in dev.shared_classes() {
+/// the new rate; the classes that shrink go before those that grow. A class
+/// already at what its module needs is not touched (`create`: every class
+/// is created, none assumed).
+pub(crate) async fn sync_shared(dev: &mut DeviceRt, create: bool) -> Result<(), DaemonError> {
+    sync_shared_where(dev, create, |_| true).await
+}
+
+/// [`sync_shared`] for the shared classes that shrink only (their module
+/// needs less than the kernel has): the first half of a change that moves
+/// a stream between classes.
+pub(crate) async fn shrink_shared(dev: &mut DeviceRt) -> Result<(), DaemonError> {
+    sync_shared_where(dev, false, |shrinks| shrinks).await
+}
+
+async fn sync_shared_where(dev: &mut DeviceRt, create: bool, pick: impl Fn(bool) -> bool) -> Result<(), DaemonError> {
+    let shrinks = |dev: &DeviceRt, c: &SharedClass| dev.applied_shared.get(&c.minor).is_some_and(|(rate, _)| c.rate_bps < *rate);
+    let mut classes: Vec<(bool, SharedClass)> = dev.shared_classes().into_iter().map(|c| (shrinks(dev, &c), c)).filter(|(s, _)| pick(*s)).collect();
+    // Those that shrink first: a stream moving between two shared classes never counts twice.
+    classes.sort_by_key(|(s, _)| !s);
+    for (_, c) in classes {
         if !create && dev.applied_shared.get(&c.minor) == Some(&(c.rate_bps, c.ceil_bps)) {
             continue;
         }
         let cid = DeviceRt::classid(c.minor);
         let class = htb_class(c.rate_bps, c.ceil_bps, 0);
-        tc.set_htb_class(dev.state.ifindex, cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, create).await?;
+        dev.kernel.set_htb_class(cid, classid(ROOT_MAJOR, ROOT_CLASS_MINOR), class, create).await?;
         dev.applied_shared.insert(c.minor, (c.rate_bps, c.ceil_bps));
-        let old = dev.clocks.get(&cid, 0).unwrap_or_default();
+        let old = dev.kernel.shared_clock(cid).unwrap_or_default();
         let vclock_ns = rescale_vclock(old.vclock_ns, qsock::monotonic_now_ns(), old.rate_bps, c.rate_bps);
-        dev.clocks.insert(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) }, 0)?;
+        dev.kernel.set_shared_clock(cid, SharedClock { vclock_ns, rate_bps: c.rate_bps, burst_ns: burst_ns(class.burst_bytes, class.rate_bps) })?;
     }
     Ok(())
 }
@@ -297,13 +319,13 @@ pub(crate) async fn sync_shared(tc: &Tc, dev: &mut DeviceRt, create: bool) -> Re
 /// After the reservations on `dev` changed by `grew` (true: grew): resize
 /// best effort and the shared classes in the order that keeps the assured
 /// rates within the link.
-pub(crate) async fn rebalance(tc: &Tc, dev: &mut DeviceRt, grew: bool) -> Result<(), DaemonError> {
+pub(crate) async fn rebalance(dev: &mut DeviceRt, grew: bool) -> Result<(), DaemonError> {
     if grew {
-        resize_best_effort(tc, dev).await?;
-        sync_shared(tc, dev, false).await
+        resize_best_effort(dev).await?;
+        sync_shared(dev, false).await
     } else {
-        sync_shared(tc, dev, false).await?;
-        resize_best_effort(tc, dev).await
+        sync_shared(dev, false).await?;
+        resize_best_effort(dev).await
     }
 }
 
@@ -318,8 +340,14 @@ pub(crate) async fn open_device(
     settings: ModuleSettings,
     books: Vec<(u64, Managed)>,
 ) -> Result<(DeviceRt, Vec<(u64, Managed)>), DaemonError> {
-    let mut dev = DeviceRt::open(st, settings)?;
-    let stats = tc.class_stats(dev.state.ifindex).await?;
+    take_over(DeviceRt::open(tc, st, settings)?, settings, books).await
+}
+
+/// [`open_device`] once the device's kernel handle is open: the modules
+/// make their shared classes, booked sockets are recovered, and what nobody
+/// books is parked or removed.
+pub(crate) async fn take_over(mut dev: DeviceRt, settings: ModuleSettings, books: Vec<(u64, Managed)>) -> Result<(DeviceRt, Vec<(u64, Managed)>), DaemonError> {
+    let stats = dev.kernel.class_stats().await?;
     let link = dev.link(libc::SOCK_DGRAM, Booking::default());
     let mut shared_minors: BTreeSet<u32> = BTreeSet::new();
     for m in dev.modules.iter_mut() {
@@ -347,14 +375,13 @@ pub(crate) async fn open_device(
     for cid in &stale {
         let minor = cid & 0xffff;
         if (FIRST_SOCKET_MINOR..=LAST_SOCKET_MINOR).contains(&minor) && dev.classes.claim(minor) {
-            park(tc, &mut dev, minor).await?;
+            park(&mut dev, minor).await?;
         } else {
-            tc.delete_class(dev.state.ifindex, *cid).await?;
+            dev.kernel.delete_class(*cid).await?;
         }
     }
     let cookies: std::collections::HashSet<u64> = recovered.iter().map(|(c, _)| *c).collect();
-    let stale_entries = retain_keys(&mut dev.policies, |c| cookies.contains(c)) + retain_keys(&mut dev.counters, |c| cookies.contains(c));
-    retain_keys(&mut dev.clocks, |cid| shared_minors.contains(&(cid & 0xffff)));
+    let stale_entries = dev.kernel.retain(&cookies, &shared_minors);
     if !stale.is_empty() || stale_entries > 0 || !recovered.is_empty() {
         log::info!(
             "{}: {} sockets recovered; parked or removed {} classes and {} map entries nobody books",
@@ -364,18 +391,18 @@ pub(crate) async fn open_device(
             stale_entries
         );
     }
-    resize_best_effort(tc, &dev).await?;
+    resize_best_effort(&dev).await?;
     // Shared classes that survived are changed in place (their queues stay); missing ones are created.
     for c in dev.shared_classes() {
         let exists = stats.contains_key(&DeviceRt::classid(c.minor));
         let class = htb_class(c.rate_bps, c.ceil_bps, 0);
-        tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(c.minor), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &class, !exists).await?;
+        dev.kernel.set_htb_class(DeviceRt::classid(c.minor), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), class, !exists).await?;
     }
-    sync_shared(tc, &mut dev, false).await?;
+    sync_shared(&mut dev, false).await?;
     let want = settings.class_pool.min(settings.class_pool_max);
     if dev.classes.parked_len() < want as usize {
         let t = std::time::Instant::now();
-        fill_pool(tc, &mut dev, want).await?;
+        fill_pool(&mut dev, want).await?;
         log::info!("{}: {} parked classes ready ({:.1} s)", dev.state.device, dev.classes.parked_len(), t.elapsed().as_secs_f64());
     }
     Ok((dev, recovered))
@@ -391,7 +418,7 @@ fn recover(
     cookie: u64,
     m: &Managed,
 ) -> Result<Booking, String> {
-    if dev.policies.get(&cookie, 0).is_err() {
+    if dev.kernel.policy(cookie).is_none() {
         return Err("its policy is no longer in the data path's map".into());
     }
     if m.own_class && (!stats.contains_key(&DeviceRt::classid(m.minor)) || !dev.classes.is_free(m.minor)) {
@@ -420,13 +447,13 @@ fn recover(
 
 /// Parks (or deletes, past the pool's size) the draining classes of `dev`
 /// that hold no packets, then gives their rate back to best effort.
-pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError> {
+pub(crate) async fn drain(dev: &mut DeviceRt) -> Result<(), DaemonError> {
     let mut freed = false;
     let mut result = Ok(());
     let mut keep = Vec::new();
     for (minor, rate) in std::mem::take(&mut dev.draining) {
         let cid = DeviceRt::classid(minor);
-        match tc.class_stats_of(dev.state.ifindex, cid).await {
+        match dev.kernel.class_stats_of(cid).await {
             Ok(Some(c)) if c.qlen > 0 => {
                 keep.push((minor, rate));
                 continue;
@@ -438,7 +465,7 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError
                 continue;
             }
         }
-        if let Err(e) = park(tc, dev, minor).await {
+        if let Err(e) = park(dev, minor).await {
             result = Err(e.into());
             keep.push((minor, rate));
             continue;
@@ -448,7 +475,7 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError
     }
     dev.draining = keep;
     if freed {
-        resize_best_effort(tc, dev).await?;
+        resize_best_effort(dev).await?;
     }
     result
 }
@@ -456,18 +483,18 @@ pub(crate) async fn drain(tc: &Tc, dev: &mut DeviceRt) -> Result<(), DaemonError
 /// Puts a planned stream's class in place: a new own class (best effort
 /// shrinks first), or the module's shared class resized. Returns the minor.
 /// `reuse`: an own class the stream already has, changed in place.
-pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, DaemonError> {
+pub(crate) async fn place(dev: &mut DeviceRt, plan: &StreamPlan, reuse: Option<u32>) -> Result<u32, DaemonError> {
     match plan.class {
         StreamClass::Own { rate_bps, ceil_bps, burst_bytes } => {
             let class = htb_class(rate_bps, ceil_bps, burst_bytes);
             let parent = classid(ROOT_MAJOR, ROOT_CLASS_MINOR);
             if let Some(minor) = reuse {
-                tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await?;
+                dev.kernel.set_htb_class(DeviceRt::classid(minor), parent, class, false).await?;
                 return Ok(minor);
             }
             // A parked class first: one change instead of an add.
             while let Some(minor) = dev.classes.take_parked() {
-                match tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, false).await {
+                match dev.kernel.set_htb_class(DeviceRt::classid(minor), parent, class, false).await {
                     Ok(()) => return Ok(minor),
                     Err(e) if e.errno() == Some(libc::ENOENT) => dev.classes.release(minor),
                     Err(e) => {
@@ -477,7 +504,7 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
                 }
             }
             let minor = dev.classes.take_free().ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "no free class ids"))?;
-            if let Err(e) = tc.set_htb_class(dev.state.ifindex, DeviceRt::classid(minor), parent, &class, true).await {
+            if let Err(e) = dev.kernel.set_htb_class(DeviceRt::classid(minor), parent, class, true).await {
                 if e.errno() == Some(libc::EEXIST) {
                     // Someone else's class has this id: leave it, and the id, alone.
                     log::warn!(
@@ -499,41 +526,45 @@ pub(crate) async fn place(tc: &Tc, dev: &mut DeviceRt, plan: &StreamPlan, reuse:
 /// Installs a planned new stream: reservation, class, then counters and
 /// policy (the program only acts on sockets that have both). On error the
 /// reservation and an own class are undone; the caller rebalances.
-pub(crate) async fn install(tc: &Tc, dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, DaemonError> {
+pub(crate) async fn install(dev: &mut DeviceRt, cookie: u64, plan: &StreamPlan, msg_tags: bool) -> Result<u32, DaemonError> {
     let booking = Booking::of(plan);
     dev.reservations.book(booking);
     let unbook = |dev: &mut DeviceRt| dev.reservations.unbook(booking);
-    if let Err(e) = rebalance(tc, dev, true).await {
+    if let Err(e) = rebalance(dev, true).await {
         unbook(dev);
         return Err(e);
     }
-    let minor = match place(tc, dev, plan, None).await {
+    let minor = match place(dev, plan, None).await {
         Ok(m) => m,
         Err(e) => {
             unbook(dev);
             return Err(e);
         }
     };
-    let installed = dev.counters.insert(cookie, SocketCounters::default(), 0).and_then(|_| dev.policies.insert(cookie, policy_of(plan, minor, msg_tags), 0));
+    let installed = dev.kernel.reset_counters(cookie).and_then(|_| dev.kernel.set_policy(cookie, policy_of(plan, minor, msg_tags)));
     if let Err(e) = installed {
-        let _ = dev.counters.remove(&cookie);
+        dev.kernel.remove_counters(cookie);
         if let StreamClass::Own { .. } = plan.class {
-            if park(tc, dev, minor).await.is_err() {
+            if park(dev, minor).await.is_err() {
                 log::error!("{}: class {} left after a failed install", dev.state.device, crate::kernel::tc::fmt_classid(DeviceRt::classid(minor)));
             }
         }
         unbook(dev);
-        return Err(DaemonError::Kernel(format!("install policy: {e}")));
+        return Err(e);
     }
     Ok(minor)
 }
 
-/// Resizes the best-effort class to what guarantees leave on `dev`, so the
-/// assured rates of all classes never add up to more than the link.
-pub(crate) async fn resize_best_effort(tc: &Tc, dev: &DeviceRt) -> Result<(), DaemonError> {
+/// Resizes the best-effort class to what guarantees leave on `dev` (and
+/// what shared classes a failed step left larger than their module needs
+/// still hold), so the assured rates of all classes never add up to more
+/// than the link.
+pub(crate) async fn resize_best_effort(dev: &DeviceRt) -> Result<(), DaemonError> {
     let link = dev.state.link_rate_bps;
-    let be = HtbClass::new(link.saturating_sub(dev.reservations.rate_bps()).max(1), link, device::BEST_EFFORT_PRIO);
-    tc.set_htb_class(dev.state.ifindex, classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), &be, false).await?;
+    // A shared class whose shrink failed still assures its old rate in the kernel.
+    let stale: u64 = dev.shared_classes().iter().map(|c| dev.applied_shared.get(&c.minor).map_or(0, |(rate, _)| rate.saturating_sub(c.rate_bps.max(1)))).sum();
+    let be = HtbClass::new(link.saturating_sub(dev.reservations.rate_bps() + stale).max(1), link, device::BEST_EFFORT_PRIO);
+    dev.kernel.set_htb_class(classid(ROOT_MAJOR, BEST_EFFORT_MINOR), classid(ROOT_MAJOR, ROOT_CLASS_MINOR), be, false).await?;
     Ok(())
 }
 

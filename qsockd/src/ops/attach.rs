@@ -35,7 +35,6 @@ impl Registry {
         };
         let device_name = params.device.clone().expect("set above");
         let held_bps = self.sockets.held_bps(peer.uid, &device_name);
-        let tc = self.tc.clone();
         let dev = self.device(&device_name).await?;
         let link = dev.link(facts.sock_type, Booking::default());
         let name = params.scheduler.name();
@@ -44,11 +43,11 @@ impl Registry {
             dev.module(name)?.remove(facts.cookie);
             return Err(e);
         }
-        let minor = match install(&tc, dev, facts.cookie, &plan, link.msg_tags).await {
+        let minor = match install(dev, facts.cookie, &plan, link.msg_tags).await {
             Ok(minor) => minor,
             Err(e) => {
                 dev.module(name)?.remove(facts.cookie);
-                if let Err(e2) = rebalance(&tc, dev, false).await {
+                if let Err(e2) = rebalance(dev, false).await {
                     log::error!("{}: restoring classes after a failed attach: {e2}", dev.state.device);
                 }
                 return Err(e.into());

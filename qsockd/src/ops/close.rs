@@ -7,29 +7,42 @@ use qsock::{ErrorKind, QsockError};
 use super::{Registry, MISSED_SWEEPS, RECLAIM_GRACE};
 use crate::{
     device::runtime::{drain, rebalance},
-    state::sockets::{Booking, UNCLAIMED},
+    state::sockets::{Booking, Managed, UNCLAIMED},
 };
 
 impl Registry {
     /// `qclose` (or cleanup of a closed socket): classification stops at
-    /// once; an own class goes now if it is empty, else once what it holds
+    /// once (errors: [`ErrorKind::NotManaged`] only; a kernel step that
+    /// fails is logged and retried); an own class goes now if it is empty, else once what it holds
     /// has been sent ([`Registry::sweep`]), and only then is its rate
     /// released. A shared class shrinks at once.
     pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
         let m = self.sockets.remove(cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
         self.books.remove(cookie);
+        // Released either way: the data path no longer knows it; a class
+        // step that failed is retried (draining classes by the sweep,
+        // class sizes by the next operation).
+        if let Err(e) = self.release_on_device(cookie, &m).await {
+            log::warn!("socket {cookie} released; {}: {e}", m.device);
+        }
+        Ok(())
+    }
+
+    /// Takes socket `cookie`, managed as `m`, off its device: map entries,
+    /// module, burst at once; an own class's rate once it has drained.
+    pub(crate) async fn release_on_device(&mut self, cookie: u64, m: &Managed) -> Result<(), QsockError> {
         let dev = self.devices.get_mut(&m.device).expect("managed sockets have open devices");
-        let _ = dev.policies.remove(&cookie);
-        let _ = dev.counters.remove(&cookie);
+        dev.kernel.remove_policy(cookie);
+        dev.kernel.remove_counters(cookie);
         dev.module(m.params.scheduler.name())?.remove(cookie);
         // The burst goes now; an own class keeps its rate until it has drained.
         dev.reservations.unbook(Booking { rate_bps: 0, burst_bytes: m.booking.burst_bytes });
         if m.own_class {
             dev.draining.push((m.minor, m.booking.rate_bps));
-            Ok(drain(&self.tc, dev).await?)
+            Ok(drain(dev).await?)
         } else {
             dev.reservations.unbook(Booking { rate_bps: m.booking.rate_bps, burst_bytes: 0 });
-            Ok(rebalance(&self.tc, dev, false).await?)
+            Ok(rebalance(dev, false).await?)
         }
     }
 
@@ -84,10 +97,9 @@ impl Registry {
 
     /// Removes classes that finished draining. Called periodically.
     pub async fn sweep(&mut self) {
-        let tc = self.tc.clone();
         for dev in self.devices.values_mut() {
             if !dev.draining.is_empty() {
-                if let Err(e) = drain(&tc, dev).await {
+                if let Err(e) = drain(dev).await {
                     log::warn!("{}: {e}", dev.state.device);
                 }
             }

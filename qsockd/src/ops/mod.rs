@@ -12,6 +12,8 @@ mod close;
 mod figures;
 mod place;
 mod reclaim;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,

@@ -206,7 +206,7 @@ async fn handle_inner(registry: &RwLock<Registry>, peer: Peer, req: Request, fds
             Response::Ok
         }
         Request::Attach(p) => Response::Attached(reg.attach(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), peer, p).await?),
-        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), sock.as_ref().expect("checked").as_fd(), p).await?),
+        Request::Change(p) => Response::Attached(reg.change(facts.as_ref().expect("checked"), p).await?),
         Request::Reclaim => Response::Attached(reg.reclaim(facts.as_ref().expect("checked"), peer)?),
         Request::Close => {
             reg.close(facts.as_ref().expect("checked").cookie).await?;
