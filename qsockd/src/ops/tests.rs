@@ -263,7 +263,14 @@ struct Bench {
     models: Vec<Arc<Mutex<Model>>>,
     fuse: Fuse,
     sockets: Vec<UdpSocket>,
-    _state: std::path::PathBuf,
+    /// Books and pins of this case, removed when it ends (passed or not).
+    state_dir: std::path::PathBuf,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
 }
 
 fn cookie(sock: usize) -> u64 {
@@ -307,7 +314,7 @@ impl Bench {
             models.push(model);
         }
         let sockets = (0..SOCKETS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        Self { registry, models, fuse, sockets, _state: state }
+        Self { registry, models, fuse, sockets, state_dir: state }
     }
 
     fn held(&self, sock: usize) -> Option<Held> {
@@ -407,7 +414,6 @@ fn run_sequence(ops: &[(Op, Option<u32>)]) -> Result<(), TestCaseError> {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&b._state);
         Ok(())
     })
 }
