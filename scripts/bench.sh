@@ -10,3 +10,5 @@ cargo build --release -p qsockd
 cargo bench -p qsock-tests --bench scale
 # Per-call cost beside plain sockets, with the eBPF programs' own cost per run.
 cargo bench -p qsock-tests --bench api
+# qsendto against sendto paired (ABBA rounds), so the VM's drift cancels.
+cargo bench -p qsock-tests --bench send_ratio

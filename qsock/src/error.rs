@@ -33,6 +33,10 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The kernel or this build lacks what the request needs.
     Unsupported,
+    /// A subflow call on a socket that is not a multipath connection: not
+    /// an `IPPROTO_MPTCP` socket, or one whose peer has no MPTCP, so the
+    /// connection fell back to plain TCP (it works, with one path).
+    NotMultipath,
     /// The request could not be parsed.
     Malformed,
     /// The daemon answered out of protocol, or a request to it failed for

@@ -14,9 +14,11 @@ pub mod client;
 pub mod error;
 pub mod flags;
 pub mod info;
+mod mptcp_uapi;
 pub mod params;
 pub mod proto;
 mod send;
+pub mod subflows;
 pub mod taps;
 
 use std::{
@@ -28,8 +30,10 @@ pub use client::Client;
 pub use error::{ErrorKind, QsockError, Result};
 pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
 pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, SchedulerState, Selection, SocketSummary, StackInfo, TcpInfo};
+pub use mptcp_uapi::IPPROTO_MPTCP;
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
+pub use subflows::{mptcp_token, qsubflows, Connection, Subflow, TcpState};
 pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
 
 /// Environment variable the `LD_PRELOAD` library (`qsock-run`) reads the

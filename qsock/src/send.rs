@@ -1,12 +1,11 @@
 //! `qsend`/`qsendto`: one `sendmsg()` carrying data and the per-message tag
 //! as `SCM_TXTIME` ancillary data.
 use std::{
-    io::IoSlice,
     net::SocketAddr,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use nix::sys::socket::{getsockopt, sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt, SockaddrLike, SockaddrStorage};
 
 use crate::{
     error::{ErrorKind, QsockError, Result},
@@ -37,28 +36,60 @@ pub(crate) fn enable_txtime(fd: BorrowedFd<'_>) -> Result<()> {
 /// Checks what no kernel needs to see: a deadline must be a
 /// `CLOCK_MONOTONIC` time within [`MAX_INTERVAL_NS`] of now (a past one is
 /// fine: the data path treats it as a miss), and a frame size belongs on a
-/// frame's first message.
+/// frame's first message. Returns the tag. The clock is read only when the
+/// flags need it (a deadline, or a frame size judged against one).
 fn check_flags(flags: &PacketFlags) -> Result<u64> {
-    let now = monotonic_now_ns();
-    if let Some(d) = flags.deadline_ns {
-        if d.abs_diff(now) > MAX_INTERVAL_NS {
-            return Err(QsockError::new(
-                ErrorKind::InvalidParams,
-                format!("deadline {d} ns is more than 1 h from now ({now} ns): not a CLOCK_MONOTONIC time (use qsock::monotonic_now_ns)"),
-            ));
-        }
-    }
     if flags.frame_bytes.is_some() && !flags.frame_start {
         return Err(QsockError::new(ErrorKind::InvalidParams, "frame_bytes belongs on the frame's first message (frame_start)"));
+    }
+    let Some(d) = flags.deadline_ns else {
+        // Without a deadline the tag does not depend on the time.
+        return Ok(flags.tag_at(0));
+    };
+    let now = monotonic_now_ns();
+    if d.abs_diff(now) > MAX_INTERVAL_NS {
+        return Err(QsockError::new(
+            ErrorKind::InvalidParams,
+            format!("deadline {d} ns is more than 1 h from now ({now} ns): not a CLOCK_MONOTONIC time (use qsock::monotonic_now_ns)"),
+        ));
     }
     Ok(flags.tag_at(now))
 }
 
+/// One `SCM_TXTIME` control message laid out as `CMSG_SPACE(8)` bytes: the
+/// header, then the 64-bit tag at `CMSG_DATA` (checked against libc's macros
+/// in the tests). Built on the stack: a send allocates nothing.
+#[repr(C)]
+struct TxTimeControl {
+    header: libc::cmsghdr,
+    tag: u64,
+}
+
 fn send_tagged(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&SockaddrStorage>, flags: &PacketFlags) -> Result<usize> {
     let tag = check_flags(flags)?;
-    let iov = [IoSlice::new(buf)];
-    let cmsg = [ControlMessage::TxTime(&tag)];
-    sendmsg(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, addr).map_err(|e| match e {
+    // SAFETY: cmsghdr and msghdr are plain C structs; all-zero is a valid value.
+    let mut control: TxTimeControl = unsafe { std::mem::zeroed() };
+    control.header.cmsg_len = std::mem::size_of::<TxTimeControl>() as _;
+    control.header.cmsg_level = libc::SOL_SOCKET;
+    control.header.cmsg_type = libc::SCM_TXTIME;
+    control.tag = tag;
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(a) = addr {
+        msg.msg_name = a.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = a.len();
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut control as *mut TxTimeControl).cast();
+    msg.msg_controllen = std::mem::size_of::<TxTimeControl>() as _;
+    // SAFETY: msg points at iov, control and the address, which outlive the
+    // call; the kernel only reads them.
+    let sent = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if sent >= 0 {
+        return Ok(sent as usize);
+    }
+    Err(match nix::Error::last() {
         nix::Error::EINVAL => {
             QsockError::new(ErrorKind::InvalidParams, "per-message flags need a datagram socket attached with qattach/qsocket (SO_TXTIME is not enabled)")
         }
@@ -87,4 +118,23 @@ pub fn qsend(fd: impl AsFd, buf: &[u8], flags: &PacketFlags) -> Result<usize> {
 pub fn qsendto(fd: impl AsFd, buf: &[u8], addr: &SocketAddr, flags: &PacketFlags) -> Result<usize> {
     let sa = SockaddrStorage::from(*addr);
     send_tagged(fd.as_fd(), buf, Some(&sa), flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxTimeControl;
+
+    #[test]
+    fn the_control_message_has_the_layout_of_cmsg_space_8() {
+        let len = std::mem::size_of::<u64>() as libc::c_uint;
+        // SAFETY: the CMSG_* macros are pure arithmetic here.
+        let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(len) as usize, libc::CMSG_LEN(len) as usize) };
+        assert_eq!(std::mem::size_of::<TxTimeControl>(), space);
+        assert_eq!(std::mem::size_of::<TxTimeControl>(), cmsg_len);
+        let mut c: TxTimeControl = unsafe { std::mem::zeroed() };
+        let base = &mut c as *mut TxTimeControl as *mut libc::cmsghdr;
+        // SAFETY: base points at a cmsghdr at the start of c.
+        let data = unsafe { libc::CMSG_DATA(base) } as usize;
+        assert_eq!(data - base as usize, std::mem::offset_of!(TxTimeControl, tag));
+    }
 }

@@ -23,8 +23,7 @@ pub struct SocketFacts {
     pub protocol: i32,
 }
 
-/// `IPPROTO_MPTCP` (linux/in.h): a Multipath TCP socket.
-pub const IPPROTO_MPTCP: i32 = 262;
+pub use qsock::IPPROTO_MPTCP;
 
 impl SocketFacts {
     /// Whether qsockd can manage the socket. Errors: [`ErrorKind::Unsupported`]

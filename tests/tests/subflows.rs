@@ -1,0 +1,163 @@
+//! The application's view of its MPTCP subflows (issue 16, item 3: list):
+//! `qsubflows` on a real MPTCP connection over two links, checked against
+//! each link's own byte counter; fallback to TCP and non-MPTCP sockets get
+//! `NotMultipath`.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::{FromRawFd, OwnedFd},
+    process::Command,
+};
+
+use qsock::{ErrorKind, TcpState};
+use qsock_tests::skip_unless_root;
+use testbed::{
+    multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
+    run,
+};
+
+/// Bytes the client sends.
+const TRANSFER: usize = 3_000_000;
+/// Each link's upstream rate, bit/s: the same on both, so a bulk transfer
+/// faster than one link must use both (the default MPTCP scheduler sends on
+/// the other subflow once one's window is full).
+const LINK_BPS: u64 = 8_000_000;
+
+fn bed(tag: &str) -> MultiHomed {
+    let links = vec![
+        LinkSpec { name: "wan0".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
+        LinkSpec { name: "wan1".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
+    ];
+    let b = MultiHomed::new(tag, links).unwrap();
+    for (i, l) in b.links.iter().enumerate() {
+        // Upstream shaping on the host's end, and a table per source address so a subflow leaves by its own link.
+        let rate = format!("{}bit", l.up_bps);
+        run(Command::new("tc").args(["-n", &b.host_ns, "qdisc", "replace", "dev", &l.name, "root", "tbf", "rate", &rate, "burst", "15000", "latency", "100ms"]))
+            .unwrap();
+        let (src, gw, table) = (MultiHomed::host_ip(i).to_string(), MultiHomed::gateway_ip(i).to_string(), (200 + i).to_string());
+        b.ip_host(&["route", "add", "default", "via", &gw, "dev", &l.name, "table", &table]).unwrap();
+        b.ip_host(&["rule", "add", "from", &src, "table", &table]).unwrap();
+    }
+    for ns in [&b.host_ns, &b.server_ns] {
+        run(Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])).unwrap();
+    }
+    b
+}
+
+fn mptcp_fd() -> OwnedFd {
+    // SAFETY: socket(2), checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, qsock::IPPROTO_MPTCP) };
+    assert!(fd >= 0, "MPTCP socket: {}", std::io::Error::last_os_error());
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A listener on the service address that reads [`TRANSFER`] bytes of each
+/// connection, answers with the count and then waits for the client to
+/// close (so the subflows stay established while the client looks at
+/// them); MPTCP or plain TCP.
+fn sink(b: &MultiHomed, port: u16, mptcp: bool) {
+    let l = b
+        .in_server(move || {
+            if !mptcp {
+                return TcpListener::bind((SERVICE_IP, port)).unwrap();
+            }
+            let l = TcpListener::from(mptcp_fd());
+            let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&l), &sa).unwrap();
+            nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(16).unwrap()).unwrap();
+            l
+        })
+        .unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut buf = vec![0u8; TRANSFER];
+                if c.read_exact(&mut buf).is_ok() {
+                    let _ = c.write_all(&(TRANSFER as u64).to_le_bytes());
+                }
+                while let Ok(1..) = c.read(&mut buf) {}
+            });
+        }
+    });
+}
+
+/// Connects an MPTCP socket from the host to the sink.
+fn connect(b: &MultiHomed, port: u16) -> TcpStream {
+    b.in_host(move || {
+        let fd = mptcp_fd();
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &sa).expect("connect");
+        TcpStream::from(fd)
+    })
+    .unwrap()
+}
+
+/// Sends [`TRANSFER`] bytes and waits for the sink's answer: every byte
+/// arrived (and was acknowledged: the answer carries the ACK).
+fn send_all(s: &mut TcpStream) {
+    s.write_all(&vec![7u8; TRANSFER]).unwrap();
+    let mut n = [0u8; 8];
+    s.read_exact(&mut n).unwrap();
+    assert_eq!(u64::from_le_bytes(n), TRANSFER as u64, "the sink got every byte");
+}
+
+#[test]
+fn subflows_are_listed_with_the_link_that_carries_each() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = bed("sflist");
+    // The in-kernel path manager opens the second subflow from wan1's address (id 2).
+    b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", "wan1", "id", "2", "subflow"]).unwrap();
+    sink(&b, 7001, true);
+    let mut s = connect(&b, 7001);
+    let before: Vec<u64> = (0..2).map(|i| b.link_bytes(i).unwrap().0).collect();
+    // About 1.5 s at 2 × 8 Mbit/s; the join completes in the first RTTs.
+    send_all(&mut s);
+    let after: Vec<u64> = (0..2).map(|i| b.link_bytes(i).unwrap().0).collect();
+    // The application runs on the host: interfaces are named in its namespace.
+    let c = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
+    assert_eq!(c.token, qsock::mptcp_token(&s).unwrap());
+    assert_eq!(c.subflows.len(), 2, "{c:#?}");
+    assert!(c.bytes_acked >= TRANSFER as u64, "{c:#?}");
+    for (i, sf) in c.subflows.iter().enumerate() {
+        let link = &b.links[i];
+        assert_eq!(sf.id, i as u32 + 1, "ids count up from the initial subflow: {c:#?}");
+        assert_eq!(sf.local.ip(), MultiHomed::host_ip(i), "{c:#?}");
+        assert_eq!(sf.remote, SocketAddr::new(SERVICE_IP.into(), 7001));
+        assert_eq!(sf.interface.as_deref(), Some(link.name.as_str()));
+        assert_eq!(sf.state, TcpState::Established);
+        assert!(sf.rtt_us > 0 && sf.cwnd_segments > 0 && sf.mss_bytes > 0, "{sf:#?}");
+        // The link's own counter proves which link carried the subflow's bytes:
+        // at least what the peer acknowledged on it, at most what it sent
+        // (retransmissions of what the shaper dropped included) plus headers
+        // (≤ 10 % at this MSS) and the handshake.
+        let on_link = after[i] - before[i];
+        eprintln!("{}: subflow {} acked {} sent {} bytes; the link sent {on_link}", link.name, sf.id, sf.bytes_acked, sf.bytes_sent);
+        assert!(on_link >= sf.bytes_acked && on_link <= sf.bytes_sent + sf.bytes_sent / 10 + 20_000, "{}: {on_link} bytes on the link: {sf:#?}", link.name);
+        // Equal links and a transfer faster than one: each carries a real share.
+        assert!(sf.bytes_acked >= TRANSFER as u64 / 5, "{}: only {} of {TRANSFER} bytes: {c:#?}", link.name, sf.bytes_acked);
+    }
+}
+
+#[test]
+fn a_peer_without_mptcp_falls_back_and_subflow_calls_say_so() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = bed("sffb");
+    sink(&b, 7002, false);
+    let mut s = connect(&b, 7002);
+    send_all(&mut s);
+    let e = qsock::qsubflows(&s).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
+    assert!(e.message.contains("fell back"), "{e}");
+    assert_eq!(qsock::mptcp_token(&s).unwrap_err().kind, ErrorKind::NotMultipath);
+    // Not MPTCP at all: a TCP and a UDP socket.
+    let tcp = b.in_host(|| TcpStream::connect((SERVICE_IP, 7002)).unwrap()).unwrap();
+    let e = qsock::qsubflows(&tcp).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(qsock::qsubflows(&udp).unwrap_err().kind, ErrorKind::NotMultipath);
+}
