@@ -302,8 +302,8 @@ fn idle_link_keeps_what_plain_delivers(sizes: &[(u64, u8)], rate_k: u64) -> Resu
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(10_000))]
 
-    /// The idle-link property on a long random search (10,000 cases, about
-    /// a minute in a release build): run before changing the prediction,
+    /// The idle-link property on a long random search (10,000 cases, under
+    /// a second in a release build): run before changing the prediction,
     /// `cargo test --release -p qsock-common --test htb_model -- --ignored`.
     #[test]
     #[ignore = "long random search; run by hand before changing service.rs or unit.rs"]
