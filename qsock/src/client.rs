@@ -27,7 +27,7 @@ use crate::{
     send,
 };
 
-fn unexpected(r: Response) -> QsockError {
+pub(crate) fn unexpected(r: Response) -> QsockError {
     QsockError::new(ErrorKind::Daemon, format!("unexpected answer from qsockd: {r:?}"))
 }
 
@@ -303,6 +303,12 @@ impl Client {
     /// for qsockd (default [`DEFAULT_WAIT`]).
     pub fn with_wait(self, wait: Duration) -> Self {
         Self { wait, ..self }
+    }
+
+    /// The longest wait of this client's calls ([`DEFAULT_WAIT`] unless
+    /// [`Client::with_wait`] set another).
+    pub fn wait(&self) -> Duration {
+        self.wait
     }
 
     /// Whether the connection to qsockd is up and every socket re-registered

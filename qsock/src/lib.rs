@@ -18,6 +18,7 @@ mod mptcp_uapi;
 pub mod params;
 pub mod proto;
 mod send;
+pub mod subflow_control;
 pub mod subflows;
 pub mod taps;
 
@@ -33,7 +34,8 @@ pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, SchedulerSta
 pub use mptcp_uapi::IPPROTO_MPTCP;
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
-pub use subflows::{mptcp_token, qsubflows, Connection, Subflow, TcpState};
+pub use subflow_control::{qsubflow_close, qsubflow_open, qsubflow_set_backup, SUBFLOW_OPEN_WAIT};
+pub use subflows::{mptcp_token, qsubflows, Connection, Subflow, SubflowLocal, TcpState};
 pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
 
 /// Environment variable the `LD_PRELOAD` library (`qsock-run`) reads the

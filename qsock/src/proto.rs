@@ -10,6 +10,7 @@ use crate::{
     error::QsockError,
     info::{AttachInfo, InterfaceInfo, QInfo, SocketSummary},
     params::{InitParams, QosParams},
+    subflows::{Subflow, SubflowLocal},
 };
 
 /// Default path of qsockd's Unix socket; `QSOCK_SOCKET` overrides it.
@@ -45,6 +46,29 @@ pub enum Request {
     Interfaces,
     /// Every managed socket (root), or the caller's own; no descriptor.
     List,
+    /// Open a subflow of the attached MPTCP connection (the paper's
+    /// `MPTCP_OPEN_SUB_TUPLE`); answered once it is established, or after
+    /// `wait_ms`.
+    SubflowOpen {
+        /// Where the subflow starts.
+        local: SubflowLocal,
+        /// Remote address and port; `None`: the initial subflow's.
+        remote: Option<std::net::SocketAddr>,
+        /// Longest wait for the join to complete, ms.
+        wait_ms: u64,
+    },
+    /// Close subflow `id` of the attached MPTCP connection (`MPTCP_CLOSE_SUB_ID`).
+    SubflowClose {
+        /// The subflow's id ([`crate::Subflow::id`]).
+        id: u32,
+    },
+    /// Set or clear the backup flag of subflow `id` (the peer is told with `MP_PRIO`).
+    SubflowBackup {
+        /// The subflow's id.
+        id: u32,
+        /// Backup (used only when no other subflow can send) or not.
+        backup: bool,
+    },
 }
 
 impl Request {
@@ -55,7 +79,23 @@ impl Request {
 
     /// Whether the request must carry a socket descriptor.
     pub fn needs_socket(&self) -> bool {
-        matches!(self, Self::Attach(_) | Self::Change(_) | Self::Info | Self::Close | Self::Reclaim)
+        matches!(
+            self,
+            Self::Attach(_)
+                | Self::Change(_)
+                | Self::Info
+                | Self::Close
+                | Self::Reclaim
+                | Self::SubflowOpen { .. }
+                | Self::SubflowClose { .. }
+                | Self::SubflowBackup { .. }
+        )
+    }
+
+    /// Whether the request is a subflow operation (served by the path
+    /// manager, outside the socket registry's lock).
+    pub fn is_subflow_op(&self) -> bool {
+        matches!(self, Self::SubflowOpen { .. } | Self::SubflowClose { .. } | Self::SubflowBackup { .. })
     }
 }
 
@@ -74,6 +114,8 @@ pub enum Response {
     Interfaces(Vec<InterfaceInfo>),
     /// Answer to `List`.
     Sockets(Vec<SocketSummary>),
+    /// Answer to `SubflowOpen`: the new subflow.
+    Subflow(Box<Subflow>),
     /// The request failed; nothing was changed.
     Error(QsockError),
 }

@@ -87,6 +87,17 @@ pub struct Subflow {
     pub since_last_ack_ms: u32,
 }
 
+/// Where a new subflow starts: an interface (its address of the remote's
+/// family is the source) or a local address (the interface holding it
+/// carries the subflow).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubflowLocal {
+    /// An interface by name, e.g. `"wan1"`.
+    Interface(String),
+    /// A local address.
+    Address(IpAddr),
+}
+
 /// An MPTCP connection and its subflows, from one consistent read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {

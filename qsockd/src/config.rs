@@ -75,6 +75,31 @@ pub struct Config {
     /// First routing table id qsockd uses: the n-th managed interface gets
     /// `table_base + n` unless its entry names a table.
     pub table_base: u32,
+    /// Multipath TCP (`[multipath]`): qsockd as the namespace's path manager.
+    pub multipath: MultipathConfig,
+}
+
+/// `[multipath]`: with `enabled`, qsockd switches its namespace to the
+/// userspace MPTCP path manager while it runs (and restores the previous
+/// one when it stops, or when it starts after a predecessor was killed),
+/// and applications open, close and prioritise subflows through it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultipathConfig {
+    /// Take over the path manager. Default false: MPTCP sockets are left
+    /// to the kernel's path manager and subflow calls answer Unsupported.
+    pub enabled: bool,
+    /// Most additional subflows per connection the namespace allows, 0..=8
+    /// (the kernel's limit; default 8).
+    pub subflows_max: u32,
+    /// Most peer-announced addresses accepted per connection, 0..=8 (default 8).
+    pub add_addr_accepted_max: u32,
+}
+
+impl Default for MultipathConfig {
+    fn default() -> Self {
+        Self { enabled: false, subflows_max: 8, add_addr_accepted_max: 8 }
+    }
 }
 
 /// One managed interface: what qsockd cannot measure about it.
@@ -148,6 +173,7 @@ impl Default for Config {
             default_policy: "category".into(),
             rule_priority: 1000,
             table_base: 1000,
+            multipath: MultipathConfig::default(),
         }
     }
 }
@@ -189,6 +215,10 @@ impl Config {
         }
         if self.rule_priority == 0 || self.rule_priority >= 32766 {
             anyhow::bail!("rule_priority must be 1..=32765 (before the main table's rule; got {})", self.rule_priority);
+        }
+        let max = crate::kernel::mptcp_pm::LIMIT_MAX;
+        if self.multipath.subflows_max > max || self.multipath.add_addr_accepted_max > max {
+            anyhow::bail!("multipath: subflows_max and add_addr_accepted_max must be 0..={max} (the kernel's limit)");
         }
         let mut tables = std::collections::HashSet::new();
         for (i, ifc) in self.interfaces.iter().enumerate() {

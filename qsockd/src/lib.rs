@@ -7,6 +7,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod kernel;
+pub mod multipath;
 pub mod ops;
 pub mod sched;
 pub mod select;

@@ -10,6 +10,7 @@ use qsockd::{
     device::{self, DeviceState},
     kernel::netns,
     kernel::tc::Tc,
+    multipath::Multipath,
     ops::Registry,
     serve::server,
 };
@@ -201,9 +202,12 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
         class_pool: cfg.class_pool,
         class_pool_max: cfg.class_pool_max,
     };
+    let state_dir = paths.state_dir();
     let registry = Arc::new(tokio::sync::RwLock::new(Registry::new(paths, tc, settings, &cfg).await));
     let listener = server::bind_listener(&cfg)?;
     registry.write().await.start_interfaces().await;
+    let managed: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    let multipath = Multipath::start(&cfg.multipath, managed, state_dir).await;
     if !cfg.interfaces.is_empty() {
         let reg = registry.clone();
         tokio::spawn(async move {
@@ -225,12 +229,13 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
     tokio::spawn(server::housekeeping_loop(registry.clone(), Duration::from_millis(cfg.sample_interval_ms.max(1)), release_every));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
-        r = server::serve(listener, registry.clone()) => r,
+        r = server::serve(listener, registry.clone(), multipath.clone()) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
     };
     server::remove_socket(&cfg.socket);
     registry.write().await.stop_interfaces().await;
+    multipath.stop().await;
     log::info!("qsockd stopped");
     result
 }

@@ -218,6 +218,14 @@ impl MultiHomed {
         }
     }
 
+    /// Kills the daemon (SIGKILL: nothing of it runs its shutdown).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// A client of this bed's qsockd.
     pub fn client(&self) -> Result<qsock::Client> {
         Ok(qsock::Client::connect(&self.socket_path())?)

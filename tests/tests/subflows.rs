@@ -1,15 +1,18 @@
-//! The application's view of its MPTCP subflows (issue 16, item 3: list):
-//! `qsubflows` on a real MPTCP connection over two links, checked against
-//! each link's own byte counter; fallback to TCP and non-MPTCP sockets get
-//! `NotMultipath`.
+//! The application's control of its MPTCP subflows (issue 16, items 1 and
+//! 3): `qsubflows` lists them on a real connection over two links, checked
+//! against each link's own byte counter; qsockd, as the namespace's path
+//! manager, opens, closes and prioritises them (the links' counters show
+//! the effect), refuses bad requests and keeps serving, and gives the path
+//! manager back on stop and after a kill; fallback to TCP and non-MPTCP
+//! sockets get `NotMultipath`.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::{FromRawFd, OwnedFd},
+    os::fd::{AsFd, FromRawFd, OwnedFd},
     process::Command,
 };
 
-use qsock::{ErrorKind, TcpState};
+use qsock::{ErrorKind, SubflowLocal, TcpState};
 use qsock_tests::skip_unless_root;
 use testbed::{
     multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
@@ -23,17 +26,18 @@ const TRANSFER: usize = 3_000_000;
 /// the other subflow once one's window is full).
 const LINK_BPS: u64 = 8_000_000;
 
-fn bed(tag: &str) -> MultiHomed {
+/// The two-link bed. Without qsockd the test shapes each link's upstream
+/// (tbf) and routes each source address by its own link; with qsockd
+/// (`managed`) its root HTB at `up_bps` and its policy routing do both.
+fn bed(tag: &str, managed: bool) -> MultiHomed {
     let links = vec![
         LinkSpec { name: "wan0".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
         LinkSpec { name: "wan1".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
     ];
     let b = MultiHomed::new(tag, links).unwrap();
-    for (i, l) in b.links.iter().enumerate() {
-        // Upstream shaping on the host's end, and a table per source address so a subflow leaves by its own link.
+    for (i, l) in b.links.iter().enumerate().filter(|_| !managed) {
         let rate = format!("{}bit", l.up_bps);
-        run(Command::new("tc").args(["-n", &b.host_ns, "qdisc", "replace", "dev", &l.name, "root", "tbf", "rate", &rate, "burst", "15000", "latency", "100ms"]))
-            .unwrap();
+        run(Command::new("tc").args(["-n", &b.host_ns, "qdisc", "replace", "dev", &l.name, "root", "tbf", "rate", &rate, "burst", "15000", "latency", "100ms"])).unwrap();
         let (src, gw, table) = (MultiHomed::host_ip(i).to_string(), MultiHomed::gateway_ip(i).to_string(), (200 + i).to_string());
         b.ip_host(&["route", "add", "default", "via", &gw, "dev", &l.name, "table", &table]).unwrap();
         b.ip_host(&["rule", "add", "from", &src, "table", &table]).unwrap();
@@ -107,7 +111,7 @@ fn subflows_are_listed_with_the_link_that_carries_each() {
     if skip_unless_root() {
         return;
     }
-    let b = bed("sflist");
+    let b = bed("sflist", false);
     // The in-kernel path manager opens the second subflow from wan1's address (id 2).
     b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", "wan1", "id", "2", "subflow"]).unwrap();
     sink(&b, 7001, true);
@@ -146,7 +150,7 @@ fn a_peer_without_mptcp_falls_back_and_subflow_calls_say_so() {
     if skip_unless_root() {
         return;
     }
-    let b = bed("sffb");
+    let b = bed("sffb", false);
     sink(&b, 7002, false);
     let mut s = connect(&b, 7002);
     send_all(&mut s);
@@ -160,4 +164,120 @@ fn a_peer_without_mptcp_falls_back_and_subflow_calls_say_so() {
     assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_eq!(qsock::qsubflows(&udp).unwrap_err().kind, ErrorKind::NotMultipath);
+}
+
+/// The host's path manager and limits, as the kernel reports them.
+fn pm_setting(b: &MultiHomed) -> (String, String) {
+    let pm = b.in_host(|| std::fs::read_to_string("/proc/sys/net/mptcp/path_manager").unwrap().trim().to_string()).unwrap();
+    (pm, b.ip_host(&["mptcp", "limits", "show"]).unwrap().trim().to_string())
+}
+
+/// Bytes each link sent while `f` ran.
+fn link_tx_during(b: &MultiHomed, f: impl FnOnce()) -> Vec<u64> {
+    let before: Vec<u64> = (0..2).map(|i| b.link_bytes(i).unwrap().0).collect();
+    f();
+    (0..2).map(|i| b.link_bytes(i).unwrap().0 - before[i]).collect()
+}
+
+/// Sends `n` bytes and waits until the sink has read them (it answers
+/// nothing mid-stream: the test reads the connection-level ACK count).
+fn send_acked(s: &mut TcpStream, n: usize) {
+    let acked0 = qsock::qsubflows(&*s).unwrap().bytes_acked;
+    s.write_all(&vec![1u8; n]).unwrap();
+    // Bounded: at 8 Mbit/s per link, n = 1 MB drains in about 1 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while qsock::qsubflows(&*s).unwrap().bytes_acked < acked0 + n as u64 {
+        assert!(std::time::Instant::now() < deadline, "{n} bytes not acknowledged within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn qsockd_opens_closes_and_prioritises_subflows() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfctl", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    assert_eq!(pm_setting(&b).0, "userspace", "qsockd took the path manager over");
+    let c = b.client().unwrap();
+    sink(&b, 7003, true);
+    let mut s = connect(&b, 7003);
+    let first = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
+    assert_eq!(first.subflows.len(), 1, "the userspace path manager opens nothing on its own: {first:#?}");
+    assert_eq!(first.subflows[0].interface.as_deref(), Some("wan0"));
+
+    // Before any data the connection is not fully established: a join is refused, with the reason.
+    let e = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("wan1".into()), None, std::time::Duration::from_millis(200)).unwrap_err();
+    assert!(e.message.contains("fully established"), "{e}");
+    send_acked(&mut s, 10_000);
+    // Open: returns once established, on the interface asked for.
+    let sf = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("wan1".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap();
+    assert_eq!((sf.local.ip(), sf.interface.as_deref(), sf.state), (MultiHomed::host_ip(1).into(), Some("wan1"), TcpState::Established), "{sf:#?}");
+    assert_eq!(sf.remote, first.subflows[0].remote, "to the initial subflow's remote by default");
+    let both = link_tx_during(&b, || send_acked(&mut s, 2_000_000));
+    eprintln!("two subflows: {both:?} bytes on wan0, wan1");
+    assert!(both.iter().all(|&n| n > 200_000), "both links carry a share of 2 MB: {both:?}");
+
+    // Backup: the initial subflow is used only if no other can send.
+    c.set_subflow_backup(s.as_fd(), 1, true).unwrap();
+    let backup = link_tx_during(&b, || send_acked(&mut s, 1_000_000));
+    eprintln!("subflow 1 backup: {backup:?}");
+    assert!(backup[0] < 50_000 && backup[1] >= 1_000_000, "wan0 idle but for ACKs, wan1 carries the 1 MB: {backup:?}");
+    c.set_subflow_backup(s.as_fd(), 1, false).unwrap();
+
+    // Close: the connection goes on over the other subflow.
+    c.close_subflow(s.as_fd(), sf.id).unwrap();
+    let closed = link_tx_during(&b, || send_acked(&mut s, 1_000_000));
+    eprintln!("subflow {} closed: {closed:?}", sf.id);
+    assert!(closed[1] < 50_000 && closed[0] >= 1_000_000, "wan1 silent after the close: {closed:?}");
+    let now = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
+    assert!(now.subflows.iter().all(|x| x.id != sf.id || x.state != TcpState::Established), "{now:#?}");
+
+    // Bad requests get clear errors, and the daemon keeps serving.
+    let e = c.close_subflow(s.as_fd(), 99).unwrap_err();
+    assert!(e.kind == ErrorKind::InvalidParams && e.message.contains("no subflow 99"), "{e}");
+    let e = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("lo".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap_err();
+    assert!(e.kind == ErrorKind::NoInterface && e.message.contains("not a managed interface"), "{e}");
+    let e = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("nosuch0".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NoInterface, "{e}");
+    let tcp = b.in_host(|| TcpStream::connect((SERVICE_IP, 7003)).unwrap()).unwrap();
+    let e = c.open_subflow(tcp.as_fd(), &SubflowLocal::Interface("wan1".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
+    let e = c.set_subflow_backup(tcp.as_fd(), 1, true).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
+    c.ping().unwrap();
+    // The connection still carries data end to end.
+    send_acked(&mut s, 100_000);
+}
+
+#[test]
+fn the_path_manager_is_given_back_on_stop_and_after_a_kill() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfpm", true);
+    let original = pm_setting(&b);
+    assert_eq!(original.0, "kernel");
+    let mp = "\n[multipath]\nenabled = true\nsubflows_max = 3\nadd_addr_accepted_max = 2\n";
+    b.start_daemon_with("category", mp).unwrap();
+    let (pm, limits) = pm_setting(&b);
+    assert_eq!(pm, "userspace");
+    assert!(limits.contains("subflows 3") && limits.contains("add_addr_accepted 2"), "{limits}");
+    b.stop_daemon();
+    assert_eq!(pm_setting(&b), original, "SIGTERM: restored");
+    // Killed: the successor restores the original, not the killed daemon's setting.
+    b.start_daemon_with("category", mp).unwrap();
+    b.kill_daemon();
+    assert_eq!(pm_setting(&b).0, "userspace", "nothing ran at the kill");
+    b.start_daemon_with("category", mp).unwrap();
+    b.stop_daemon();
+    assert_eq!(pm_setting(&b), original, "the successor gave back the setting from before the killed daemon");
+    // Off in the config: the path manager is left alone and subflow calls say why.
+    b.start_daemon("category").unwrap();
+    assert_eq!(pm_setting(&b), original);
+    sink(&b, 7004, true);
+    let s = connect(&b, 7004);
+    let e = b.client().unwrap().close_subflow(s.as_fd(), 1).unwrap_err();
+    assert!(e.kind == ErrorKind::Unsupported && e.message.contains("without multipath"), "{e}");
 }

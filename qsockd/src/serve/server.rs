@@ -21,6 +21,7 @@ use tokio::{io::unix::AsyncFd, sync::RwLock};
 
 use crate::{
     config::Config,
+    multipath::Multipath,
     ops::{Peer, Registry},
     state::sockinfo,
 };
@@ -55,8 +56,9 @@ pub fn bind_listener(cfg: &Config) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Accepts clients forever; each gets its own task.
-pub async fn serve(listener: OwnedFd, registry: Arc<RwLock<Registry>>) -> Result<()> {
+/// Accepts clients forever; each gets its own task. Socket requests go to
+/// `registry`, subflow requests to `multipath`.
+pub async fn serve(listener: OwnedFd, registry: Arc<RwLock<Registry>>, multipath: Arc<Multipath>) -> Result<()> {
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
     let listener = unsafe { AsyncFd::register(listener) }.map_err(|e| anyhow::anyhow!("register listener: {e}"))?;
     loop {
@@ -66,10 +68,10 @@ pub async fn serve(listener: OwnedFd, registry: Arc<RwLock<Registry>>) -> Result
             Ok(Ok(raw)) => {
                 // SAFETY: accept4 returned a fresh descriptor we now own.
                 let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-                let reg = registry.clone();
+                let (reg, mp) = (registry.clone(), multipath.clone());
                 let id = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
-                    if let Err(e) = client_loop(conn, id, reg.clone()).await {
+                    if let Err(e) = client_loop(conn, id, reg.clone(), mp).await {
                         log::debug!("client connection {id} ended: {e:#}");
                     }
                     // Sockets attached over this connection are released with it.
@@ -109,7 +111,7 @@ fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
     Ok(Some(Incoming { body: buf, truncated, fds }))
 }
 
-async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<RwLock<Registry>>) -> Result<()> {
+async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<RwLock<Registry>>, multipath: Arc<Multipath>) -> Result<()> {
     let (uid, gid, pid) = getsockopt(&conn, sockopt::PeerCredentials).map(|c| (c.uid(), c.gid(), c.pid())).unwrap_or((u32::MAX, u32::MAX, 0));
     let peer = Peer { uid, gid, pid, conn: id };
     // SAFETY: OwnedFd keeps the same open descriptor for the AsyncFd's lifetime.
@@ -124,7 +126,7 @@ async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<RwLock<Registry>>) ->
         };
         let Some(msg) = incoming else { return Ok(()) };
         let resp = match parse(&msg) {
-            Ok(req) => handle(&registry, peer, req, msg.fds).await,
+            Ok(req) => handle(&registry, &multipath, peer, req, msg.fds).await,
             Err(e) => Response::Error(e),
         };
         let body = serde_json::to_vec(&resp)?;
@@ -151,8 +153,8 @@ fn parse(msg: &Incoming) -> Result<Request, QsockError> {
     serde_json::from_slice(&msg.body).map_err(|e| QsockError::new(ErrorKind::Malformed, format!("unreadable request: {e}")))
 }
 
-async fn handle(registry: &RwLock<Registry>, peer: Peer, req: Request, mut fds: Vec<OwnedFd>) -> Response {
-    match handle_inner(registry, peer, req, &mut fds).await {
+async fn handle(registry: &RwLock<Registry>, multipath: &Multipath, peer: Peer, req: Request, mut fds: Vec<OwnedFd>) -> Response {
+    match handle_inner(registry, multipath, peer, req, &mut fds).await {
         Ok(r) => r,
         Err(e) => {
             log::debug!("request from uid {} refused: {e}", peer.uid);
@@ -162,7 +164,7 @@ async fn handle(registry: &RwLock<Registry>, peer: Peer, req: Request, mut fds: 
     // `fds` drops here: qsockd keeps no reference to client sockets.
 }
 
-async fn handle_inner(registry: &RwLock<Registry>, peer: Peer, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
+async fn handle_inner(registry: &RwLock<Registry>, multipath: &Multipath, peer: Peer, req: Request, fds: &mut Vec<OwnedFd>) -> Result<Response, QsockError> {
     let uid = peer.uid;
     let root_only = |what: &str| {
         if uid != 0 {
@@ -183,6 +185,25 @@ async fn handle_inner(registry: &RwLock<Registry>, peer: Peer, req: Request, fds
         Some(fd) => Some(sockinfo::facts(fd.as_fd())?),
         None => None,
     };
+    // Subflows: the caller holds the connection (it sent it); the path
+    // manager serves them without the registry's lock.
+    if req.is_subflow_op() {
+        let fd = sock.as_ref().expect("checked").as_fd();
+        return Ok(match req {
+            Request::SubflowOpen { local, remote, wait_ms } => {
+                Response::Subflow(Box::new(multipath.open_subflow(fd, &local, remote, Duration::from_millis(wait_ms.min(60_000))).await?))
+            }
+            Request::SubflowClose { id } => {
+                multipath.close_subflow(fd, id).await?;
+                Response::Ok
+            }
+            Request::SubflowBackup { id, backup } => {
+                multipath.set_backup(fd, id, backup).await?;
+                Response::Ok
+            }
+            _ => unreachable!("is_subflow_op"),
+        });
+    }
     // Reports share the registry; requests that change it have it alone.
     if !req.changes_state() {
         let reg = registry.read().await;
@@ -213,6 +234,7 @@ async fn handle_inner(registry: &RwLock<Registry>, peer: Peer, req: Request, fds
             Response::Ok
         }
         Request::Ping | Request::Interfaces | Request::List | Request::Info => unreachable!("reports are answered above"),
+        Request::SubflowOpen { .. } | Request::SubflowClose { .. } | Request::SubflowBackup { .. } => unreachable!("subflow requests are answered above"),
     })
 }
 

@@ -1,0 +1,320 @@
+//! qsockd as the MPTCP path manager of its namespace (issue 16; Hesmans and
+//! Bonaventure, *An enhanced socket API for Multipath TCP*, 2016, on the
+//! upstream kernel's userspace path manager): it takes the namespace over
+//! while it runs ([`pm_setting`]), follows the `mptcp_pm` events, and opens,
+//! closes and prioritises subflows for the applications that hold the
+//! connections. Its state is its own (not the socket registry's), so a join
+//! that takes a few RTTs holds up nobody else's request.
+pub mod pm_setting;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    os::fd::BorrowedFd,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use qsock::{ErrorKind, QsockError, Subflow, SubflowLocal};
+use tokio::sync::oneshot;
+
+use crate::{
+    config::MultipathConfig,
+    kernel::{
+        mptcp_events::{EventKind, MptcpEvent, MptcpEvents},
+        mptcp_pm::{CreateError, Limits, LocalEndpoint, PmClient},
+    },
+};
+
+/// A request waiting for the join it started.
+struct Waiter {
+    token: u32,
+    local_ip: IpAddr,
+    /// Local ports of the connection's subflows from that address before
+    /// the join: the new subflow is the one with another port.
+    known_ports: Vec<u16>,
+    reply: oneshot::Sender<MptcpEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per connection (token): the id given to each local address.
+    local_ids: HashMap<u32, HashMap<IpAddr, u8>>,
+    waiters: Vec<Waiter>,
+    /// Requests waiting for their connection's `ESTABLISHED` event.
+    established_waiters: Vec<(u32, oneshot::Sender<()>)>,
+}
+
+impl State {
+    /// The id of `addr` in connection `token`: the one it has, or the
+    /// lowest free non-zero one (0 belongs to the initial subflow's address).
+    fn local_id(&mut self, token: u32, addr: IpAddr) -> Result<u8, QsockError> {
+        let ids = self.local_ids.entry(token).or_default();
+        if let Some(&id) = ids.get(&addr) {
+            return Ok(id);
+        }
+        let id = (1..=u8::MAX)
+            .find(|i| !ids.values().any(|v| v == i))
+            .ok_or_else(|| QsockError::new(ErrorKind::CapacityExceeded, "the connection has used every local address id"))?;
+        ids.insert(addr, id);
+        Ok(id)
+    }
+}
+
+/// The path manager. Subflow operations answer [`ErrorKind::Unsupported`]
+/// with the reason when multipath is off (not enabled, or the kernel lacks it).
+pub struct Multipath {
+    pm: tokio::sync::Mutex<PmClient>,
+    state: Mutex<State>,
+    /// Why subflow operations are refused, if they are.
+    off: Option<String>,
+    /// Interfaces subflows may use (the managed ones; empty: any).
+    interfaces: Vec<String>,
+    state_dir: PathBuf,
+}
+
+impl Multipath {
+    /// Takes the namespace's path manager over (when `cfg.enabled`) and
+    /// starts following its events. Never fails: a kernel without MPTCP,
+    /// or a refused switch, leaves multipath off with the reason logged
+    /// and given to every subflow request.
+    pub async fn start(cfg: &MultipathConfig, interfaces: Vec<String>, state_dir: PathBuf) -> Arc<Self> {
+        let mut pm = PmClient::new();
+        let off = if !cfg.enabled {
+            Some("qsockd runs without multipath ([multipath] enabled = false in its config)".to_string())
+        } else {
+            match Self::take_over(cfg, &state_dir, &mut pm).await {
+                Ok(events) => {
+                    let mp = Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off: None, interfaces, state_dir });
+                    tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
+                    return mp;
+                }
+                Err(e) => {
+                    log::error!("multipath: {e}; subflow requests will be refused");
+                    Some(format!("multipath is off: {}", e.message))
+                }
+            }
+        };
+        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, state_dir })
+    }
+
+    async fn take_over(cfg: &MultipathConfig, state_dir: &std::path::Path, pm: &mut PmClient) -> Result<MptcpEvents, QsockError> {
+        // Subscribe first: the kernel accepts a peer's joins under the
+        // userspace path manager only while someone listens to its events.
+        let events = MptcpEvents::subscribe().await?;
+        let limits = Limits { subflows: cfg.subflows_max, add_addr_accepted: cfg.add_addr_accepted_max };
+        let original = pm_setting::take_over(state_dir, pm, limits).await?;
+        log::info!("multipath: qsockd is the path manager (was {}, limits {:?}; now {limits:?})", original.path_manager, original.limits);
+        Ok(events)
+    }
+
+    /// Gives the path manager back (on shutdown). Errors are logged; the
+    /// saved setting stays for the next start to restore.
+    pub async fn stop(&self) {
+        if self.off.is_some() {
+            return;
+        }
+        match pm_setting::restore(&self.state_dir, &mut *self.pm.lock().await).await {
+            Ok(()) => log::info!("multipath: the previous path manager is restored"),
+            Err(e) => log::error!("multipath: restoring the path manager: {e}"),
+        }
+    }
+
+    /// Dispatches events to the requests waiting for them; ends when the
+    /// service is dropped.
+    async fn follow(me: std::sync::Weak<Self>, mut events: MptcpEvents) {
+        loop {
+            let ev = match events.next().await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    // ENOBUFS: events were lost; waiters time out and report it.
+                    log::warn!("multipath: {e}");
+                    continue;
+                }
+            };
+            let Some(mp) = me.upgrade() else { return };
+            log::debug!("multipath event {ev:?}");
+            let mut st = mp.state.lock().expect("multipath state poisoned");
+            match ev.kind {
+                EventKind::SubEstablished | EventKind::SubClosed => {
+                    let Some((token, local)) = ev.token.zip(ev.local) else { continue };
+                    let matches = |w: &Waiter| w.token == token && w.local_ip == local.ip() && !w.known_ports.contains(&local.port());
+                    if let Some(i) = st.waiters.iter().position(matches) {
+                        let _ = st.waiters.swap_remove(i).reply.send(ev);
+                    }
+                }
+                EventKind::Established => {
+                    let Some(t) = ev.token else { continue };
+                    for (_, tx) in st.established_waiters.extract_if(.., |(tok, _)| *tok == t) {
+                        let _ = tx.send(());
+                    }
+                }
+                EventKind::Closed => {
+                    if let Some(t) = ev.token {
+                        st.local_ids.remove(&t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check_on(&self) -> Result<(), QsockError> {
+        match &self.off {
+            Some(why) => Err(QsockError::new(ErrorKind::Unsupported, why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves `local` to an address of the remote's family, its interface
+    /// and index, refusing interfaces qsockd does not manage.
+    fn local_endpoint(&self, local: &SubflowLocal, remote: IpAddr) -> Result<(IpAddr, String, u32), QsockError> {
+        let addrs = nix::ifaddrs::getifaddrs().map_err(|e| QsockError::sys("getifaddrs", e))?;
+        let mut found = None;
+        for ifa in addrs {
+            let Some(ip) =
+                ifa.address.as_ref().and_then(|a| a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip()))))
+            else {
+                continue;
+            };
+            let hit = match local {
+                SubflowLocal::Interface(name) => *name == ifa.interface_name && ip.is_ipv4() == remote.is_ipv4() && !is_link_local(ip),
+                SubflowLocal::Address(a) => *a == ip,
+            };
+            if hit {
+                found = Some((ip, ifa.interface_name));
+                break;
+            }
+        }
+        let (ip, name) = found.ok_or_else(|| {
+            QsockError::new(
+                ErrorKind::NoInterface,
+                match local {
+                    SubflowLocal::Interface(n) => {
+                        format!("interface {n} does not exist here or has no {} address", if remote.is_ipv4() { "IPv4" } else { "IPv6" })
+                    }
+                    SubflowLocal::Address(a) => format!("no interface holds {a}"),
+                },
+            )
+        })?;
+        if !self.interfaces.is_empty() && !self.interfaces.contains(&name) {
+            return Err(QsockError::new(ErrorKind::NoInterface, format!("{name} is not a managed interface (managed: {})", self.interfaces.join(", "))));
+        }
+        let idx = nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| QsockError::sys("if_nametoindex", e))?;
+        Ok((ip, name, idx))
+    }
+
+    /// Opens a subflow of the MPTCP connection `sock` from `local` to
+    /// `remote` (`None`: the initial subflow's remote) and returns it once
+    /// the kernel reports it established, waiting at most `wait`.
+    ///
+    /// Errors: [`ErrorKind::Unsupported`] (multipath off),
+    /// [`ErrorKind::NotMultipath`], [`ErrorKind::NoInterface`],
+    /// [`ErrorKind::Kernel`] (the join failed, with the subflow's error, or
+    /// did not complete within `wait`), [`ErrorKind::InvalidParams`].
+    pub async fn open_subflow(&self, sock: BorrowedFd<'_>, local: &SubflowLocal, remote: Option<SocketAddr>, wait: Duration) -> Result<Subflow, QsockError> {
+        self.check_on()?;
+        let conn = qsock::qsubflows(sock)?;
+        let remote = match remote {
+            Some(r) => r,
+            None => conn
+                .subflows
+                .first()
+                .map(|s| s.remote)
+                .ok_or_else(|| QsockError::new(ErrorKind::NotMultipath, "the connection has no subflow to take the remote address from"))?,
+        };
+        let (ip, name, if_idx) = self.local_endpoint(local, remote.ip())?;
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.state.lock().expect("multipath state poisoned");
+            let id = st.local_id(conn.token, ip)?;
+            let known_ports = conn.subflows.iter().filter(|s| s.local.ip() == ip).map(|s| s.local.port()).collect();
+            st.waiters.push(Waiter { token: conn.token, local_ip: ip, known_ports, reply: tx });
+            id
+        };
+        let forget =
+            || self.state.lock().expect("multipath state poisoned").waiters.retain(|w| !(w.token == conn.token && w.local_ip == ip && w.reply.is_closed()));
+        let started = tokio::time::Instant::now();
+        let endpoint = LocalEndpoint { addr: ip, id, if_idx };
+        let (est_tx, est_rx) = oneshot::channel();
+        self.state.lock().expect("multipath state poisoned").established_waiters.push((conn.token, est_tx));
+        let mut est_rx = Some(est_rx);
+        let mut created = self.pm.lock().await.create_subflow(conn.token, endpoint, remote).await;
+        if let Err(CreateError::NotYetEstablished) = created {
+            // Joins are allowed once the connection is fully established (its first data exchanged).
+            if tokio::time::timeout(wait, est_rx.take().expect("first use")).await.is_err() {
+                drop(rx);
+                forget();
+                return Err(QsockError::new(
+                    ErrorKind::Kernel,
+                    format!(
+                        "the connection did not become fully established within {wait:?} (MPTCP allows a second subflow once the first data was exchanged)"
+                    ),
+                ));
+            }
+            created = self.pm.lock().await.create_subflow(conn.token, endpoint, remote).await;
+        }
+        drop(est_rx);
+        self.state.lock().expect("multipath state poisoned").established_waiters.retain(|(_, tx)| !tx.is_closed());
+        if let Err(e) = created {
+            drop(rx);
+            forget();
+            return Err(match e {
+                CreateError::Failed(e) => e,
+                CreateError::NotYetEstablished => QsockError::new(ErrorKind::Kernel, "the connection is not fully established"),
+            });
+        }
+        let wait = wait.saturating_sub(started.elapsed());
+        let ev = match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(ev)) => ev,
+            _ => {
+                forget();
+                return Err(QsockError::new(ErrorKind::Kernel, format!("the subflow from {ip} ({name}) to {remote} did not complete its join within {wait:?} (the path may be down, or the peer refuses joins)")));
+            }
+        };
+        if ev.kind == EventKind::SubClosed {
+            let why =
+                ev.error.map(|e| std::io::Error::from_raw_os_error(e as i32).to_string()).unwrap_or_else(|| "closed by the peer (its subflow limit?)".into());
+            return Err(QsockError::new(ErrorKind::Kernel, format!("the subflow from {ip} ({name}) to {remote} failed: {why}")));
+        }
+        let local_addr = ev.local.expect("matched on it");
+        qsock::qsubflows(sock)?
+            .subflows
+            .into_iter()
+            .find(|s| s.local == local_addr)
+            .ok_or_else(|| QsockError::new(ErrorKind::Kernel, format!("the subflow from {local_addr} was established and closed again at once")))
+    }
+
+    /// The subflow `id` of `sock`'s connection, with the connection's token.
+    fn subflow(sock: BorrowedFd<'_>, id: u32) -> Result<(u32, Subflow), QsockError> {
+        let conn = qsock::qsubflows(sock)?;
+        let ids: Vec<u32> = conn.subflows.iter().map(|s| s.id).collect();
+        let sf = conn.subflows.into_iter().find(|s| s.id == id);
+        sf.map(|s| (conn.token, s))
+            .ok_or_else(|| QsockError::new(ErrorKind::InvalidParams, format!("the connection has no subflow {id} (its subflows: {ids:?})")))
+    }
+
+    /// Closes subflow `id` of `sock`'s connection.
+    /// Errors: [`ErrorKind::InvalidParams`] (no such subflow), [`ErrorKind::NotMultipath`], [`ErrorKind::Unsupported`], [`ErrorKind::Kernel`].
+    pub async fn close_subflow(&self, sock: BorrowedFd<'_>, id: u32) -> Result<(), QsockError> {
+        self.check_on()?;
+        let (token, sf) = Self::subflow(sock, id)?;
+        self.pm.lock().await.destroy_subflow(token, sf.local, sf.remote).await
+    }
+
+    /// Sets or clears the backup flag of subflow `id` of `sock`'s connection.
+    /// Errors: as [`Multipath::close_subflow`].
+    pub async fn set_backup(&self, sock: BorrowedFd<'_>, id: u32, backup: bool) -> Result<(), QsockError> {
+        self.check_on()?;
+        let (token, sf) = Self::subflow(sock, id)?;
+        self.pm.lock().await.set_backup(token, sf.local, sf.remote, backup).await
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
