@@ -94,11 +94,26 @@ pub struct MultipathConfig {
     pub subflows_max: u32,
     /// Most peer-announced addresses accepted per connection, 0..=8 (default 8).
     pub add_addr_accepted_max: u32,
+    /// Which subflows qsockd opens without being asked (default
+    /// `every_interface`).
+    pub open_subflows: OpenSubflows,
+}
+
+/// Subflows qsockd opens on its own for the connections of its namespace.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenSubflows {
+    /// When a connection this host opened is established: one subflow on
+    /// each other managed interface with an address of the peer's family
+    /// (the in-kernel path manager's `subflow` endpoints, for every link).
+    EveryInterface,
+    /// Only what applications ask for (`qsubflow_open`).
+    OnRequest,
 }
 
 impl Default for MultipathConfig {
     fn default() -> Self {
-        Self { enabled: false, subflows_max: 8, add_addr_accepted_max: 8 }
+        Self { enabled: false, subflows_max: 8, add_addr_accepted_max: 8, open_subflows: OpenSubflows::EveryInterface }
     }
 }
 

@@ -198,7 +198,7 @@ fn qsockd_opens_closes_and_prioritises_subflows() {
         return;
     }
     let mut b = bed("sfctl", true);
-    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\nopen_subflows = \"on_request\"\n").unwrap();
     assert_eq!(pm_setting(&b).0, "userspace", "qsockd took the path manager over");
     let c = b.client().unwrap();
     sink(&b, 7003, true);
@@ -280,4 +280,23 @@ fn the_path_manager_is_given_back_on_stop_and_after_a_kill() {
     let s = connect(&b, 7004);
     let e = b.client().unwrap().close_subflow(s.as_fd(), 1).unwrap_err();
     assert!(e.kind == ErrorKind::Unsupported && e.message.contains("without multipath"), "{e}");
+}
+
+#[test]
+fn by_default_qsockd_opens_a_subflow_on_every_managed_interface() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfauto", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    sink(&b, 7005, true);
+    let mut s = connect(&b, 7005);
+    // The application asks for nothing: qsockd opens wan1's subflow once the connection is established.
+    let tx = link_tx_during(&b, || send_all(&mut s));
+    let c = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
+    eprintln!("{tx:?} bytes on wan0, wan1; subflows {:?}", c.subflows.iter().map(|x| (x.id, x.interface.clone(), x.bytes_acked)).collect::<Vec<_>>());
+    let on: Vec<Option<&str>> = c.subflows.iter().map(|x| x.interface.as_deref()).collect();
+    assert_eq!(on, [Some("wan0"), Some("wan1")], "{c:#?}");
+    // Two equal links and a bulk transfer faster than one: each carries a real share.
+    assert!(tx.iter().all(|&n| n >= TRANSFER as u64 / 5), "{tx:?}");
 }

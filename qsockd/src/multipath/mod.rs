@@ -20,12 +20,15 @@ use qsock::{ErrorKind, QsockError, Subflow, SubflowLocal};
 use tokio::sync::oneshot;
 
 use crate::{
-    config::MultipathConfig,
+    config::{MultipathConfig, OpenSubflows},
     kernel::{
         mptcp_events::{EventKind, MptcpEvent, MptcpEvents},
         mptcp_pm::{CreateError, Limits, LocalEndpoint, PmClient},
     },
 };
+
+/// How long an automatic join may take before it is given up (logged).
+const AUTO_JOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// A request waiting for the join it started.
 struct Waiter {
@@ -71,6 +74,8 @@ pub struct Multipath {
     off: Option<String>,
     /// Interfaces subflows may use (the managed ones; empty: any).
     interfaces: Vec<String>,
+    /// Which subflows qsockd opens on its own.
+    open: OpenSubflows,
     state_dir: PathBuf,
 }
 
@@ -86,7 +91,8 @@ impl Multipath {
         } else {
             match Self::take_over(cfg, &state_dir, &mut pm).await {
                 Ok(events) => {
-                    let mp = Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off: None, interfaces, state_dir });
+                    let mp =
+                        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off: None, interfaces, open: cfg.open_subflows, state_dir });
                     tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
                     return mp;
                 }
@@ -96,7 +102,7 @@ impl Multipath {
                 }
             }
         };
-        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, state_dir })
+        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, open: cfg.open_subflows, state_dir })
     }
 
     async fn take_over(cfg: &MultipathConfig, state_dir: &std::path::Path, pm: &mut PmClient) -> Result<MptcpEvents, QsockError> {
@@ -148,6 +154,10 @@ impl Multipath {
                     let Some(t) = ev.token else { continue };
                     for (_, tx) in st.established_waiters.extract_if(.., |(tok, _)| *tok == t) {
                         let _ = tx.send(());
+                    }
+                    // The side that connected opens the others (a server's peer does it for its side).
+                    if let (OpenSubflows::EveryInterface, false, Some(local), Some(remote)) = (mp.open, ev.server_side, ev.local, ev.remote) {
+                        tokio::spawn(Self::open_on_every_interface(mp.clone(), t, local, remote));
                     }
                 }
                 EventKind::Closed => {
@@ -225,22 +235,58 @@ impl Multipath {
                 .ok_or_else(|| QsockError::new(ErrorKind::NotMultipath, "the connection has no subflow to take the remote address from"))?,
         };
         let (ip, name, if_idx) = self.local_endpoint(local, remote.ip())?;
+        let known_ports = conn.subflows.iter().filter(|s| s.local.ip() == ip).map(|s| s.local.port()).collect();
+        let local_addr = self.join(conn.token, known_ports, (ip, &name, if_idx), remote, wait).await?;
+        qsock::qsubflows(sock)?
+            .subflows
+            .into_iter()
+            .find(|s| s.local == local_addr)
+            .ok_or_else(|| QsockError::new(ErrorKind::Kernel, format!("the subflow from {local_addr} was established and closed again at once")))
+    }
+
+    /// Opens a subflow of the connection `token` (just established, from
+    /// `initial` to `remote`) on every managed interface but the initial
+    /// subflow's; failures are logged (a link without a route to the peer
+    /// is not an error of the connection).
+    async fn open_on_every_interface(self: Arc<Self>, token: u32, initial: SocketAddr, remote: SocketAddr) {
+        for name in self.interfaces.clone() {
+            let Ok((ip, name, if_idx)) = self.local_endpoint(&SubflowLocal::Interface(name), remote.ip()) else { continue };
+            if ip == initial.ip() {
+                continue;
+            }
+            match self.join(token, Vec::new(), (ip, &name, if_idx), remote, AUTO_JOIN_WAIT).await {
+                Ok(local) => log::debug!("multipath: connection {token:08x}: subflow {local} -> {remote} on {name}"),
+                Err(e) => log::info!("multipath: connection {token:08x}: no subflow on {name}: {}", e.message),
+            }
+        }
+    }
+
+    /// Starts a join of connection `token` from `ip` on interface
+    /// `(name, if_idx)` to `remote` and waits (at most `wait`) until the
+    /// kernel reports the new subflow (one whose local port is not in
+    /// `known_ports`) established; returns its local address.
+    async fn join(
+        &self,
+        token: u32,
+        known_ports: Vec<u16>,
+        (ip, name, if_idx): (IpAddr, &str, u32),
+        remote: SocketAddr,
+        wait: Duration,
+    ) -> Result<SocketAddr, QsockError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut st = self.state.lock().expect("multipath state poisoned");
-            let id = st.local_id(conn.token, ip)?;
-            let known_ports = conn.subflows.iter().filter(|s| s.local.ip() == ip).map(|s| s.local.port()).collect();
-            st.waiters.push(Waiter { token: conn.token, local_ip: ip, known_ports, reply: tx });
+            let id = st.local_id(token, ip)?;
+            st.waiters.push(Waiter { token, local_ip: ip, known_ports, reply: tx });
             id
         };
-        let forget =
-            || self.state.lock().expect("multipath state poisoned").waiters.retain(|w| !(w.token == conn.token && w.local_ip == ip && w.reply.is_closed()));
+        let forget = || self.state.lock().expect("multipath state poisoned").waiters.retain(|w| !(w.token == token && w.local_ip == ip && w.reply.is_closed()));
         let started = tokio::time::Instant::now();
         let endpoint = LocalEndpoint { addr: ip, id, if_idx };
         let (est_tx, est_rx) = oneshot::channel();
-        self.state.lock().expect("multipath state poisoned").established_waiters.push((conn.token, est_tx));
+        self.state.lock().expect("multipath state poisoned").established_waiters.push((token, est_tx));
         let mut est_rx = Some(est_rx);
-        let mut created = self.pm.lock().await.create_subflow(conn.token, endpoint, remote).await;
+        let mut created = self.pm.lock().await.create_subflow(token, endpoint, remote).await;
         if let Err(CreateError::NotYetEstablished) = created {
             // Joins are allowed once the connection is fully established (its first data exchanged).
             if tokio::time::timeout(wait, est_rx.take().expect("first use")).await.is_err() {
@@ -253,7 +299,7 @@ impl Multipath {
                     ),
                 ));
             }
-            created = self.pm.lock().await.create_subflow(conn.token, endpoint, remote).await;
+            created = self.pm.lock().await.create_subflow(token, endpoint, remote).await;
         }
         drop(est_rx);
         self.state.lock().expect("multipath state poisoned").established_waiters.retain(|(_, tx)| !tx.is_closed());
@@ -270,7 +316,10 @@ impl Multipath {
             Ok(Ok(ev)) => ev,
             _ => {
                 forget();
-                return Err(QsockError::new(ErrorKind::Kernel, format!("the subflow from {ip} ({name}) to {remote} did not complete its join within {wait:?} (the path may be down, or the peer refuses joins)")));
+                return Err(QsockError::new(
+                    ErrorKind::Kernel,
+                    format!("the subflow from {ip} ({name}) to {remote} did not complete its join within {wait:?} (the path may be down, or the peer refuses joins)"),
+                ));
             }
         };
         if ev.kind == EventKind::SubClosed {
@@ -278,12 +327,7 @@ impl Multipath {
                 ev.error.map(|e| std::io::Error::from_raw_os_error(e as i32).to_string()).unwrap_or_else(|| "closed by the peer (its subflow limit?)".into());
             return Err(QsockError::new(ErrorKind::Kernel, format!("the subflow from {ip} ({name}) to {remote} failed: {why}")));
         }
-        let local_addr = ev.local.expect("matched on it");
-        qsock::qsubflows(sock)?
-            .subflows
-            .into_iter()
-            .find(|s| s.local == local_addr)
-            .ok_or_else(|| QsockError::new(ErrorKind::Kernel, format!("the subflow from {local_addr} was established and closed again at once")))
+        Ok(ev.local.expect("matched on it"))
     }
 
     /// The subflow `id` of `sock`'s connection, with the connection's token.
