@@ -70,6 +70,42 @@ pub struct QInfo {
     pub queuing_delay: DelayStats,
     /// Facts from the network stack.
     pub stack: StackInfo,
+    /// For an MPTCP socket: the connection and the QoS of each subflow on
+    /// its interface (the figures above are then its first subflow's with
+    /// a class). `None` for other sockets.
+    #[serde(default)]
+    pub multipath: Option<MultipathQos>,
+}
+
+/// The QoS of an MPTCP connection, subflow by subflow: the data path sees
+/// each subflow's cookie, so each has its own entry (and class) on the
+/// interface it leaves by, with the connection's parameters (replicated:
+/// every interface it uses gives it the whole guarantee).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MultipathQos {
+    /// The connection's local token; 0 after a fallback to TCP.
+    pub token: u32,
+    /// The peer has no MPTCP: the connection runs as TCP on its one subflow.
+    pub fallback: bool,
+    /// Its subflows, in the order they were established.
+    pub subflows: Vec<SubflowQos>,
+}
+
+/// One subflow of a managed MPTCP connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubflowQos {
+    /// Local address and port.
+    pub local: std::net::SocketAddr,
+    /// Remote address and port.
+    pub remote: std::net::SocketAddr,
+    /// Interface it leaves by (holding the local address).
+    pub interface: Option<String>,
+    /// The subflow's socket cookie (what the data path classifies by), 0 if not found.
+    pub cookie: u64,
+    /// Its QoS on that interface (device, class, rate, drops, queuing
+    /// delay), or why it has none (the interface is not managed by qsock,
+    /// admission refused it there, ...).
+    pub qos: Result<Box<QInfo>, String>,
 }
 
 /// Drops of one socket, by reason.

@@ -30,7 +30,7 @@ use std::{
 pub use client::Client;
 pub use error::{ErrorKind, QsockError, Result};
 pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
-pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, QInfo, SchedulerState, Selection, SocketSummary, StackInfo, TcpInfo};
+pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, MultipathQos, QInfo, SchedulerState, Selection, SocketSummary, StackInfo, SubflowQos, TcpInfo};
 pub use mptcp_uapi::IPPROTO_MPTCP;
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};

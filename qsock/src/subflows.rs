@@ -163,8 +163,9 @@ fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Which interface holds each address of this namespace.
-fn interface_of(addr: IpAddr) -> Option<String> {
+/// The interface holding `addr` in the calling thread's network namespace,
+/// if any (`getifaddrs`).
+pub fn interface_holding(addr: IpAddr) -> Option<String> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     for ifa in addrs {
         let Some(a) = ifa.address else { continue };
@@ -229,7 +230,7 @@ pub fn qsubflows(fd: impl AsFd) -> Result<Connection> {
                 id: s.id,
                 local,
                 remote,
-                interface: interface_of(local.ip()),
+                interface: interface_holding(local.ip()),
                 state: TcpState::from_kernel(t.tcpi_state),
                 rtt_us: t.tcpi_rtt,
                 rtt_var_us: t.tcpi_rttvar,

@@ -207,7 +207,15 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let listener = server::bind_listener(&cfg)?;
     registry.write().await.start_interfaces().await;
     let managed: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    let multipath = Multipath::start(&cfg.multipath, managed, state_dir).await;
+    let (notices, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
+    let multipath = Multipath::start(&cfg.multipath, managed, state_dir, notices).await;
+    registry.write().await.set_multipath(multipath.is_on());
+    let reg = registry.clone();
+    tokio::spawn(async move {
+        while let Some(n) = notice_rx.recv().await {
+            reg.write().await.on_subflow(n).await;
+        }
+    });
     if !cfg.interfaces.is_empty() {
         let reg = registry.clone();
         tokio::spawn(async move {

@@ -4,7 +4,9 @@
 //! manager, opens, closes and prioritises them (the links' counters show
 //! the effect), refuses bad requests and keeps serving, and gives the path
 //! manager back on stop and after a kill; fallback to TCP and non-MPTCP
-//! sockets get `NotMultipath`.
+//! sockets get `NotMultipath`. A managed MPTCP connection's QoS follows it:
+//! each subflow gets the connection's class on its own interface, and
+//! loses it when it closes.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -12,7 +14,7 @@ use std::{
     process::Command,
 };
 
-use qsock::{ErrorKind, SubflowLocal, TcpState};
+use qsock::{ErrorKind, QosParams, SubflowLocal, TcpState};
 use qsock_tests::skip_unless_root;
 use testbed::{
     multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
@@ -299,4 +301,67 @@ fn by_default_qsockd_opens_a_subflow_on_every_managed_interface() {
     assert_eq!(on, [Some("wan0"), Some("wan1")], "{c:#?}");
     // Two equal links and a bulk transfer faster than one: each carries a real share.
     assert!(tx.iter().all(|&n| n >= TRANSFER as u64 / 5), "{tx:?}");
+}
+
+/// Bytes HTB class `classid` of `dev` (host side) has sent.
+fn class_bytes(b: &MultiHomed, dev: &str, classid: &str) -> u64 {
+    // iproute2 6.1 prints HTB classes as text only: " Sent 114620 bytes 110 pkt (...)".
+    let out = run(Command::new("tc").args(["-n", &b.host_ns, "-s", "class", "show", "dev", dev, "classid", classid])).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sent = text.split_once("Sent ").map(|(_, r)| r).unwrap_or_else(|| panic!("no class {classid} on {dev}: {text}"));
+    sent.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unreadable: {text}"))
+}
+
+#[test]
+fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfqos", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    let c = b.client().unwrap();
+    sink(&b, 7006, true);
+    let mut s = connect(&b, 7006);
+    // Attached with one subflow: no device, so every managed interface it uses gives the guarantee.
+    let params = QosParams { device: None, ..QosParams::rate("any", 2_000_000) };
+    let a = c.attach(s.as_fd(), &params).unwrap();
+    assert_eq!(a.device, "wan0", "{a:?}");
+    // The first data makes the connection established; qsockd then joins wan1, and its QoS follows.
+    send_all(&mut s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let info = loop {
+        let i = c.info(s.as_fd()).unwrap();
+        if i.multipath.as_ref().is_some_and(|m| m.subflows.len() == 2) || std::time::Instant::now() > deadline {
+            break i;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mp = info.multipath.clone().expect("an MPTCP connection's qinfo lists its subflows");
+    assert!(!mp.fallback && mp.token != 0, "{mp:#?}");
+    assert_eq!(mp.subflows.len(), 2, "{mp:#?}");
+    for (sf, dev) in mp.subflows.iter().zip(["wan0", "wan1"]) {
+        let q = sf.qos.as_ref().unwrap_or_else(|e| panic!("{dev}: no QoS: {e}"));
+        assert_eq!((sf.interface.as_deref(), q.device.as_str()), (Some(dev), dev), "{sf:#?}");
+        assert_eq!(q.guaranteed_rate_bps, 2_000_000, "replicated: the whole guarantee on each interface");
+        // The data path classified the subflow's packets by its cookie into that class.
+        eprintln!("{dev}: class {} classified {} bytes, the class sent {}", q.classid, q.enqueued_bytes, class_bytes(&b, dev, &q.classid));
+        assert!(q.enqueued_bytes > 100_000, "{dev}: {} bytes classified", q.enqueued_bytes);
+        assert!(class_bytes(&b, dev, &q.classid) >= q.enqueued_bytes / 2, "{dev}: the class carried them");
+    }
+    // The subflow closes: its entry goes, the connection keeps the other.
+    let id2 = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows[1].id;
+    c.close_subflow(s.as_fd(), id2).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.info(s.as_fd()).unwrap().multipath.unwrap().subflows.len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the closed subflow's QoS was not released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = c.list().unwrap();
+    assert_eq!(left.iter().map(|x| x.device.as_str()).collect::<Vec<_>>(), ["wan0"], "one subflow stream left: {left:#?}");
+    let e = c.change(s.as_fd(), &params).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    // qclose releases the connection and its subflows.
+    c.detach(s.as_fd()).unwrap();
+    assert_eq!(c.info(s.as_fd()).unwrap_err().kind, ErrorKind::NotManaged);
+    assert!(c.list().unwrap().is_empty());
 }

@@ -181,6 +181,7 @@ mod tests {
             deadline_met_packets: 0,
             queuing_delay: Default::default(),
             stack: Default::default(),
+            multipath: None,
         }
     }
 }

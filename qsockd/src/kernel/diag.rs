@@ -95,3 +95,24 @@ pub fn held_cookies() -> std::io::Result<HashSet<u64>> {
     }
     Ok(held)
 }
+
+/// The cookies of the TCP sockets with these (local, remote) ends, e.g.
+/// the subflows of an MPTCP connection (kernel sockets the data path sees,
+/// which no descriptor names). One dump of the namespace's TCP sockets;
+/// ends not found are missing from the answer.
+/// Errors: the sock_diag socket or dump failed.
+pub fn tcp_cookies(
+    ends: &[(std::net::SocketAddr, std::net::SocketAddr)],
+) -> std::io::Result<std::collections::HashMap<(std::net::SocketAddr, std::net::SocketAddr), u64>> {
+    let all = StateFlags::from_bits_retain(u32::MAX);
+    let wanted: HashSet<_> = ends.iter().copied().collect();
+    let mut out = std::collections::HashMap::new();
+    for r in dump(IPPROTO_TCP, all, ExtensionFlags::empty())? {
+        let id = &r.header.socket_id;
+        let key = (std::net::SocketAddr::new(id.source_address, id.source_port), std::net::SocketAddr::new(id.destination_address, id.destination_port));
+        if wanted.contains(&key) {
+            out.insert(key, cookie_of(id));
+        }
+    }
+    Ok(out)
+}

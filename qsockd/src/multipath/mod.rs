@@ -27,6 +27,35 @@ use crate::{
     },
 };
 
+/// What the socket registry hears of the path manager's events: the
+/// subflows QoS follows onto their interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubflowNotice {
+    /// A subflow of connection `token` is established.
+    Established {
+        /// The connection's token.
+        token: u32,
+        /// Local end.
+        local: SocketAddr,
+        /// Remote end.
+        remote: SocketAddr,
+    },
+    /// A subflow of connection `token` closed.
+    Closed {
+        /// The connection's token.
+        token: u32,
+        /// Local end.
+        local: SocketAddr,
+        /// Remote end.
+        remote: SocketAddr,
+    },
+    /// Connection `token` is gone.
+    ConnectionClosed {
+        /// The connection's token.
+        token: u32,
+    },
+}
+
 /// How long an automatic join may take before it is given up (logged).
 const AUTO_JOIN_WAIT: Duration = Duration::from_secs(5);
 
@@ -76,6 +105,8 @@ pub struct Multipath {
     interfaces: Vec<String>,
     /// Which subflows qsockd opens on its own.
     open: OpenSubflows,
+    /// Where subflow events go (the socket registry).
+    notices: tokio::sync::mpsc::UnboundedSender<SubflowNotice>,
     state_dir: PathBuf,
 }
 
@@ -84,15 +115,27 @@ impl Multipath {
     /// starts following its events. Never fails: a kernel without MPTCP,
     /// or a refused switch, leaves multipath off with the reason logged
     /// and given to every subflow request.
-    pub async fn start(cfg: &MultipathConfig, interfaces: Vec<String>, state_dir: PathBuf) -> Arc<Self> {
+    pub async fn start(
+        cfg: &MultipathConfig,
+        interfaces: Vec<String>,
+        state_dir: PathBuf,
+        notices: tokio::sync::mpsc::UnboundedSender<SubflowNotice>,
+    ) -> Arc<Self> {
         let mut pm = PmClient::new();
         let off = if !cfg.enabled {
             Some("qsockd runs without multipath ([multipath] enabled = false in its config)".to_string())
         } else {
             match Self::take_over(cfg, &state_dir, &mut pm).await {
                 Ok(events) => {
-                    let mp =
-                        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off: None, interfaces, open: cfg.open_subflows, state_dir });
+                    let mp = Arc::new(Self {
+                        pm: tokio::sync::Mutex::new(pm),
+                        state: Mutex::default(),
+                        off: None,
+                        interfaces,
+                        open: cfg.open_subflows,
+                        notices: notices.clone(),
+                        state_dir,
+                    });
                     tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
                     return mp;
                 }
@@ -102,7 +145,7 @@ impl Multipath {
                 }
             }
         };
-        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, open: cfg.open_subflows, state_dir })
+        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, open: cfg.open_subflows, notices, state_dir })
     }
 
     async fn take_over(cfg: &MultipathConfig, state_dir: &std::path::Path, pm: &mut PmClient) -> Result<MptcpEvents, QsockError> {
@@ -141,6 +184,15 @@ impl Multipath {
             };
             let Some(mp) = me.upgrade() else { return };
             log::debug!("multipath event {ev:?}");
+            let notice = match (ev.kind, ev.token, ev.local, ev.remote) {
+                (EventKind::SubEstablished, Some(token), Some(local), Some(remote)) => Some(SubflowNotice::Established { token, local, remote }),
+                (EventKind::SubClosed, Some(token), Some(local), Some(remote)) => Some(SubflowNotice::Closed { token, local, remote }),
+                (EventKind::Closed, Some(token), _, _) => Some(SubflowNotice::ConnectionClosed { token }),
+                _ => None,
+            };
+            if let Some(n) = notice {
+                let _ = mp.notices.send(n);
+            }
             let mut st = mp.state.lock().expect("multipath state poisoned");
             match ev.kind {
                 EventKind::SubEstablished | EventKind::SubClosed => {
@@ -168,6 +220,11 @@ impl Multipath {
                 _ => {}
             }
         }
+    }
+
+    /// Whether qsockd is the path manager (subflow operations work).
+    pub fn is_on(&self) -> bool {
+        self.off.is_none()
     }
 
     fn check_on(&self) -> Result<(), QsockError> {

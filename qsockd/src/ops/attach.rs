@@ -16,18 +16,37 @@ use crate::{
 impl Registry {
     /// `qattach`: manage the socket `facts` describes with `params`. Without
     /// a device, the policy chooses one and the socket `sock` is bound to
-    /// its source address once the attach succeeded.
-    pub async fn attach(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, mut params: QosParams) -> Result<AttachInfo, QsockError> {
+    /// its source address once the attach succeeded. An MPTCP socket is
+    /// managed through its subflows (`ops/connection.rs`).
+    pub async fn attach(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
+        if facts.protocol == sockinfo::IPPROTO_MPTCP && self.multipath_on {
+            return self.attach_connection(facts, sock, peer, params).await;
+        }
         facts.check_manageable()?;
+        self.attach_stream(facts, Some(sock), peer, params, None).await
+    }
+
+    /// Attaches one stream: a socket (`sock`), or a subflow of the managed
+    /// MPTCP connection `parent` (no descriptor: its device is given,
+    /// nothing is bound, and it is not recorded for a restart).
+    pub(crate) async fn attach_stream(
+        &mut self,
+        facts: &SocketFacts,
+        sock: Option<BorrowedFd<'_>>,
+        peer: Peer,
+        mut params: QosParams,
+        parent: Option<u64>,
+    ) -> Result<AttachInfo, QsockError> {
         if self.sockets.contains(facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the socket is already managed; use qchange"));
         }
         let limit = self.limits.for_peer(peer.uid, peer.gid);
         limit.check_sockets(peer.uid, self.sockets.count_of_uid(peer.uid))?;
-        let selection = match &params.device {
-            Some(_) => None,
-            None => {
+        let selection = match (&params.device, sock) {
+            (Some(_), _) => None,
+            (None, None) => return Err(QsockError::new(ErrorKind::InvalidParams, "a stream without a descriptor needs a device")),
+            (None, Some(sock)) => {
                 let s = self.choose_interface(facts, sock, &params)?;
                 params.device = Some(s.interface.clone());
                 Some(s)
@@ -71,11 +90,12 @@ impl Registry {
                 since_ns: qsock::monotonic_now_ns(),
                 missed: 0,
                 selection: selection.clone(),
+                parent,
                 // A bound or connected socket is in the kernel's tables: the next sweep sees it.
-                held_seen: selection.is_some() || sockinfo::is_bound(sock),
+                held_seen: selection.is_some() || sock.is_some_and(sockinfo::is_bound),
             },
         );
-        if let Some(s) = &selection {
+        if let (Some(s), Some(sock)) = (&selection, sock) {
             // Bound only now: a refused attach leaves the socket as it was.
             if let Err(e) = sockinfo::bind_source(sock, s.source) {
                 let _ = self.close(facts.cookie).await;

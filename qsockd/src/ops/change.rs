@@ -23,6 +23,12 @@ impl Registry {
     /// another interface once placed: its source address is bound).
     pub async fn change(&mut self, facts: &SocketFacts, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
+        if self.connections.contains_key(&facts.cookie) {
+            return Err(QsockError::new(
+                ErrorKind::Unsupported,
+                "qchange of an MPTCP connection is not supported yet: qclose it and qattach it with the new parameters",
+            ));
+        }
         let m = self.managed(facts.cookie)?;
         let selection = m.selection.clone();
         match (&params.device, &selection) {

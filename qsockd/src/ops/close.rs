@@ -17,6 +17,15 @@ impl Registry {
     /// has been sent ([`Registry::sweep`]), and only then is its rate
     /// released. A shared class shrinks at once.
     pub async fn close(&mut self, cookie: u64) -> Result<(), QsockError> {
+        if self.release_mptcp(cookie).await {
+            return Ok(());
+        }
+        self.close_stream(cookie).await
+    }
+
+    /// [`Registry::close`] of one stream (a socket, or a subflow of a
+    /// managed MPTCP connection). Errors: [`ErrorKind::NotManaged`].
+    pub(crate) async fn close_stream(&mut self, cookie: u64) -> Result<(), QsockError> {
         let m = self.sockets.remove(cookie).ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "the socket is not managed by qsock"))?;
         self.books.remove(cookie);
         // Released either way: the data path no longer knows it; a class
@@ -51,7 +60,11 @@ impl Registry {
     pub async fn release_connection(&mut self, conn: u64) {
         for c in self.sockets.of_conn(conn) {
             log::info!("client connection {conn} closed; releasing socket {c}");
-            let _ = self.close(c).await;
+            let _ = self.close_stream(c).await;
+        }
+        let conns: Vec<u64> = self.connections.iter().filter(|(_, c)| c.owner.conn == conn).map(|(a, _)| *a).collect();
+        for app in conns {
+            self.release_mptcp(app).await;
         }
     }
 

@@ -11,6 +11,14 @@ impl Registry {
     /// `qinfo` on a managed socket; `sock` is the socket itself (for stack
     /// facts). One class lookup: its cost does not grow with the sockets.
     pub async fn info(&self, facts: &SocketFacts, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
+        if self.connections.contains_key(&facts.cookie) {
+            return self.connection_info(facts.cookie, sock).await;
+        }
+        self.stream_info(facts, sock).await
+    }
+
+    /// [`Registry::info`] of one stream (a socket, or a subflow).
+    pub(crate) async fn stream_info(&self, facts: &SocketFacts, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
         let m = self.managed(facts.cookie)?;
         let dev = self.devices.get(&m.device).expect("managed sockets have open devices");
         let cls = self.tc.class_stats_of(dev.state.ifindex, DeviceRt::classid(m.minor)).await.map_err(DaemonError::from)?.unwrap_or_default();

@@ -9,6 +9,7 @@
 mod attach;
 mod change;
 mod close;
+mod connection;
 mod figures;
 mod place;
 mod reclaim;
@@ -74,6 +75,10 @@ pub struct Registry {
     pending_books: HashMap<String, Vec<(u64, Managed)>>,
     /// When this daemon started (for [`RECLAIM_GRACE`]).
     started: Instant,
+    /// Managed MPTCP connections, by the cookie of the application's socket.
+    pub(crate) connections: HashMap<u64, connection::MptcpConnection>,
+    /// qsockd is the path manager: MPTCP sockets may be attached.
+    pub(crate) multipath_on: bool,
 }
 
 /// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
@@ -114,6 +119,8 @@ impl Registry {
             last_rtt_ns: 0,
             limits: cfg.limits.clone(),
             started: Instant::now(),
+            connections: HashMap::new(),
+            multipath_on: false,
         };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
@@ -177,10 +184,15 @@ impl Registry {
         device::teardown(&self.paths, device_name).await
     }
 
+    /// Lets MPTCP sockets be attached (qsockd is the namespace's path manager).
+    pub fn set_multipath(&mut self, on: bool) {
+        self.multipath_on = on;
+    }
+
     /// Records socket `cookie` for a restart; a failure is logged (the
     /// socket is served, it would only not survive a restart).
     fn record(&self, cookie: u64) {
-        if let Some(m) = self.sockets.get(cookie) {
+        if let Some(m) = self.sockets.get(cookie).filter(|m| m.parent.is_none()) {
             if let Err(e) = self.books.save(cookie, m) {
                 log::error!("socket {cookie}: cannot record it for a restart: {e}");
             }

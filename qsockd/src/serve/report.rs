@@ -99,6 +99,7 @@ pub fn qinfo(cookie: u64, m: &Managed, dev: &DeviceRt, cls: ClassStats, sock: Bo
         deadline_met_packets: c.deadline_met_packets,
         queuing_delay: delay_stats(&c),
         stack: sockinfo::stack_info(sock),
+        multipath: None,
     }
 }
 

@@ -61,6 +61,11 @@ pub struct Managed {
     pub conn: u64,
     /// How the policy chose the device (attached without one).
     pub selection: Option<Selection>,
+    /// For a subflow of a managed MPTCP connection: the cookie of the
+    /// application's MPTCP socket (the subflow lives and goes with it, and
+    /// is not recorded for a restart).
+    #[serde(default)]
+    pub parent: Option<u64>,
     /// A sock_diag sweep has seen the socket held by a process: from then
     /// on its absence means it was closed.
     pub held_seen: bool,
@@ -252,6 +257,7 @@ mod tests {
             owner_pid: 1,
             conn,
             selection: None,
+            parent: None,
             held_seen: false,
             missed: 0,
             since_ns: 0,

@@ -34,7 +34,7 @@ impl SocketFacts {
         if self.protocol == IPPROTO_MPTCP {
             return Err(QsockError::new(
                 ErrorKind::Unsupported,
-                "MPTCP sockets (IPPROTO_MPTCP) cannot be managed yet: qsock classifies by socket cookie and sees only their subflows; use an IPPROTO_TCP socket",
+                "MPTCP sockets (IPPROTO_MPTCP) are managed through their subflows, which needs qsockd as the path manager ([multipath] enabled = true in its config); this qsockd runs without it",
             ));
         }
         Ok(())
