@@ -209,7 +209,7 @@ async fn run(cfg: Config, paths: Paths) -> Result<()> {
     let managed: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
     let (notices, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
     let multipath = Multipath::start(&cfg.multipath, managed, state_dir, notices).await;
-    registry.write().await.set_multipath(multipath.is_on());
+    registry.write().await.set_multipath(multipath.clone());
     let reg = registry.clone();
     tokio::spawn(async move {
         while let Some(n) = notice_rx.recv().await {

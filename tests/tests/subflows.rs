@@ -57,23 +57,27 @@ fn mptcp_fd() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// A listener on the service address in the server namespace, MPTCP or plain TCP.
+fn listener(b: &MultiHomed, port: u16, mptcp: bool) -> TcpListener {
+    b.in_server(move || {
+        if !mptcp {
+            return TcpListener::bind((SERVICE_IP, port)).unwrap();
+        }
+        let l = TcpListener::from(mptcp_fd());
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&l), &sa).unwrap();
+        nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(16).unwrap()).unwrap();
+        l
+    })
+    .unwrap()
+}
+
 /// A listener on the service address that reads [`TRANSFER`] bytes of each
 /// connection, answers with the count and then waits for the client to
 /// close (so the subflows stay established while the client looks at
 /// them); MPTCP or plain TCP.
 fn sink(b: &MultiHomed, port: u16, mptcp: bool) {
-    let l = b
-        .in_server(move || {
-            if !mptcp {
-                return TcpListener::bind((SERVICE_IP, port)).unwrap();
-            }
-            let l = TcpListener::from(mptcp_fd());
-            let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
-            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&l), &sa).unwrap();
-            nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(16).unwrap()).unwrap();
-            l
-        })
-        .unwrap();
+    let l = listener(b, port, mptcp);
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
             std::thread::spawn(move || {
@@ -364,4 +368,75 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     c.detach(s.as_fd()).unwrap();
     assert_eq!(c.info(s.as_fd()).unwrap_err().kind, ErrorKind::NotManaged);
     assert!(c.list().unwrap().is_empty());
+}
+
+/// An MPTCP listener on the service address that sends to each connection
+/// until it closes (a download).
+fn source(b: &MultiHomed, port: u16) {
+    let l = listener(b, port, true);
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let chunk = vec![5u8; 16 * 1024];
+                while c.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+}
+
+/// Reads from `s` until `until`; returns the bytes read after `from` and
+/// the longest time without data between `from` and `until`.
+fn read_window(s: &mut TcpStream, from: std::time::Instant, until: std::time::Instant) -> (u64, std::time::Duration) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut bytes, mut last, mut longest) = (0u64, from, std::time::Duration::ZERO);
+    s.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+    while std::time::Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the download ended"),
+            Ok(n) => {
+                let now = std::time::Instant::now();
+                if now > from {
+                    bytes += n as u64;
+                    longest = longest.max(now - last.max(from));
+                    last = now;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the download failed: {e}"),
+        }
+    }
+    (bytes, longest.max(std::time::Instant::now() - last.max(from)))
+}
+
+#[test]
+fn a_download_moves_off_a_link_that_goes_down_and_back_when_it_returns() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfho", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    source(&b, 7007);
+    let mut s = connect(&b, 7007);
+    // Both links carry the download once qsockd has joined wan1.
+    let t0 = std::time::Instant::now();
+    let (before, _) = read_window(&mut s, t0, t0 + std::time::Duration::from_secs(1));
+    let subflows = |s: &TcpStream| b.in_host(|| qsock::qsubflows(s)).unwrap().unwrap().subflows;
+    let on = |s: &TcpStream, dev: &str| subflows(s).iter().any(|x| x.interface.as_deref() == Some(dev) && x.state == TcpState::Established);
+    assert!(before > 0 && on(&s, "wan0") && on(&s, "wan1"), "{:#?}", subflows(&s));
+    // wan0 goes down: qsockd withdraws its address from the connection; the peer moves to wan1.
+    b.set_link(0, false).unwrap();
+    let down = std::time::Instant::now();
+    let (after, stall) = read_window(&mut s, down, down + std::time::Duration::from_secs(2));
+    eprintln!("link down: longest stall {stall:?}, {after} bytes in the 2 s after");
+    assert!(after > 500_000, "the download goes on over wan1: {after} bytes in 2 s");
+    assert!(!on(&s, "wan0"), "the dead link's subflow is gone: {:#?}", subflows(&s));
+    // wan0 returns: after the hold-down, the connection uses it again.
+    b.set_link(0, true).unwrap();
+    let up = std::time::Instant::now();
+    while !on(&s, "wan0") {
+        assert!(up.elapsed() < std::time::Duration::from_secs(10), "no subflow on wan0 10 s after it returned: {:#?}", subflows(&s));
+        read_window(&mut s, std::time::Instant::now(), std::time::Instant::now() + std::time::Duration::from_millis(50));
+    }
+    eprintln!("back on wan0 {:?} after it returned", up.elapsed());
 }

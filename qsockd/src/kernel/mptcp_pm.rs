@@ -139,6 +139,19 @@ impl PmClient {
         reply.recv_ack().await.map_err(|e| pm_error("subflow-destroy", e))
     }
 
+    /// Withdraws local address id `loc_id` from connection `token`
+    /// (`REMOVE`): the kernel closes this side's subflows with that id and
+    /// sends `RM_ADDR` over a living subflow, so the peer stops using the
+    /// address at once instead of waiting for its retransmission timer.
+    ///
+    /// Errors: [`ErrorKind::InvalidParams`] (unknown token or id), [`ErrorKind::PermissionDenied`], [`ErrorKind::Kernel`].
+    pub async fn remove_address(&mut self, token: u32, loc_id: u8) -> Result<(), QsockError> {
+        let mut req = mptcp_pm::Request::new().op_remove_do();
+        req.encode().push_token(token).push_loc_id(loc_id);
+        let mut reply = self.sock.request(&req).await.map_err(|e| pm_error("remove", e.into()))?;
+        reply.recv_ack().await.map_err(|e| pm_error("remove", e))
+    }
+
     /// Sets or clears the backup flag of the subflow of `token` with these
     /// two ends (`SET_FLAGS`); the peer is told with `MP_PRIO`, so it stops
     /// (or starts) sending on it too.

@@ -5,6 +5,7 @@
 //! closes and prioritises subflows for the applications that hold the
 //! connections. Its state is its own (not the socket registry's), so a join
 //! that takes a few RTTs holds up nobody else's request.
+pub mod handover;
 pub mod pm_setting;
 
 use std::{
@@ -76,9 +77,50 @@ struct State {
     waiters: Vec<Waiter>,
     /// Requests waiting for their connection's `ESTABLISHED` event.
     established_waiters: Vec<(u32, oneshot::Sender<()>)>,
+    /// The connections of the namespace and their subflows, from the events.
+    tracked: HashMap<u32, Tracked>,
+    /// Managed interfaces that are down now (no subflow is opened there).
+    down: std::collections::HashSet<String>,
+}
+
+/// A connection as the events describe it.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracked {
+    /// The initial subflow's remote end.
+    remote: SocketAddr,
+    /// This host accepted it (the peer opens the subflows).
+    server_side: bool,
+    /// Its subflows: local end, remote end, local address id.
+    subflows: Vec<(SocketAddr, SocketAddr, u8)>,
 }
 
 impl State {
+    /// Keeps [`State::tracked`] as the events describe the connections.
+    fn track(&mut self, ev: &MptcpEvent) {
+        let Some(token) = ev.token else { return };
+        match (ev.kind, ev.local) {
+            (EventKind::Established, Some(local)) => {
+                let Some(remote) = ev.remote else { return };
+                self.tracked.insert(token, Tracked { remote, server_side: ev.server_side, subflows: vec![(local, remote, ev.local_id.unwrap_or(0))] });
+            }
+            (EventKind::SubEstablished, Some(local)) => {
+                if let (Some(t), Some(remote)) = (self.tracked.get_mut(&token), ev.remote) {
+                    t.subflows.retain(|(l, _, _)| *l != local);
+                    t.subflows.push((local, remote, ev.local_id.unwrap_or(0)));
+                }
+            }
+            (EventKind::SubClosed, Some(local)) => {
+                if let Some(t) = self.tracked.get_mut(&token) {
+                    t.subflows.retain(|(l, _, _)| *l != local);
+                }
+            }
+            (EventKind::Closed, _) => {
+                self.tracked.remove(&token);
+            }
+            _ => {}
+        }
+    }
+
     /// The id of `addr` in connection `token`: the one it has, or the
     /// lowest free non-zero one (0 belongs to the initial subflow's address).
     fn local_id(&mut self, token: u32, addr: IpAddr) -> Result<u8, QsockError> {
@@ -194,6 +236,7 @@ impl Multipath {
                 let _ = mp.notices.send(n);
             }
             let mut st = mp.state.lock().expect("multipath state poisoned");
+            st.track(&ev);
             match ev.kind {
                 EventKind::SubEstablished | EventKind::SubClosed => {
                     let Some((token, local)) = ev.token.zip(ev.local) else { continue };
@@ -209,7 +252,7 @@ impl Multipath {
                     }
                     // The side that connected opens the others (a server's peer does it for its side).
                     if let (OpenSubflows::EveryInterface, false, Some(local), Some(remote)) = (mp.open, ev.server_side, ev.local, ev.remote) {
-                        tokio::spawn(Self::open_on_every_interface(mp.clone(), t, local, remote));
+                        tokio::spawn(Self::open_on_every_interface(mp.clone(), t, vec![local.ip()], remote));
                     }
                 }
                 EventKind::Closed => {
@@ -301,14 +344,17 @@ impl Multipath {
             .ok_or_else(|| QsockError::new(ErrorKind::Kernel, format!("the subflow from {local_addr} was established and closed again at once")))
     }
 
-    /// Opens a subflow of the connection `token` (just established, from
-    /// `initial` to `remote`) on every managed interface but the initial
-    /// subflow's; failures are logged (a link without a route to the peer
-    /// is not an error of the connection).
-    async fn open_on_every_interface(self: Arc<Self>, token: u32, initial: SocketAddr, remote: SocketAddr) {
+    /// Opens a subflow of the connection `token` to `remote` on every
+    /// managed interface that is up and holds none of `have` (the local
+    /// addresses its subflows use); failures are logged (a link without a
+    /// route to the peer is not an error of the connection).
+    async fn open_on_every_interface(self: Arc<Self>, token: u32, have: Vec<IpAddr>, remote: SocketAddr) {
         for name in self.interfaces.clone() {
+            if self.state.lock().expect("multipath state poisoned").down.contains(&name) {
+                continue;
+            }
             let Ok((ip, name, if_idx)) = self.local_endpoint(&SubflowLocal::Interface(name), remote.ip()) else { continue };
-            if ip == initial.ip() {
+            if have.contains(&ip) {
                 continue;
             }
             match self.join(token, Vec::new(), (ip, &name, if_idx), remote, AUTO_JOIN_WAIT).await {

@@ -79,6 +79,8 @@ pub struct Registry {
     pub(crate) connections: HashMap<u64, connection::MptcpConnection>,
     /// qsockd is the path manager: MPTCP sockets may be attached.
     pub(crate) multipath_on: bool,
+    /// The path manager, told of interfaces going down and up (handover).
+    pub(crate) multipath: Option<std::sync::Arc<crate::multipath::Multipath>>,
 }
 
 /// Who sent a request: the peer's uid (`SO_PEERCRED`) and its connection.
@@ -121,6 +123,7 @@ impl Registry {
             started: Instant::now(),
             connections: HashMap::new(),
             multipath_on: false,
+            multipath: None,
         };
         for st in DeviceState::load_all(&r.paths) {
             let name = st.device.clone();
@@ -184,9 +187,11 @@ impl Registry {
         device::teardown(&self.paths, device_name).await
     }
 
-    /// Lets MPTCP sockets be attached (qsockd is the namespace's path manager).
-    pub fn set_multipath(&mut self, on: bool) {
-        self.multipath_on = on;
+    /// Hands the registry the path manager: MPTCP sockets may be attached
+    /// when it is on, and it hears of managed interfaces going down and up.
+    pub fn set_multipath(&mut self, mp: std::sync::Arc<crate::multipath::Multipath>) {
+        self.multipath_on = mp.is_on();
+        self.multipath = Some(mp);
     }
 
     /// Records socket `cookie` for a restart; a failure is logged (the

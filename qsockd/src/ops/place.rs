@@ -136,7 +136,12 @@ impl Registry {
         match change {
             Change::Appeared(name) => self.ensure_initialised(name).await,
             // Routes through a device go when it goes down; refresh_interfaces sets them again.
-            Change::Up(_) => Ok(()),
+            Change::Up(name) => {
+                if let Some(mp) = &self.multipath {
+                    tokio::spawn(mp.clone().interface_up(name.clone()));
+                }
+                Ok(())
+            }
             Change::Addresses(name, added, removed) => {
                 let m = self.ifaces.get(name).expect("managed").clone();
                 for a in removed {
@@ -147,7 +152,13 @@ impl Registry {
                 }
                 Ok(())
             }
-            Change::Down(_) => Ok(()),
+            Change::Down(name) => {
+                // Subflows leave the dead link now, not at the retransmission timeout.
+                if let Some(mp) = &self.multipath {
+                    tokio::spawn(mp.clone().interface_down(name.clone()));
+                }
+                Ok(())
+            }
             Change::Vanished(name) => {
                 // Its qdisc and classes went with it; so do its sockets' places.
                 self.devices.remove(name);
