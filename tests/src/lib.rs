@@ -7,6 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod mptcp;
+
 use anyhow::{bail, Result};
 use qsock::{Client, PacketFlags, QosParams};
 use testbed::{Testbed, CLIENT_IP, SERVER_IP};

@@ -9,13 +9,16 @@
 //! loses it when it closes.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsFd, FromRawFd, OwnedFd},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsFd,
     process::Command,
 };
 
 use qsock::{ErrorKind, QosParams, SubflowLocal, TcpState};
-use qsock_tests::skip_unless_root;
+use qsock_tests::{
+    mptcp::{connect, listener, read_window, source},
+    skip_unless_root,
+};
 use testbed::{
     multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
     run,
@@ -50,28 +53,6 @@ fn bed(tag: &str, managed: bool) -> MultiHomed {
     b
 }
 
-fn mptcp_fd() -> OwnedFd {
-    // SAFETY: socket(2), checked and owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, qsock::IPPROTO_MPTCP) };
-    assert!(fd >= 0, "MPTCP socket: {}", std::io::Error::last_os_error());
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// A listener on the service address in the server namespace, MPTCP or plain TCP.
-fn listener(b: &MultiHomed, port: u16, mptcp: bool) -> TcpListener {
-    b.in_server(move || {
-        if !mptcp {
-            return TcpListener::bind((SERVICE_IP, port)).unwrap();
-        }
-        let l = TcpListener::from(mptcp_fd());
-        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
-        nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&l), &sa).unwrap();
-        nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(16).unwrap()).unwrap();
-        l
-    })
-    .unwrap()
-}
-
 /// A listener on the service address that reads [`TRANSFER`] bytes of each
 /// connection, answers with the count and then waits for the client to
 /// close (so the subflows stay established while the client looks at
@@ -90,17 +71,6 @@ fn sink(b: &MultiHomed, port: u16, mptcp: bool) {
             });
         }
     });
-}
-
-/// Connects an MPTCP socket from the host to the sink.
-fn connect(b: &MultiHomed, port: u16) -> TcpStream {
-    b.in_host(move || {
-        let fd = mptcp_fd();
-        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
-        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &sa).expect("connect");
-        TcpStream::from(fd)
-    })
-    .unwrap()
 }
 
 /// Sends [`TRANSFER`] bytes and waits for the sink's answer: every byte
@@ -368,45 +338,6 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     c.detach(s.as_fd()).unwrap();
     assert_eq!(c.info(s.as_fd()).unwrap_err().kind, ErrorKind::NotManaged);
     assert!(c.list().unwrap().is_empty());
-}
-
-/// An MPTCP listener on the service address that sends to each connection
-/// until it closes (a download).
-fn source(b: &MultiHomed, port: u16) {
-    let l = listener(b, port, true);
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let chunk = vec![5u8; 16 * 1024];
-                while c.write_all(&chunk).is_ok() {}
-            });
-        }
-    });
-}
-
-/// Reads from `s` until `until`; returns the bytes read after `from` and
-/// the longest time without data between `from` and `until`.
-fn read_window(s: &mut TcpStream, from: std::time::Instant, until: std::time::Instant) -> (u64, std::time::Duration) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut bytes, mut last, mut longest) = (0u64, from, std::time::Duration::ZERO);
-    s.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
-    while std::time::Instant::now() < until {
-        match s.read(&mut buf) {
-            Ok(0) => panic!("the download ended"),
-            Ok(n) => {
-                let now = std::time::Instant::now();
-                if now > from {
-                    bytes += n as u64;
-                    longest = longest.max(now - last.max(from));
-                    last = now;
-                }
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => panic!("the download failed: {e}"),
-        }
-    }
-    (bytes, longest.max(std::time::Instant::now() - last.max(from)))
 }
 
 #[test]

@@ -1,0 +1,86 @@
+//! MPTCP ends for the multipath tests and benchmarks, on a
+//! [`MultiHomed`] bed: listeners on the server's service address, a
+//! connecting client on the host, and a reader that measures stalls.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use testbed::multihomed::{MultiHomed, SERVICE_IP};
+
+/// A new `IPPROTO_MPTCP` stream socket in the calling thread's namespace.
+/// Panics when the kernel refuses one.
+pub fn mptcp_fd() -> OwnedFd {
+    // SAFETY: socket(2), checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, qsock::IPPROTO_MPTCP) };
+    assert!(fd >= 0, "MPTCP socket: {}", std::io::Error::last_os_error());
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A listener on [`SERVICE_IP`]:`port` in the bed's server namespace, MPTCP or plain TCP.
+pub fn listener(b: &MultiHomed, port: u16, mptcp: bool) -> TcpListener {
+    b.in_server(move || {
+        if !mptcp {
+            return TcpListener::bind((SERVICE_IP, port)).unwrap();
+        }
+        let l = TcpListener::from(mptcp_fd());
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+        nix::sys::socket::bind(l.as_raw_fd(), &sa).unwrap();
+        nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(16).unwrap()).unwrap();
+        l
+    })
+    .unwrap()
+}
+
+/// An MPTCP listener on `port` that sends to each connection until it
+/// closes (a download), 16 KiB a write.
+pub fn source(b: &MultiHomed, port: u16) {
+    let l = listener(b, port, true);
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let chunk = vec![5u8; 16 * 1024];
+                while c.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+}
+
+/// An MPTCP socket of the host namespace connected to [`SERVICE_IP`]:`port`.
+pub fn connect(b: &MultiHomed, port: u16) -> TcpStream {
+    b.in_host(move || {
+        let fd = mptcp_fd();
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
+        nix::sys::socket::connect(fd.as_raw_fd(), &sa).expect("connect");
+        TcpStream::from(fd)
+    })
+    .unwrap()
+}
+
+/// Reads from `s` until `until`; returns the bytes read after `from` and
+/// the longest time without data between `from` and `until` (the stall).
+/// Panics if the stream ends or fails.
+pub fn read_window(s: &mut TcpStream, from: Instant, until: Instant) -> (u64, Duration) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut bytes, mut last, mut longest) = (0u64, from, Duration::ZERO);
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the download ended"),
+            Ok(n) => {
+                let now = Instant::now();
+                if now > from {
+                    bytes += n as u64;
+                    longest = longest.max(now - last.max(from));
+                    last = now;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the download failed: {e}"),
+        }
+    }
+    (bytes, longest.max(Instant::now() - last.max(from)))
+}
