@@ -163,22 +163,23 @@ fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Every (interface name, IP address) pair of the calling thread's network
+/// namespace (`getifaddrs`); empty if it cannot be read.
+pub fn interface_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            let ip = a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip())))?;
+            Some((ifa.interface_name, ip))
+        })
+        .collect()
+}
+
 /// The interface holding `addr` in the calling thread's network namespace,
-/// if any (`getifaddrs`).
+/// if any.
 pub fn interface_holding(addr: IpAddr) -> Option<String> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for ifa in addrs {
-        let Some(a) = ifa.address else { continue };
-        let found = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
-            (Some(v4), _) => IpAddr::V4(v4.ip()) == addr,
-            (_, Some(v6)) => IpAddr::V6(v6.ip()) == addr,
-            _ => false,
-        };
-        if found {
-            return Some(ifa.interface_name);
-        }
-    }
-    None
+    interface_addresses().into_iter().find(|(_, ip)| *ip == addr).map(|(name, _)| name)
 }
 
 /// Lists the subflows of the MPTCP connection `fd` with each one's

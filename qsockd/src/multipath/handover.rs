@@ -16,14 +16,7 @@ pub const HOLD_DOWN: Duration = Duration::from_secs(1);
 
 /// The addresses interface `name` holds.
 fn addresses_of(name: &str) -> HashSet<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return HashSet::new() };
-    addrs
-        .filter(|a| a.interface_name == name)
-        .filter_map(|a| {
-            let sa = a.address?;
-            sa.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| sa.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip())))
-        })
-        .collect()
+    qsock::subflows::interface_addresses().into_iter().filter(|(n, _)| n == name).map(|(_, ip)| ip).collect()
 }
 
 impl Multipath {

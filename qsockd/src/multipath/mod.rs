@@ -280,23 +280,13 @@ impl Multipath {
     /// Resolves `local` to an address of the remote's family, its interface
     /// and index, refusing interfaces qsockd does not manage.
     fn local_endpoint(&self, local: &SubflowLocal, remote: IpAddr) -> Result<(IpAddr, String, u32), QsockError> {
-        let addrs = nix::ifaddrs::getifaddrs().map_err(|e| QsockError::sys("getifaddrs", e))?;
-        let mut found = None;
-        for ifa in addrs {
-            let Some(ip) =
-                ifa.address.as_ref().and_then(|a| a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip()))))
-            else {
-                continue;
-            };
+        let found = qsock::subflows::interface_addresses().into_iter().find_map(|(iface, ip)| {
             let hit = match local {
-                SubflowLocal::Interface(name) => *name == ifa.interface_name && ip.is_ipv4() == remote.is_ipv4() && !is_link_local(ip),
+                SubflowLocal::Interface(name) => *name == iface && ip.is_ipv4() == remote.is_ipv4() && !is_link_local(ip),
                 SubflowLocal::Address(a) => *a == ip,
             };
-            if hit {
-                found = Some((ip, ifa.interface_name));
-                break;
-            }
-        }
+            hit.then_some((ip, iface))
+        });
         let (ip, name) = found.ok_or_else(|| {
             QsockError::new(
                 ErrorKind::NoInterface,
