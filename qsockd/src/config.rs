@@ -97,6 +97,11 @@ pub struct MultipathConfig {
     /// Which subflows qsockd opens without being asked (default
     /// `every_interface`).
     pub open_subflows: OpenSubflows,
+    /// How often the subflows of the connections this host opened are
+    /// checked for a silent path (a blackhole: no link event), ms; 0 turns
+    /// the check off (default 50). Each check is one sock_diag dump of the
+    /// namespace's established TCP sockets and one of its MPTCP sockets.
+    pub blackhole_check_ms: u64,
 }
 
 /// Subflows qsockd opens on its own for the connections of its namespace.
@@ -113,7 +118,7 @@ pub enum OpenSubflows {
 
 impl Default for MultipathConfig {
     fn default() -> Self {
-        Self { enabled: false, subflows_max: 8, add_addr_accepted_max: 8, open_subflows: OpenSubflows::EveryInterface }
+        Self { enabled: false, subflows_max: 8, add_addr_accepted_max: 8, open_subflows: OpenSubflows::EveryInterface, blackhole_check_ms: 50 }
     }
 }
 
@@ -234,6 +239,9 @@ impl Config {
         let max = crate::kernel::mptcp_pm::LIMIT_MAX;
         if self.multipath.subflows_max > max || self.multipath.add_addr_accepted_max > max {
             anyhow::bail!("multipath: subflows_max and add_addr_accepted_max must be 0..={max} (the kernel's limit)");
+        }
+        if self.multipath.blackhole_check_ms > 10_000 {
+            anyhow::bail!("multipath: blackhole_check_ms must be 0 (off) or at most 10000 (got {})", self.multipath.blackhole_check_ms);
         }
         let mut tables = std::collections::HashSet::new();
         for (i, ifc) in self.interfaces.iter().enumerate() {

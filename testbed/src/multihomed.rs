@@ -165,6 +165,30 @@ impl MultiHomed {
         self.ip(&self.host_ns, &["link", "set", &self.links[i].name, if up { "up" } else { "down" }])
     }
 
+    /// Blackholes link `i` (`true`) or lifts it: the link's wire drops
+    /// every frame in both directions while host and server keep their
+    /// interfaces up (no link event, no local error to either sender: what
+    /// a dead cellular bearer or a failed middlebox looks like). Done in the
+    /// link's wire namespace, between the delay line and the veths, with a
+    /// `pfifo limit 0` root on both wire ends (this kernel has no tc drop
+    /// action). Errors: the link has no wire (`one_way_delay_us = 0`), tc failed.
+    pub fn set_blackhole(&self, i: usize, on: bool) -> Result<()> {
+        if self.links[i].one_way_delay_us == 0 {
+            bail!("link {} has no wire to blackhole (give it a one_way_delay_us)", self.links[i].name);
+        }
+        for dev in ["wh", "ws"] {
+            let mut c = Command::new("tc");
+            c.args(["-n", &self.wire_ns[i], "qdisc"]);
+            if on {
+                c.args(["replace", "dev", dev, "root", "pfifo", "limit", "0"]);
+            } else {
+                c.args(["del", "dev", dev, "root"]);
+            }
+            run(&mut c)?;
+        }
+        Ok(())
+    }
+
     /// Path of the bed's qsockd socket.
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("qsockd.sock")

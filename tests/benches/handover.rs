@@ -1,11 +1,14 @@
-//! Handover after a link goes down, qsockd's path manager beside the
-//! kernel's own in the same run (issue 16, item 5): `cargo bench -p
-//! qsock-tests --bench handover` (root). The issue's bed: a download from a
-//! stock-Linux MPTCP server over two links, dsl (6 Mbit/s down, 10 ms RTT)
-//! and lte (12 Mbit/s down, 70 ms RTT), the initial subflow on dsl; 2 s in,
-//! dsl goes down on the host. The figure is the longest time without
-//! received data in the 3 s after (the stall). Variants alternate, a fresh
-//! bed each repetition; prints every stall, then median and range.
+//! Handover after a link goes down or is blackholed, qsockd's path manager
+//! beside the kernel's own in the same run (issue 16, item 5): `cargo bench
+//! -p qsock-tests --bench handover` (root). The issue's bed: a download
+//! from a stock-Linux MPTCP server over two links, dsl (6 Mbit/s down,
+//! 10 ms RTT) and lte (12 Mbit/s down, 70 ms RTT), the initial subflow on
+//! dsl; 2 s in, dsl goes down on the host, or its wire drops everything
+//! (blackhole: no link event). The figure is the longest time without
+//! received data in the 3 s after (the stall); for qsockd after a
+//! blackhole also how long after the wire is healed the connection has a
+//! subflow on dsl again. Variants alternate, a fresh bed each repetition;
+//! prints every figure, then median and range.
 use std::time::{Duration, Instant};
 
 use qsock_tests::mptcp::{connect, read_window, source};
@@ -14,7 +17,7 @@ use testbed::{
     run,
 };
 
-/// Repetitions of each variant.
+/// Repetitions of each variant (`HANDOVER_REPS` overrides).
 const REPS: usize = 5;
 
 fn bed(tag: &str) -> MultiHomed {
@@ -40,9 +43,19 @@ fn in_kernel(b: &MultiHomed) {
     b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", "lte", "id", "2", "subflow"]).unwrap();
 }
 
-/// One repetition: the stall after dsl goes down.
-fn stall(qsockd: bool, rep: usize) -> Duration {
-    let mut b = bed(&format!("ho{}{rep}", if qsockd { "q" } else { "k" }));
+/// How dsl dies.
+#[derive(Clone, Copy, PartialEq)]
+enum Kill {
+    /// The host's interface goes down (a link event).
+    Down,
+    /// The wire drops every frame (no event).
+    Blackhole,
+}
+
+/// One repetition: the stall after dsl dies, and (qsockd, blackhole) how
+/// long after the wire heals a subflow is on dsl again.
+fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
+    let mut b = bed(&format!("h{}{}{rep}", if qsockd { "q" } else { "k" }, if kill == Kill::Down { "d" } else { "b" }));
     if qsockd {
         b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
     } else {
@@ -55,11 +68,35 @@ fn stall(qsockd: bool, rep: usize) -> Duration {
     assert!(before > 0);
     let on_lte = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows.iter().any(|x| x.interface.as_deref() == Some("lte"));
     assert!(on_lte, "a subflow on lte before the handover");
-    b.set_link(0, false).unwrap();
+    match kill {
+        Kill::Down => b.set_link(0, false).unwrap(),
+        Kill::Blackhole => b.set_blackhole(0, true).unwrap(),
+    }
     let down = Instant::now();
     let (after, stall) = read_window(&mut s, down, down + Duration::from_secs(3));
     assert!(after > 0, "the download went on");
-    stall
+    if !(qsockd && kill == Kill::Blackhole) {
+        return (stall, None);
+    }
+    if std::env::var_os("HANDOVER_LOG").is_some() {
+        let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap_or_default();
+        eprintln!("{}", log.lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n"));
+    }
+    b.set_blackhole(0, false).unwrap();
+    let healed = Instant::now();
+    let on_dsl = |s: &std::net::TcpStream| {
+        b.in_host(|| qsock::qsubflows(s))
+            .unwrap()
+            .unwrap()
+            .subflows
+            .iter()
+            .any(|x| x.interface.as_deref() == Some("dsl") && x.state == qsock::TcpState::Established)
+    };
+    while !on_dsl(&s) {
+        assert!(healed.elapsed() < Duration::from_secs(15), "no subflow on dsl 15 s after the wire healed");
+        read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(20));
+    }
+    (stall, Some(healed.elapsed()))
 }
 
 fn summary(name: &str, mut v: Vec<Duration>) {
@@ -70,14 +107,25 @@ fn summary(name: &str, mut v: Vec<Duration>) {
 
 fn main() {
     qsock_tests::require_root();
-    let (mut kernel, mut ours) = (Vec::new(), Vec::new());
-    for rep in 0..REPS {
-        let k = stall(false, rep);
-        let q = stall(true, rep);
-        println!("rep {rep}: in-kernel path manager {k:?}, qsockd {q:?}");
-        kernel.push(k);
-        ours.push(q);
+    let mut figures: [Vec<Duration>; 5] = Default::default();
+    let reps = std::env::var("HANDOVER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
+    for rep in 0..reps {
+        let (kd, _) = stall(false, Kill::Down, rep);
+        let (qd, _) = stall(true, Kill::Down, rep);
+        let (kb, _) = stall(false, Kill::Blackhole, rep);
+        let (qb, back) = stall(true, Kill::Blackhole, rep);
+        let back = back.expect("measured");
+        println!(
+            "rep {rep}: link down: in-kernel {kd:?}, qsockd {qd:?}; blackhole: in-kernel {kb:?}, qsockd {qb:?}, back on dsl {back:?} after the wire healed"
+        );
+        for (v, d) in figures.iter_mut().zip([kd, qd, kb, qb, back]) {
+            v.push(d);
+        }
     }
-    summary("in-kernel path manager, stall after link down", kernel);
-    summary("qsockd path manager, stall after link down", ours);
+    let [kd, qd, kb, qb, back] = figures;
+    summary("in-kernel path manager, stall after link down", kd);
+    summary("qsockd path manager, stall after link down", qd);
+    summary("in-kernel path manager, stall after blackhole", kb);
+    summary("qsockd path manager, stall after blackhole", qb);
+    summary("qsockd path manager, back on dsl after the blackhole ends", back);
 }

@@ -17,6 +17,16 @@ const TCPI_RTT_OFFSET: usize = 68;
 
 /// Every socket of `protocol` in `states` (a `1 << TCP_*` mask), IPv4 and IPv6.
 fn dump(protocol: u8, states: StateFlags, extensions: ExtensionFlags) -> std::io::Result<Vec<InetResponse>> {
+    dump_request(protocol, None, states, extensions)
+}
+
+/// [`dump`] for a protocol number beyond u8 (MPTCP), given as the
+/// `INET_DIAG_REQ_PROTOCOL` attribute.
+fn dump_with_protocol(protocol: u32, states: StateFlags, extensions: ExtensionFlags) -> std::io::Result<Vec<InetResponse>> {
+    dump_request(IPPROTO_TCP, Some(protocol), states, extensions)
+}
+
+fn dump_request(protocol: u8, protocol_attr: Option<u32>, states: StateFlags, extensions: ExtensionFlags) -> std::io::Result<Vec<InetResponse>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
@@ -31,6 +41,14 @@ fn dump(protocol: u8, states: StateFlags, extensions: ExtensionFlags) -> std::io
         req.finalize();
         let mut buf = vec![0; req.buffer_len()];
         req.serialize(&mut buf);
+        if let Some(p) = protocol_attr {
+            // struct nlattr { u16 len; u16 type; } + u32, then the header's length.
+            buf.extend_from_slice(&8u16.to_ne_bytes());
+            buf.extend_from_slice(&INET_DIAG_REQ_PROTOCOL.to_ne_bytes());
+            buf.extend_from_slice(&p.to_ne_bytes());
+            let len = buf.len() as u32;
+            buf[..4].copy_from_slice(&len.to_ne_bytes());
+        }
         socket.send(&buf, 0)?;
         let mut rx = vec![0u8; 64 * 1024];
         'dump: loop {
@@ -115,4 +133,104 @@ pub fn tcp_cookies(
         }
     }
     Ok(out)
+}
+
+/// `tcp_info` of each established TCP socket with these (local, remote)
+/// ends (e.g. the subflows of the connections qsockd watches), from one
+/// dump of the namespace's established TCP sockets. A kernel with a shorter
+/// `tcp_info` leaves the tail zero. Errors: the sock_diag socket or dump failed.
+pub fn tcp_infos(
+    ends: &HashSet<(std::net::SocketAddr, std::net::SocketAddr)>,
+) -> std::io::Result<std::collections::HashMap<(std::net::SocketAddr, std::net::SocketAddr), libc::tcp_info>> {
+    let mut out = std::collections::HashMap::new();
+    for r in dump(IPPROTO_TCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)? {
+        let id = &r.header.socket_id;
+        let key = (std::net::SocketAddr::new(id.source_address, id.source_port), std::net::SocketAddr::new(id.destination_address, id.destination_port));
+        if !ends.contains(&key) {
+            continue;
+        }
+        if let Some(info) = r.nlas.iter().find_map(|n| match n {
+            Nla::TcpInfo(b) => Some(plain_struct::<libc::tcp_info>(b)),
+            _ => None,
+        }) {
+            out.insert(key, info);
+        }
+    }
+    Ok(out)
+}
+
+/// A C struct of plain integers read from the kernel's bytes: a shorter
+/// copy leaves the tail zero, a longer one is cut.
+fn plain_struct<T: Copy>(bytes: &[u8]) -> T {
+    // SAFETY: T is a C struct of integers (tcp_info, MPTCP's counters), for
+    // which every bit pattern is valid; at most size_of::<T>() bytes are copied.
+    unsafe {
+        let mut v: T = std::mem::zeroed();
+        let n = bytes.len().min(std::mem::size_of::<T>());
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut v as *mut T as *mut u8, n);
+        v
+    }
+}
+
+/// `INET_DIAG_REQ_PROTOCOL` (linux/inet_diag.h): a request attribute with
+/// the protocol as u32, for protocols beyond the request's u8 (MPTCP, 262).
+const INET_DIAG_REQ_PROTOCOL: u16 = 3;
+/// `IPPROTO_MPTCP`.
+const IPPROTO_MPTCP: u32 = 262;
+
+/// Connection-level sequence state of an MPTCP socket (`struct
+/// mptcp_info`, linux/mptcp.h), what the blackhole watch needs of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MptcpProgress {
+    /// Next data sequence number the application will write (`write_seq`).
+    pub write_seq: u64,
+    /// Oldest data sequence number the peer has not acknowledged (`snd_una`).
+    pub snd_una: u64,
+    /// Next data sequence number expected in order from the peer (`rcv_nxt`).
+    pub rcv_nxt: u64,
+}
+
+/// `struct mptcp_info` up to `rcv_nxt` (kernel 5.9+ layout).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MptcpInfoHead {
+    counts: [u8; 6],
+    flags: u32,
+    token: u32,
+    write_seq: u64,
+    snd_una: u64,
+    rcv_nxt: u64,
+}
+
+/// The sequence state of every MPTCP socket of the namespace, by
+/// connection token: one mptcp_diag dump (IPv4 and IPv6). Listeners and
+/// sockets without a token are left out.
+/// Errors: the sock_diag socket or dump failed (a kernel without mptcp_diag
+/// answers ENOENT).
+pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpProgress>> {
+    let mut out = std::collections::HashMap::new();
+    for r in dump_with_protocol(IPPROTO_MPTCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)? {
+        let Some(head) = r.nlas.iter().find_map(|n| match n {
+            Nla::TcpInfo(b) if b.len() >= std::mem::size_of::<MptcpInfoHead>() => Some(plain_struct::<MptcpInfoHead>(b)),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if head.token != 0 {
+            out.insert(head.token, MptcpProgress { write_seq: head.write_seq, snd_una: head.snd_una, rcv_nxt: head.rcv_nxt });
+        }
+    }
+    Ok(out)
+}
+
+/// Local ends of the TCP sockets connecting (`SYN_SENT`) from `ip` to
+/// `remote`: e.g. a subflow join that has not completed.
+/// Errors: the sock_diag socket or dump failed.
+pub fn tcp_connecting_from(ip: IpAddr, remote: std::net::SocketAddr) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    Ok(dump(IPPROTO_TCP, StateFlags::SYN_SENT, ExtensionFlags::empty())?
+        .into_iter()
+        .map(|r| r.header.socket_id)
+        .filter(|id| id.source_address == ip && std::net::SocketAddr::new(id.destination_address, id.destination_port) == remote)
+        .map(|id| std::net::SocketAddr::new(id.source_address, id.source_port))
+        .collect())
 }

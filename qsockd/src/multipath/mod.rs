@@ -5,8 +5,10 @@
 //! closes and prioritises subflows for the applications that hold the
 //! connections. Its state is its own (not the socket registry's), so a join
 //! that takes a few RTTs holds up nobody else's request.
+pub mod blackhole;
 pub mod handover;
 pub mod pm_setting;
+pub mod silence;
 
 use std::{
     collections::HashMap,
@@ -81,6 +83,10 @@ struct State {
     tracked: HashMap<u32, Tracked>,
     /// Managed interfaces that are down now (no subflow is opened there).
     down: std::collections::HashSet<String>,
+    /// Local ends of subflows found silent and being withdrawn.
+    withdrawn: std::collections::HashSet<SocketAddr>,
+    /// (connection, local address) of paths being probed after a blackhole.
+    probing: std::collections::HashSet<(u32, IpAddr)>,
 }
 
 /// A connection as the events describe it.
@@ -110,6 +116,7 @@ impl State {
                 }
             }
             (EventKind::SubClosed, Some(local)) => {
+                self.withdrawn.remove(&local);
                 if let Some(t) = self.tracked.get_mut(&token) {
                     t.subflows.retain(|(l, _, _)| *l != local);
                 }
@@ -179,6 +186,9 @@ impl Multipath {
                         state_dir,
                     });
                     tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
+                    if cfg.blackhole_check_ms > 0 {
+                        tokio::spawn(Self::watch_silence(Arc::downgrade(&mp), Duration::from_millis(cfg.blackhole_check_ms)));
+                    }
                     return mp;
                 }
                 Err(e) => {
