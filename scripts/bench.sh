@@ -14,3 +14,4 @@ cargo bench -p qsock-tests --bench api
 cargo bench -p qsock-tests --bench send_ratio
 # Handover after a link goes down: qsockd's path manager beside the kernel's.
 cargo bench -p qsock-tests --bench handover
+cargo bench -p qsock-tests --bench aggregate

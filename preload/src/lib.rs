@@ -10,6 +10,12 @@
 //! connect with `ENETUNREACH`; an invalid `QSOCK_PARAMS` fails every such
 //! connect with `EINVAL`. If qsockd cannot be reached the program runs
 //! unmanaged, and says so once on stderr.
+//!
+//! With `QSOCK_MULTIPATH=1` (`qsock-run --multipath`, or intents that imply
+//! multipath) it also intercepts `socket(2)`, as `mptcpize` does: every
+//! IPv4/IPv6 TCP socket is created as an MPTCP socket (`IPPROTO_MPTCP`),
+//! client and server side; where the kernel refuses MPTCP, as TCP. (This
+//! kernel refuses the BPF way, `update_socket_protocol` needs fmod_ret.)
 use std::{
     cell::Cell,
     os::fd::BorrowedFd,
@@ -25,6 +31,7 @@ use qsock::{ErrorKind, QosParams};
 use qsock::PARAMS_ENV;
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 
 thread_local! {
     /// Set while this thread is inside qsock (its own connect to qsockd passes straight through).
@@ -32,15 +39,50 @@ thread_local! {
 }
 static WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Address of libc's own `name` (the next definition after ours).
+fn next_symbol(name: &std::ffi::CStr, cache: &OnceLock<usize>) -> usize {
+    let p = *cache.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+    });
+    assert!(p != 0, "qsock preload: libc {name:?} not found");
+    p
+}
+
 fn real_connect() -> ConnectFn {
     static REAL: OnceLock<usize> = OnceLock::new();
-    let p = *REAL.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's connect.
-        unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) as usize }
-    });
-    assert!(p != 0, "qsock preload: libc connect not found");
     // SAFETY: the symbol is libc's connect, of this signature.
-    unsafe { std::mem::transmute::<usize, ConnectFn>(p) }
+    unsafe { std::mem::transmute::<usize, ConnectFn>(next_symbol(c"connect", &REAL)) }
+}
+
+fn real_socket() -> SocketFn {
+    static REAL: OnceLock<usize> = OnceLock::new();
+    // SAFETY: the symbol is libc's socket, of this signature.
+    unsafe { std::mem::transmute::<usize, SocketFn>(next_symbol(c"socket", &REAL)) }
+}
+
+fn multipath_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(qsock::MULTIPATH_ENV).is_ok_and(|v| v == "1"))
+}
+
+/// `socket(2)`; with [`qsock::MULTIPATH_ENV`] set, a TCP socket is created as an
+/// MPTCP one (see the crate docs).
+///
+/// # Safety
+/// As `socket(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let real = real_socket();
+    let tcp = matches!(domain, libc::AF_INET | libc::AF_INET6) && ty & 0xf == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
+    if tcp && multipath_on() && !IN_QSOCK.with(|f| f.get()) {
+        let fd = real(domain, ty, qsock::IPPROTO_MPTCP);
+        if fd >= 0 {
+            return fd;
+        }
+        // No MPTCP here (EPROTONOSUPPORT, or disabled: ENOPROTOOPT/EINVAL): plain TCP.
+    }
+    real(domain, ty, protocol)
 }
 
 /// The parameters from the environment: `None` when unset, `Err` when malformed.

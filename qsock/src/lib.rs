@@ -15,6 +15,7 @@ pub mod error;
 pub mod flags;
 pub mod info;
 mod mptcp_uapi;
+pub mod multipath_intents;
 pub mod params;
 pub mod proto;
 mod send;
@@ -32,6 +33,7 @@ pub use error::{ErrorKind, QsockError, Result};
 pub use flags::{datagram_wire_bytes, DropPriority, PacketFlags};
 pub use info::{AttachInfo, DelayStats, Drops, InterfaceInfo, MultipathQos, QInfo, SchedulerState, Selection, SocketSummary, StackInfo, SubflowQos, TcpInfo};
 pub use mptcp_uapi::IPPROTO_MPTCP;
+pub use multipath_intents::{Multipath, MultipathPolicy};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
 pub use subflow_control::{qsubflow_close, qsubflow_open, qsubflow_set_backup, SUBFLOW_OPEN_WAIT};
@@ -41,6 +43,10 @@ pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, Interfac
 /// Environment variable the `LD_PRELOAD` library (`qsock-run`) reads the
 /// socket parameters from: JSON of [`QosParams`].
 pub const PARAMS_ENV: &str = "QSOCK_PARAMS";
+
+/// Environment variable that makes the `LD_PRELOAD` library create the
+/// program's TCP sockets as MPTCP sockets (`"1"`; `qsock-run --multipath`).
+pub const MULTIPATH_ENV: &str = "QSOCK_MULTIPATH";
 
 /// The process-wide connection the free functions use, opened on first use;
 /// it reconnects on its own when qsockd restarts ([`Client`]). Held only
@@ -69,18 +75,36 @@ pub fn qsockinit(params: &InitParams) -> Result<()> {
 
 /// Creates a socket (`socket(2)` arguments, e.g. `libc::AF_INET`,
 /// `libc::SOCK_DGRAM`, 0) and attaches it with `params`, as [`qattach`].
-/// On error the socket is closed. Errors: those of [`qattach`].
+/// A TCP stream socket whose intents ask for multipath
+/// ([`Intents::effective_multipath`] not `Disabled`) is created as an
+/// MPTCP socket (`IPPROTO_MPTCP`), or as TCP where the kernel has no MPTCP
+/// (it then works on one path). On error the socket is closed.
+/// Errors: those of [`qattach`].
 pub fn qsocket(domain: i32, ty: i32, protocol: i32, params: &QosParams) -> Result<OwnedFd> {
     params.validate()?;
+    let fd = match multipath_protocol(domain, ty, protocol, &params.intents) {
+        Some(mptcp) => stream_socket(domain, ty, mptcp).or_else(|_| stream_socket(domain, ty, protocol))?,
+        None => stream_socket(domain, ty, protocol)?,
+    };
+    qattach(&fd, params)?;
+    Ok(fd)
+}
+
+/// `IPPROTO_MPTCP` when a socket of these `socket(2)` arguments is TCP and
+/// `intents` ask for multipath; `None` otherwise.
+pub fn multipath_protocol(domain: i32, ty: i32, protocol: i32, intents: &Intents) -> Option<i32> {
+    let tcp = matches!(domain, libc::AF_INET | libc::AF_INET6) && ty & 0xf == libc::SOCK_STREAM && matches!(protocol, 0 | libc::IPPROTO_TCP);
+    (tcp && intents.effective_multipath().0 != Multipath::Disabled).then_some(IPPROTO_MPTCP)
+}
+
+fn stream_socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is checked and owned at once.
     let raw = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
     if raw < 0 {
         return Err(QsockError::sys("socket", nix::Error::last()));
     }
     // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    qattach(&fd, params)?;
-    Ok(fd)
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Puts an existing socket under qsock management with `params` (Q.Sockets

@@ -172,6 +172,13 @@ pub struct Intents {
     /// what is left when they leave something.
     #[serde(default)]
     pub interfaces: Vec<InterfacePreference>,
+    /// TAPS `multipath` (RFC 9622 §6.2.14); `None`: implied by the other
+    /// intents ([`Intents::effective_multipath`]).
+    #[serde(default)]
+    pub multipath: Option<crate::multipath_intents::Multipath>,
+    /// TAPS `multipathPolicy` (RFC 9622 §8.1.7); `None`: implied.
+    #[serde(default)]
+    pub multipath_policy: Option<crate::multipath_intents::MultipathPolicy>,
 }
 
 impl Intents {

@@ -302,6 +302,13 @@ impl MultiHomed {
     /// Starts nginx (Debian's) in the server namespace on port 80, serving
     /// `root`; stopped on drop. Waits until it accepts connections (bounded: 10 s).
     pub fn start_web_server(&mut self, root: &std::path::Path) -> Result<()> {
+        self.start_web_server_under(root, &[])
+    }
+
+    /// [`MultiHomed::start_web_server`] with nginx run by `launcher` (a
+    /// program and its arguments that execs the rest, e.g. `qsock-run
+    /// --multipath --`).
+    pub fn start_web_server_under(&mut self, root: &std::path::Path, launcher: &[std::ffi::OsString]) -> Result<()> {
         let conf = self.dir.join("nginx.conf");
         let d = self.dir.display();
         std::fs::write(
@@ -315,7 +322,12 @@ impl MultiHomed {
             ),
         )?;
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.server_ns, "nginx", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(File::create(self.dir.join("nginx.log"))?);
+        c.args(["netns", "exec", &self.server_ns])
+            .args(launcher)
+            .args(["nginx", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.join("nginx.log"))?);
         self.web_server = Some(c.spawn().context("nginx (scripts/setup.sh --demo installs it)")?);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -11,37 +11,10 @@
 //! prints every figure, then median and range.
 use std::time::{Duration, Instant};
 
-use qsock_tests::mptcp::{connect, read_window, source};
-use testbed::{
-    multihomed::{LinkSpec, MultiHomed},
-    run,
-};
+use qsock_tests::mptcp::{connect, issue_bed, per_source_routing, read_window, source};
 
 /// Repetitions of each variant (`HANDOVER_REPS` overrides).
 const REPS: usize = 5;
-
-fn bed(tag: &str) -> MultiHomed {
-    let links = vec![
-        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 5_000, kind: "wired", metered: false },
-        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true },
-    ];
-    let b = MultiHomed::new(tag, links).unwrap();
-    for ns in [&b.host_ns, &b.server_ns] {
-        run(std::process::Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])).unwrap();
-    }
-    b
-}
-
-/// The kernel's path manager: a `subflow` endpoint on lte, and a routing
-/// table per source address (what qsockd installs in the other variant).
-fn in_kernel(b: &MultiHomed) {
-    for (i, l) in b.links.iter().enumerate() {
-        let (src, gw, table) = (MultiHomed::host_ip(i).to_string(), MultiHomed::gateway_ip(i).to_string(), (200 + i).to_string());
-        b.ip_host(&["route", "add", "default", "via", &gw, "dev", &l.name, "table", &table]).unwrap();
-        b.ip_host(&["rule", "add", "from", &src, "table", &table]).unwrap();
-    }
-    b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", "lte", "id", "2", "subflow"]).unwrap();
-}
 
 /// How dsl dies.
 #[derive(Clone, Copy, PartialEq)]
@@ -55,11 +28,11 @@ enum Kill {
 /// One repetition: the stall after dsl dies, and (qsockd, blackhole) how
 /// long after the wire heals a subflow is on dsl again.
 fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
-    let mut b = bed(&format!("h{}{}{rep}", if qsockd { "q" } else { "k" }, if kill == Kill::Down { "d" } else { "b" }));
+    let mut b = issue_bed(&format!("h{}{}{rep}", if qsockd { "q" } else { "k" }, if kill == Kill::Down { "d" } else { "b" }));
     if qsockd {
         b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
     } else {
-        in_kernel(&b);
+        per_source_routing(&b, true);
     }
     source(&b, 7100);
     let mut s = connect(&b, 7100);

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::multihomed::{MultiHomed, SERVICE_IP};
+use testbed::multihomed::{LinkSpec, MultiHomed, SERVICE_IP};
 
 /// A new `IPPROTO_MPTCP` stream socket in the calling thread's namespace.
 /// Panics when the kernel refuses one.
@@ -83,4 +83,36 @@ pub fn read_window(s: &mut TcpStream, from: Instant, until: Instant) -> (u64, Du
         }
     }
     (bytes, longest.max(Instant::now() - last.max(from)))
+}
+
+/// The issue's two-link bed (issue 16, item 5): dsl 6 Mbit/s down at
+/// 10 ms RTT, lte 12 Mbit/s down at 70 ms (cellular, metered), each through
+/// a delay line; MPTCP limits of 4 subflows and 4 accepted addresses on
+/// both ends. Panics when the bed cannot be built.
+pub fn issue_bed(tag: &str) -> MultiHomed {
+    let links = vec![
+        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 5_000, kind: "wired", metered: false },
+        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true },
+    ];
+    let b = MultiHomed::new(tag, links).unwrap();
+    for ns in [&b.host_ns, &b.server_ns] {
+        testbed::run(std::process::Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])).unwrap();
+    }
+    b
+}
+
+/// What qsockd installs, for the variants without it: a routing table per
+/// source address of the host; with `endpoint`, the in-kernel path
+/// manager's `subflow` endpoint on the second link (id 2). Panics when
+/// `ip` fails.
+pub fn per_source_routing(b: &MultiHomed, endpoint: bool) {
+    for (i, l) in b.links.iter().enumerate() {
+        let (src, gw, table) = (MultiHomed::host_ip(i).to_string(), MultiHomed::gateway_ip(i).to_string(), (200 + i).to_string());
+        b.ip_host(&["route", "add", "default", "via", &gw, "dev", &l.name, "table", &table]).unwrap();
+        b.ip_host(&["rule", "add", "from", &src, "table", &table]).unwrap();
+    }
+    if endpoint {
+        let second = &b.links[1].name;
+        b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", second, "id", "2", "subflow"]).unwrap();
+    }
 }

@@ -4,12 +4,22 @@
 //! ```text
 //! qsock-run --category bulk-transfer -- curl -o big.iso http://10.9.0.1/big.iso
 //! qsock-run --file-size 6000 --prohibit type:metered -- wget http://10.9.0.1/a.png
+//! qsock-run --multipath -- nginx -c /etc/nginx/nginx.conf      # MPTCP listener
+//! qsock-run --multipath --multipath-policy aggregate -- curl -O http://10.9.0.1/big.iso
 //! ```
+//!
+//! With `--multipath`, or intents that imply it (`Intents::effective_multipath`),
+//! the program's TCP sockets are MPTCP sockets (client and server side).
+//! `--multipath` without any other QoS or intent option does only that: no
+//! socket is attached (a server's listening sockets need no qsockd), and
+//! qsockd's `open_subflows` decides the subflows. With intents (a
+//! `--multipath-policy` is one) each connecting socket is attached, and the
+//! intents decide which links get subflows and which are backup.
 use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use qsock::{CapacityProfile, Category, Intents, InterfacePreference, Preference, QosParams, RateAttrs, SchedulerParams};
+use qsock::{CapacityProfile, Category, Intents, InterfacePreference, Multipath, MultipathPolicy, Preference, QosParams, RateAttrs, SchedulerParams};
 
 /// Run a program with qsock intents on its sockets.
 #[derive(Parser, Debug)]
@@ -46,6 +56,12 @@ struct Args {
     /// Guaranteed rate per socket, bit/s (default: best effort).
     #[arg(long)]
     rate: Option<u64>,
+    /// Make the program's TCP sockets MPTCP sockets (TAPS multipath Active).
+    #[arg(long)]
+    multipath: bool,
+    /// TAPS multipathPolicy: handover, interactive, aggregate (implies --multipath).
+    #[arg(long, value_parser = wire_name::<MultipathPolicy>)]
+    multipath_policy: Option<MultipathPolicy>,
     /// The program and its arguments.
     #[arg(required = true)]
     program: Vec<String>,
@@ -65,7 +81,16 @@ fn params(a: &Args) -> Result<QosParams> {
             interfaces.push(InterfacePreference::new(level, i).map_err(|e| anyhow::anyhow!("{}", e.message))?);
         }
     }
-    let intents = Intents { category: a.category, file_size_bytes: a.file_size, capacity_profile: a.capacity_profile, interfaces, ..Default::default() };
+    let multipath = (a.multipath || a.multipath_policy.is_some()).then_some(Multipath::Active);
+    let intents = Intents {
+        category: a.category,
+        file_size_bytes: a.file_size,
+        capacity_profile: a.capacity_profile,
+        interfaces,
+        multipath,
+        multipath_policy: a.multipath_policy,
+        ..Default::default()
+    };
     let scheduler = match a.rate {
         Some(r) => SchedulerParams::Rate(RateAttrs::guaranteed(r)),
         None => SchedulerParams::BestEffort,
@@ -85,6 +110,18 @@ fn library() -> Result<PathBuf> {
     Ok(lib)
 }
 
+/// Whether any option asks for QoS or intents (beyond multipath itself).
+fn asks_qos(a: &Args) -> bool {
+    a.category.is_some()
+        || a.file_size.is_some()
+        || a.capacity_profile.is_some()
+        || !(a.require.is_empty() && a.prefer.is_empty() && a.avoid.is_empty() && a.prohibit.is_empty())
+        || a.policy.is_some()
+        || a.device.is_some()
+        || a.rate.is_some()
+        || a.multipath_policy.is_some()
+}
+
 fn main() -> Result<()> {
     let a = Args::parse();
     let p = params(&a)?;
@@ -93,6 +130,14 @@ fn main() -> Result<()> {
         Ok(v) if !v.is_empty() => format!("{}:{v}", lib.display()),
         _ => lib.display().to_string(),
     };
-    let err = Command::new(&a.program[0]).args(&a.program[1..]).env("LD_PRELOAD", preload).env(qsock::PARAMS_ENV, serde_json::to_string(&p)?).exec();
+    let mut c = Command::new(&a.program[0]);
+    c.args(&a.program[1..]).env("LD_PRELOAD", preload);
+    if p.intents.effective_multipath().0 != Multipath::Disabled {
+        c.env(qsock::MULTIPATH_ENV, "1");
+    }
+    if asks_qos(&a) || !(a.multipath || a.multipath_policy.is_some()) {
+        c.env(qsock::PARAMS_ENV, serde_json::to_string(&p)?);
+    }
+    let err = c.exec();
     bail!("exec {}: {err}", a.program[0])
 }

@@ -182,6 +182,8 @@ const IPPROTO_MPTCP: u32 = 262;
 /// mptcp_info`, linux/mptcp.h), what the blackhole watch needs of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MptcpProgress {
+    /// The MPTCP socket's cookie (the application's socket, `SO_COOKIE`).
+    pub cookie: u64,
     /// Next data sequence number the application will write (`write_seq`).
     pub write_seq: u64,
     /// Oldest data sequence number the peer has not acknowledged (`snd_una`).
@@ -202,7 +204,7 @@ struct MptcpInfoHead {
     rcv_nxt: u64,
 }
 
-/// The sequence state of every MPTCP socket of the namespace, by
+/// The cookie and sequence state of every MPTCP socket of the namespace, by
 /// connection token: one mptcp_diag dump (IPv4 and IPv6). Listeners and
 /// sockets without a token are left out.
 /// Errors: the sock_diag socket or dump failed (a kernel without mptcp_diag
@@ -217,7 +219,10 @@ pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpP
             continue;
         };
         if head.token != 0 {
-            out.insert(head.token, MptcpProgress { write_seq: head.write_seq, snd_una: head.snd_una, rcv_nxt: head.rcv_nxt });
+            out.insert(
+                head.token,
+                MptcpProgress { cookie: cookie_of(&r.header.socket_id), write_seq: head.write_seq, snd_una: head.snd_una, rcv_nxt: head.rcv_nxt },
+            );
         }
     }
     Ok(out)

@@ -34,6 +34,9 @@ pub struct LocalEndpoint {
     pub id: u8,
     /// Interface the subflow is bound to, so it leaves by that link.
     pub if_idx: u32,
+    /// Open it as a backup subflow (the join's `MP_JOIN` carries the
+    /// backup bit: both ends use it only when no other subflow can send).
+    pub backup: bool,
 }
 
 /// A failed path-manager command: the kernel's errno and extack text.
@@ -117,7 +120,8 @@ impl PmClient {
     pub async fn create_subflow(&mut self, token: u32, local: LocalEndpoint, remote: SocketAddr) -> Result<(), CreateError> {
         let mut req = mptcp_pm::Request::new().op_subflow_create_do();
         let enc = req.encode().push_token(token);
-        let enc = push_addr(enc.nested_addr(), local.addr).push_id(local.id).push_if_idx(local.if_idx as i32).end_nested();
+        let flags = if local.backup { ADDR_FLAG_BACKUP } else { 0 };
+        let enc = push_addr(enc.nested_addr(), local.addr).push_id(local.id).push_if_idx(local.if_idx as i32).push_flags(flags).end_nested();
         push_addr(enc.nested_addr_remote(), remote.ip()).push_port(remote.port()).end_nested();
         let mut reply = self.sock.request(&req).await.map_err(|e| CreateError::Failed(pm_error("subflow-create", e.into())))?;
         reply.recv_ack().await.map_err(|e| match e.as_io_error().raw_os_error() {

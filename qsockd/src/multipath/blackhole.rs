@@ -165,8 +165,9 @@ impl Multipath {
                 }
             }
             let Ok((ip, name, if_idx)) = self.local_endpoint(&qsock::SubflowLocal::Address(ip), remote.ip()) else { return };
+            let backup = self.state.lock().expect("multipath state poisoned").role(token, &name) == super::SubflowRole::Backup;
             let started = Instant::now();
-            match self.join(token, Vec::new(), (ip, &name, if_idx), remote, PROBE_WAIT).await {
+            match self.join(token, Vec::new(), (ip, &name, if_idx), backup, remote, PROBE_WAIT).await {
                 Ok(local) => {
                     log::info!("multipath: connection {token:08x}: the path from {name} carries packets again (subflow {local})");
                     return;

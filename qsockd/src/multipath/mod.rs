@@ -28,12 +28,22 @@ use crate::{
         mptcp_events::{EventKind, MptcpEvent, MptcpEvents},
         mptcp_pm::{CreateError, Limits, LocalEndpoint, PmClient},
     },
+    select::multipath::SubflowRole,
 };
 
 /// What the socket registry hears of the path manager's events: the
 /// subflows QoS follows onto their interfaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubflowNotice {
+    /// Connection `token` is established (its initial subflow).
+    ConnectionEstablished {
+        /// The connection's token.
+        token: u32,
+        /// The initial subflow's local end.
+        local: SocketAddr,
+        /// Its remote end.
+        remote: SocketAddr,
+    },
     /// A subflow of connection `token` is established.
     Established {
         /// The connection's token.
@@ -87,6 +97,14 @@ struct State {
     withdrawn: std::collections::HashSet<SocketAddr>,
     /// (connection, local address) of paths being probed after a blackhole.
     probing: std::collections::HashSet<(u32, IpAddr)>,
+    /// Per connection whose intents speak of multipath: each interface's
+    /// role (`select::multipath`); connections without one get a subflow
+    /// on every interface (`open_subflows`).
+    plans: HashMap<u32, HashMap<String, SubflowRole>>,
+    /// Plans of connections placed before they connected, by the local end
+    /// they were bound to: taken up by their `ESTABLISHED` event, before
+    /// any subflow is joined.
+    expected_plans: HashMap<SocketAddr, HashMap<String, SubflowRole>>,
 }
 
 /// A connection as the events describe it.
@@ -106,6 +124,9 @@ impl State {
         let Some(token) = ev.token else { return };
         match (ev.kind, ev.local) {
             (EventKind::Established, Some(local)) => {
+                if let Some(plan) = self.expected_plans.remove(&local) {
+                    self.plans.insert(token, plan);
+                }
                 let Some(remote) = ev.remote else { return };
                 self.tracked.insert(token, Tracked { remote, server_side: ev.server_side, subflows: vec![(local, remote, ev.local_id.unwrap_or(0))] });
             }
@@ -123,9 +144,16 @@ impl State {
             }
             (EventKind::Closed, _) => {
                 self.tracked.remove(&token);
+                self.plans.remove(&token);
             }
             _ => {}
         }
+    }
+
+    /// The role of interface `name` for connection `token`: its plan's, or
+    /// Active when it has none.
+    fn role(&self, token: u32, name: &str) -> SubflowRole {
+        self.plans.get(&token).and_then(|p| p.get(name)).copied().unwrap_or(SubflowRole::Active)
     }
 
     /// The id of `addr` in connection `token`: the one it has, or the
@@ -237,6 +265,7 @@ impl Multipath {
             let Some(mp) = me.upgrade() else { return };
             log::debug!("multipath event {ev:?}");
             let notice = match (ev.kind, ev.token, ev.local, ev.remote) {
+                (EventKind::Established, Some(token), Some(local), Some(remote)) => Some(SubflowNotice::ConnectionEstablished { token, local, remote }),
                 (EventKind::SubEstablished, Some(token), Some(local), Some(remote)) => Some(SubflowNotice::Established { token, local, remote }),
                 (EventKind::SubClosed, Some(token), Some(local), Some(remote)) => Some(SubflowNotice::Closed { token, local, remote }),
                 (EventKind::Closed, Some(token), _, _) => Some(SubflowNotice::ConnectionClosed { token }),
@@ -247,6 +276,13 @@ impl Multipath {
             }
             let mut st = mp.state.lock().expect("multipath state poisoned");
             st.track(&ev);
+            if let (EventKind::SubEstablished, Some(token), Some(local), Some(remote)) = (ev.kind, ev.token, ev.local, ev.remote) {
+                // A join that started before the connection's plan arrived.
+                let role = qsock::subflows::interface_holding(local.ip()).map(|name| st.role(token, &name));
+                if matches!(role, Some(SubflowRole::None)) || (role == Some(SubflowRole::Backup) && ev.backup != Some(true)) {
+                    tokio::spawn(Self::apply_role(mp.clone(), token, local, remote, role.expect("matched")));
+                }
+            }
             match ev.kind {
                 EventKind::SubEstablished | EventKind::SubClosed => {
                     let Some((token, local)) = ev.token.zip(ev.local) else { continue };
@@ -336,7 +372,7 @@ impl Multipath {
         };
         let (ip, name, if_idx) = self.local_endpoint(local, remote.ip())?;
         let known_ports = conn.subflows.iter().filter(|s| s.local.ip() == ip).map(|s| s.local.port()).collect();
-        let local_addr = self.join(conn.token, known_ports, (ip, &name, if_idx), remote, wait).await?;
+        let local_addr = self.join(conn.token, known_ports, (ip, &name, if_idx), false, remote, wait).await?;
         qsock::qsubflows(sock)?
             .subflows
             .into_iter()
@@ -350,14 +386,21 @@ impl Multipath {
     /// route to the peer is not an error of the connection).
     async fn open_on_every_interface(self: Arc<Self>, token: u32, have: Vec<IpAddr>, remote: SocketAddr) {
         for name in self.interfaces.clone() {
-            if self.state.lock().expect("multipath state poisoned").down.contains(&name) {
+            let role = {
+                let st = self.state.lock().expect("multipath state poisoned");
+                if st.down.contains(&name) {
+                    continue;
+                }
+                st.role(token, &name)
+            };
+            if role == SubflowRole::None {
                 continue;
             }
             let Ok((ip, name, if_idx)) = self.local_endpoint(&SubflowLocal::Interface(name), remote.ip()) else { continue };
             if have.contains(&ip) {
                 continue;
             }
-            match self.join(token, Vec::new(), (ip, &name, if_idx), remote, AUTO_JOIN_WAIT).await {
+            match self.join(token, Vec::new(), (ip, &name, if_idx), role == SubflowRole::Backup, remote, AUTO_JOIN_WAIT).await {
                 Ok(local) => log::debug!("multipath: connection {token:08x}: subflow {local} -> {remote} on {name}"),
                 Err(e) => log::info!("multipath: connection {token:08x}: no subflow on {name}: {}", e.message),
             }
@@ -365,14 +408,16 @@ impl Multipath {
     }
 
     /// Starts a join of connection `token` from `ip` on interface
-    /// `(name, if_idx)` to `remote` and waits (at most `wait`) until the
-    /// kernel reports the new subflow (one whose local port is not in
-    /// `known_ports`) established; returns its local address.
+    /// `(name, if_idx)` to `remote` (a backup subflow with `backup`) and
+    /// waits (at most `wait`) until the kernel reports the new subflow (one
+    /// whose local port is not in `known_ports`) established; returns its
+    /// local address.
     async fn join(
         &self,
         token: u32,
         known_ports: Vec<u16>,
         (ip, name, if_idx): (IpAddr, &str, u32),
+        backup: bool,
         remote: SocketAddr,
         wait: Duration,
     ) -> Result<SocketAddr, QsockError> {
@@ -385,7 +430,7 @@ impl Multipath {
         };
         let forget = || self.state.lock().expect("multipath state poisoned").waiters.retain(|w| !(w.token == token && w.local_ip == ip && w.reply.is_closed()));
         let started = tokio::time::Instant::now();
-        let endpoint = LocalEndpoint { addr: ip, id, if_idx };
+        let endpoint = LocalEndpoint { addr: ip, id, if_idx, backup };
         let (est_tx, est_rx) = oneshot::channel();
         self.state.lock().expect("multipath state poisoned").established_waiters.push((token, est_tx));
         let mut est_rx = Some(est_rx);
@@ -431,6 +476,62 @@ impl Multipath {
             return Err(QsockError::new(ErrorKind::Kernel, format!("the subflow from {ip} ({name}) to {remote} failed: {why}")));
         }
         Ok(ev.local.expect("matched on it"))
+    }
+
+    /// Records the subflow roles of a connection that is not connected yet
+    /// and is bound to `local`: its `ESTABLISHED` event makes them its plan
+    /// before qsockd joins any subflow (no race with the joins).
+    pub fn expect_plan(&self, local: SocketAddr, roles: Vec<(String, SubflowRole)>) {
+        self.state.lock().expect("multipath state poisoned").expected_plans.insert(local, roles.into_iter().collect());
+    }
+
+    /// Forgets the plan [`Multipath::expect_plan`] recorded for `local`
+    /// (the connection was released before it connected).
+    pub fn forget_expected_plan(&self, local: SocketAddr) {
+        self.state.lock().expect("multipath state poisoned").expected_plans.remove(&local);
+    }
+
+    /// Gives connection `token` the subflow roles its intents ask for
+    /// (`select::multipath::roles`): subflows it has on an interface with no
+    /// role are closed, those on a backup interface are made backup, and
+    /// later subflows (qsockd's own, and after a handover) follow the plan.
+    /// Failures are logged.
+    pub async fn set_plan(&self, token: u32, roles: Vec<(String, SubflowRole)>) {
+        if self.off.is_some() {
+            return;
+        }
+        let plan: HashMap<String, SubflowRole> = roles.into_iter().collect();
+        let subflows = {
+            let mut st = self.state.lock().expect("multipath state poisoned");
+            st.plans.insert(token, plan.clone());
+            st.tracked.get(&token).map(|t| t.subflows.clone()).unwrap_or_default()
+        };
+        let mut pm = self.pm.lock().await;
+        for (local, remote, _) in subflows {
+            let Some(name) = qsock::subflows::interface_holding(local.ip()) else { continue };
+            let r = match plan.get(&name) {
+                Some(SubflowRole::None) => pm.destroy_subflow(token, local, remote).await,
+                Some(SubflowRole::Backup) => pm.set_backup(token, local, remote, true).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                log::info!("multipath: connection {token:08x}: subflow {local} on {name}, applying its plan: {}", e.message);
+            }
+        }
+    }
+
+    /// Makes subflow (`local`, `remote`) of connection `token` what its
+    /// interface's `role` asks: closed (None) or backup.
+    async fn apply_role(self: Arc<Self>, token: u32, local: SocketAddr, remote: SocketAddr, role: SubflowRole) {
+        let mut pm = self.pm.lock().await;
+        let r = match role {
+            SubflowRole::None => pm.destroy_subflow(token, local, remote).await,
+            SubflowRole::Backup => pm.set_backup(token, local, remote, true).await,
+            SubflowRole::Active => Ok(()),
+        };
+        if let Err(e) = r {
+            log::info!("multipath: connection {token:08x}: subflow {local}, applying its plan: {}", e.message);
+        }
     }
 
     /// The subflow `id` of `sock`'s connection, with the connection's token.

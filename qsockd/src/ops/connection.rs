@@ -25,6 +25,12 @@ pub struct MptcpConnection {
     pub token: u32,
     /// The peer has no MPTCP: one subflow, plain TCP.
     pub fallback: bool,
+    /// Attached before it connected: placed (bound to the chosen
+    /// interface), waiting for its `ESTABLISHED` event to learn its token.
+    pub pending: bool,
+    /// The local end a pending connection was bound to, when its subflow
+    /// roles were handed to the path manager ahead ([`crate::multipath::Multipath::expect_plan`]).
+    pub planned_at: Option<SocketAddr>,
     /// Parameters every subflow gets (with its own device).
     pub params: QosParams,
     /// Who attached it.
@@ -97,6 +103,9 @@ impl Registry {
         if self.connections.contains_key(&facts.cookie) {
             return Err(QsockError::new(ErrorKind::AlreadyManaged, "the connection is already managed; use qchange"));
         }
+        if matches!(getpeername::<SockaddrStorage>(sock.as_raw_fd()), Err(nix::Error::ENOTCONN)) {
+            return self.place_connection(facts, sock, peer, params);
+        }
         let (token, fallback, ends) = subflow_ends(sock)?;
         let cookies = tokio::task::spawn_blocking({
             let ends = ends.clone();
@@ -105,7 +114,13 @@ impl Registry {
         .await
         .map_err(|e| QsockError::new(ErrorKind::Kernel, format!("sock_diag: {e}")))?
         .map_err(|e| QsockError::new(ErrorKind::Kernel, format!("sock_diag: {e}")))?;
-        self.connections.insert(facts.cookie, MptcpConnection { token, fallback, params, owner: peer, subflows: BTreeMap::new(), next: 0 });
+        if let (false, Some(&(initial, _))) = (fallback, ends.first()) {
+            self.plan_subflows(token, &params.intents, initial);
+        }
+        self.connections.insert(
+            facts.cookie,
+            MptcpConnection { token, fallback, pending: false, planned_at: None, params, owner: peer, subflows: BTreeMap::new(), next: 0 },
+        );
         let mut first_ok: Option<AttachInfo> = None;
         let mut first_err: Option<QsockError> = None;
         let mut refused = Vec::new();
@@ -134,6 +149,97 @@ impl Registry {
                 Err(e.unwrap_or_else(|| QsockError::new(ErrorKind::InvalidParams, "the connection has no established subflow")))
             }
         }
+    }
+
+    /// `qattach` of an MPTCP socket that is not connected yet (an
+    /// intent-aware connect, `qsock-run --multipath`): without a device the
+    /// policy chooses the interface of its initial subflow from the intents
+    /// and the socket is bound to its address, as a TCP socket would be;
+    /// the connection is recorded as pending, and once the kernel reports
+    /// it established ([`SubflowNotice::ConnectionEstablished`]) its
+    /// subflows get their classes. Until then it has no class (`classid`
+    /// empty, said in the answer's warning).
+    ///
+    /// Errors: those of [`Registry::choose_interface`], and of the bind.
+    fn place_connection(&mut self, facts: &SocketFacts, sock: BorrowedFd<'_>, peer: Peer, params: QosParams) -> Result<AttachInfo, QsockError> {
+        let selection = match &params.device {
+            Some(_) => None,
+            None => Some(self.choose_interface(facts, sock, &params)?),
+        };
+        let mut planned_at = None;
+        if let Some(s) = &selection {
+            crate::state::sockinfo::bind_source(sock, s.source)?;
+            log::info!("MPTCP socket {} placed on {} ({}: {})", facts.cookie, s.interface, s.policy, s.reason);
+            // Bound: its port is known, so its subflow roles can wait for it.
+            let local = getsockname::<SockaddrStorage>(sock.as_raw_fd()).ok().and_then(socket_addr);
+            let domain = if s.source.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+            if let (Some(local), Some(mp)) = (local, &self.multipath) {
+                if let Some(roles) = crate::select::multipath::roles(&params.intents, &self.ifaces.candidates(domain), &s.interface) {
+                    log::info!("MPTCP socket {} ({local}): subflow roles {roles:?}", facts.cookie);
+                    mp.expect_plan(local, roles.into_iter().map(|(n, r, _)| (n, r)).collect());
+                    planned_at = Some(local);
+                }
+            }
+        }
+        let device = selection.as_ref().map(|s| s.interface.clone()).or_else(|| params.device.clone()).unwrap_or_default();
+        self.connections.insert(
+            facts.cookie,
+            MptcpConnection { token: 0, fallback: false, pending: true, planned_at, params, owner: peer, subflows: BTreeMap::new(), next: 0 },
+        );
+        Ok(AttachInfo {
+            cookie: facts.cookie,
+            device,
+            classid: String::new(),
+            warning: Some("an MPTCP socket not yet connected: each subflow gets its class once the connection is established".into()),
+            selection,
+        })
+    }
+
+    /// A pending connection's `ESTABLISHED` event: the MPTCP socket with
+    /// that token (found by mptcp_diag) is the pending connection; its
+    /// initial subflow is managed now. A peer without MPTCP sends no such
+    /// event: such a connection stays placed only.
+    async fn on_connection_established(&mut self, token: u32, local: SocketAddr, remote: SocketAddr) {
+        if !self.connections.values().any(|c| c.pending) {
+            return;
+        }
+        let found = tokio::task::spawn_blocking(move || {
+            let app = crate::kernel::diag::mptcp_progress()?.get(&token).map(|p| p.cookie);
+            Ok::<_, std::io::Error>((app, crate::kernel::diag::tcp_cookies(&[(local, remote)])?.get(&(local, remote)).copied()))
+        })
+        .await;
+        let (Some(app), cookie) = (match found {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return log::warn!("MPTCP connection {token:08x}: sock_diag: {e}"),
+            Err(e) => return log::error!("MPTCP connection {token:08x}: {e}"),
+        }) else {
+            return;
+        };
+        let Some(conn) = self.connections.get_mut(&app).filter(|c| c.pending) else { return };
+        conn.pending = false;
+        conn.token = token;
+        if conn.planned_at.is_none() {
+            let intents = conn.params.intents.clone();
+            self.plan_subflows(token, &intents, local);
+        }
+        match self.add_subflow(app, local, remote, cookie).await {
+            Ok(info) => {
+                log::info!("MPTCP connection {token:08x} (socket {app}) established; its initial subflow has class {} on {}", info.classid, info.device)
+            }
+            Err(e) => log::info!("MPTCP connection {token:08x}: initial subflow {local} -> {remote} without QoS: {}", e.message),
+        }
+    }
+
+    /// Hands the path manager the subflow roles connection `token`'s
+    /// intents ask for (`select::multipath`), the initial subflow leaving
+    /// from `initial`; nothing when the intents say nothing of multipath.
+    fn plan_subflows(&self, token: u32, intents: &qsock::Intents, initial: SocketAddr) {
+        let (Some(mp), Some(name)) = (self.multipath.clone(), qsock::subflows::interface_holding(initial.ip())) else { return };
+        let domain = if initial.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let Some(roles) = crate::select::multipath::roles(intents, &self.ifaces.candidates(domain), &name) else { return };
+        log::info!("MPTCP connection {token:08x}: subflow roles {roles:?}");
+        let roles = roles.into_iter().map(|(n, r, _)| (n, r)).collect();
+        tokio::spawn(async move { mp.set_plan(token, roles).await });
     }
 
     /// Manages subflow (`local`, `remote`, `cookie`) of connection `app` on
@@ -173,8 +279,9 @@ impl Registry {
     /// was established is managed on its interface; one that closed is
     /// released; a connection that closed is released whole.
     pub async fn on_subflow(&mut self, n: SubflowNotice) {
-        let find = |token: u32| self.connections.iter().find(|(_, c)| c.token == token && !c.fallback).map(|(a, _)| *a);
+        let find = |token: u32| self.connections.iter().find(|(_, c)| c.token == token && !c.fallback && !c.pending).map(|(a, _)| *a);
         match n {
+            SubflowNotice::ConnectionEstablished { token, local, remote } => self.on_connection_established(token, local, remote).await,
             SubflowNotice::Established { token, local, remote } => {
                 let Some(app) = find(token) else { return };
                 if self.connections[&app].subflows.values().any(|s| s.local == local && s.remote == remote) {
@@ -211,6 +318,9 @@ impl Registry {
     /// is not a managed connection.
     pub(crate) async fn release_mptcp(&mut self, app: u64) -> bool {
         let Some(conn) = self.connections.remove(&app) else { return false };
+        if let (true, Some(local), Some(mp)) = (conn.pending, conn.planned_at, &self.multipath) {
+            mp.forget_expected_plan(local);
+        }
         for sf in conn.subflows.into_values().filter(|s| s.managed.is_ok()) {
             let _ = self.close_stream(sf.cookie).await;
         }

@@ -6,6 +6,7 @@ pub mod category;
 pub mod earliest;
 pub mod filesize;
 pub mod ifaces;
+pub mod multipath;
 pub mod predict;
 pub mod prefs;
 pub mod round_robin;

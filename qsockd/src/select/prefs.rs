@@ -5,7 +5,7 @@ use qsock::{ErrorKind, InterfacePreference, InterfaceSelector, Preference, Qsock
 
 use super::Candidate;
 
-fn matches(c: &Candidate, s: &InterfaceSelector) -> bool {
+pub(crate) fn matches(c: &Candidate, s: &InterfaceSelector) -> bool {
     match s {
         InterfaceSelector::Name(n) => &c.name == n,
         InterfaceSelector::Type(t) => c.is_type(*t),
