@@ -127,8 +127,15 @@ fn stream_socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd> {
 /// [`ErrorKind::AlreadyManaged`], [`ErrorKind::NoInterface`] (no usable
 /// interface meets Require/Prohibit), [`ErrorKind::SocketInUse`] (no
 /// device given and the socket is already bound or connected),
-/// [`ErrorKind::Unsupported`] (also: an MPTCP socket, whose packets leave
-/// by its subflows, not yet managed), [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
+/// [`ErrorKind::Unsupported`] (also: an MPTCP socket while qsockd is not
+/// the path manager: its packets leave by its subflows, which only the path
+/// manager follows), [`ErrorKind::DaemonUnavailable`], [`ErrorKind::Daemon`].
+///
+/// An MPTCP socket (qsockd as path manager) is managed through its
+/// subflows, each on the interface it leaves by with these parameters; one
+/// not yet connected is placed first (as a TCP socket, and its intents
+/// choose its subflows: `Intents::effective_multipath`), and its subflows
+/// are managed once the connection is established.
 pub fn qattach(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.attach(fd, params))
@@ -161,8 +168,9 @@ pub fn qinterfaces() -> Result<Vec<InterfaceInfo>> {
 }
 
 /// Changes the parameters of a managed socket (Q.Sockets `qchange`); packets
-/// already queued stay queued and are sent. Errors: as [`qattach`], plus
-/// [`ErrorKind::NotManaged`].
+/// already queued stay queued and are sent. For an MPTCP connection every
+/// managed subflow changes on its own interface, all or nothing.
+/// Errors: as [`qattach`], plus [`ErrorKind::NotManaged`].
 pub fn qchange(fd: impl AsFd, params: &QosParams) -> Result<AttachInfo> {
     let fd = fd.as_fd();
     with_default(|c| c.change(fd, params))

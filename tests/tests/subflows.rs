@@ -322,6 +322,18 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
         assert!(q.enqueued_bytes > 100_000, "{dev}: {} bytes classified", q.enqueued_bytes);
         assert!(class_bytes(&b, dev, &q.classid) >= q.enqueued_bytes / 2, "{dev}: the class carried them");
     }
+    // qchange reaches every subflow stream; a device it is not on is refused.
+    let faster = QosParams { device: None, ..QosParams::rate("any", 3_000_000) };
+    c.change(s.as_fd(), &faster).unwrap();
+    let mp = c.info(s.as_fd()).unwrap().multipath.unwrap();
+    assert!(mp.subflows.iter().all(|x| x.qos.as_ref().is_ok_and(|q| q.guaranteed_rate_bps == 3_000_000)), "{mp:#?}");
+    let e = c.change(s.as_fd(), &QosParams { device: Some("wan1".into()), ..faster.clone() }).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidParams, "{e}");
+    // Admission on the subflow's link refuses more than it has (8 Mbit/s): nothing changes.
+    let e = c.change(s.as_fd(), &QosParams { device: None, ..QosParams::rate("any", 50_000_000) }).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CapacityExceeded, "{e}");
+    let mp = c.info(s.as_fd()).unwrap().multipath.unwrap();
+    assert!(mp.subflows.iter().all(|x| x.qos.as_ref().is_ok_and(|q| q.guaranteed_rate_bps == 3_000_000)), "unchanged: {mp:#?}");
     // The subflow closes: its entry goes, the connection keeps the other.
     let id2 = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows[1].id;
     c.close_subflow(s.as_fd(), id2).unwrap();
@@ -332,8 +344,6 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     }
     let left = c.list().unwrap();
     assert_eq!(left.iter().map(|x| x.device.as_str()).collect::<Vec<_>>(), ["wan0"], "one subflow stream left: {left:#?}");
-    let e = c.change(s.as_fd(), &params).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
     // qclose releases the connection and its subflows.
     c.detach(s.as_fd()).unwrap();
     assert_eq!(c.info(s.as_fd()).unwrap_err().kind, ErrorKind::NotManaged);

@@ -20,14 +20,12 @@ impl Registry {
     /// packets already queued stay: an own class is changed in place, or
     /// left to drain when the stream moves to another class. Without a
     /// device the socket keeps the one it has (a socket is not moved to
-    /// another interface once placed: its source address is bound).
+    /// another interface once placed: its source address is bound). An
+    /// MPTCP connection changes every subflow (`change_connection`).
     pub async fn change(&mut self, facts: &SocketFacts, mut params: QosParams) -> Result<AttachInfo, QsockError> {
         params.validate()?;
         if self.connections.contains_key(&facts.cookie) {
-            return Err(QsockError::new(
-                ErrorKind::Unsupported,
-                "qchange of an MPTCP connection is not supported yet: qclose it and qattach it with the new parameters",
-            ));
+            return self.change_connection(facts.cookie, params).await;
         }
         let m = self.managed(facts.cookie)?;
         let selection = m.selection.clone();

@@ -58,6 +58,11 @@ fn socket_addr(s: SockaddrStorage) -> Option<SocketAddr> {
     s.as_sockaddr_in().map(|v| SocketAddr::from((v.ip(), v.port()))).or_else(|| s.as_sockaddr_in6().map(|v| SocketAddr::from((v.ip(), v.port()))))
 }
 
+/// What the registry knows of a subflow as a socket: a TCP stream.
+fn subflow_facts(cookie: u64, local: SocketAddr) -> SocketFacts {
+    SocketFacts { cookie, domain: if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }, sock_type: libc::SOCK_STREAM, protocol: libc::IPPROTO_TCP }
+}
+
 /// A subflow's (local, remote) ends.
 type Ends = (SocketAddr, SocketAddr);
 
@@ -242,6 +247,62 @@ impl Registry {
         tokio::spawn(async move { mp.set_plan(token, roles).await });
     }
 
+    /// `qchange` of managed connection `app`: every managed subflow gets
+    /// `params` on its own interface (each is a stream: same-device change,
+    /// queued packets kept), and later subflows get them too. All or
+    /// nothing: when one subflow's change is refused (e.g. admission on its
+    /// interface), those already changed are changed back, and the refusal
+    /// is returned.
+    ///
+    /// Errors: [`ErrorKind::NotManaged`] (not established yet, or no subflow
+    /// managed), [`ErrorKind::InvalidParams`] (another `device` than the
+    /// connection was attached with: subflows stay on their interfaces),
+    /// and those of `qchange` for a subflow.
+    pub(crate) async fn change_connection(&mut self, app: u64, mut params: QosParams) -> Result<AttachInfo, QsockError> {
+        let conn = self.connections.get(&app).expect("caller checked");
+        if conn.pending {
+            return Err(QsockError::new(ErrorKind::NotManaged, "the MPTCP connection is not established yet: change it once it is"));
+        }
+        match (&params.device, &conn.params.device) {
+            (None, d) => params.device = d.clone(),
+            (Some(d), Some(c)) if d == c => {}
+            (Some(d), _) => {
+                return Err(QsockError::new(
+                    ErrorKind::InvalidParams,
+                    format!("an MPTCP connection's subflows stay on their interfaces; give no device (or the one it was attached with), not {d}"),
+                ))
+            }
+        }
+        let old = conn.params.clone();
+        let targets: Vec<(SocketFacts, String)> =
+            conn.subflows.values().filter(|s| s.managed.is_ok()).filter_map(|s| s.interface.clone().map(|i| (subflow_facts(s.cookie, s.local), i))).collect();
+        if targets.is_empty() {
+            return Err(QsockError::new(ErrorKind::NotManaged, "no subflow of the connection is managed now"));
+        }
+        let mut changed = Vec::new();
+        let mut first: Option<AttachInfo> = None;
+        for (facts, dev) in targets {
+            match Box::pin(self.change(&facts, QosParams { device: Some(dev.clone()), ..params.clone() })).await {
+                Ok(info) => {
+                    first.get_or_insert(info);
+                    changed.push((facts, dev));
+                }
+                Err(e) => {
+                    for (f, d) in changed {
+                        if let Err(e2) = Box::pin(self.change(&f, QosParams { device: Some(d.clone()), ..old.clone() })).await {
+                            log::error!("MPTCP connection (socket {app}): restoring subflow {} on {d}: {e2}", f.cookie);
+                        }
+                    }
+                    return Err(QsockError::new(e.kind, format!("subflow on {dev}: {}", e.message)));
+                }
+            }
+        }
+        self.connections.get_mut(&app).expect("still here").params = params;
+        let mut info = first.expect("at least one target");
+        info.cookie = app;
+        Ok(info)
+    }
+
     /// Manages subflow (`local`, `remote`, `cookie`) of connection `app` on
     /// its interface and records it (with its refusal, if any).
     async fn add_subflow(&mut self, app: u64, local: SocketAddr, remote: SocketAddr, cookie: Option<u64>) -> Result<AttachInfo, QsockError> {
@@ -257,13 +318,7 @@ impl Registry {
             )),
             (Some(c), Some(i)) => {
                 params.device = Some(i.clone());
-                let facts = SocketFacts {
-                    cookie: c,
-                    domain: if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 },
-                    sock_type: libc::SOCK_STREAM,
-                    protocol: libc::IPPROTO_TCP,
-                };
-                self.attach_stream(&facts, None, owner, params, Some(app)).await
+                self.attach_stream(&subflow_facts(c, local), None, owner, params, Some(app)).await
             }
         };
         if let Some(conn) = self.connections.get_mut(&app) {
@@ -331,6 +386,12 @@ impl Registry {
     /// level is the first managed subflow's (with the application's cookie).
     pub(crate) async fn connection_info(&self, app: u64, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
         let conn = self.connections.get(&app).expect("caller checked");
+        if conn.pending {
+            return Err(QsockError::new(
+                ErrorKind::NotManaged,
+                "the MPTCP socket is placed but its connection is not established yet (or its peer fell back to TCP, which qsockd does not follow for a socket attached before it connected): no subflow has a class",
+            ));
+        }
         let mut subflows = Vec::new();
         for sf in conn.subflows.values() {
             let qos = match &sf.managed {

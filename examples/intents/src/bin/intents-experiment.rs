@@ -10,7 +10,10 @@
 //!   as a browser) and one sequential keep-alive connection (as the paper's
 //!   wget). Variants: intents
 //!   (bulk: category bulk transfer, page: query; qsockd's category policy),
-//!   dsl only, lte only (TAPS Require). Page and bulk completion times.
+//!   multipath (the same intents with TAPS multipathPolicy Aggregate: nginx
+//!   and curl made MPTCP by `qsock-run --multipath`, qsockd the path
+//!   manager, every connection's subflows on both links), dsl only, lte
+//!   only (TAPS Require). Page and bulk completion times.
 //! - Scenario 2 (file-size offload): dsl slowed to 2 Mbit/s (the paper's
 //!   i1'); every object on its own connection with its file-size intent, 6
 //!   at a time. Variants: the filesize policy, round robin, dsl only, lte only.
@@ -63,6 +66,9 @@ enum PageClient {
     Sequential,
     Both,
 }
+
+/// qsockd's config for scenario 1: it is the MPTCP path manager.
+const MULTIPATH: &str = "\n[multipath]\nenabled = true\n";
 
 fn links() -> Vec<LinkSpec> {
     vec![
@@ -222,11 +228,12 @@ fn main() -> Result<()> {
     let a = Args::parse();
     std::fs::create_dir_all(&a.out_dir)?;
     let mut bed = MultiHomed::new("sint", links())?;
-    bed.start_daemon("category")?;
+    bed.start_daemon_with("category", MULTIPATH)?;
     let root = bed.dir.join("www");
     let objects = page::write(&root, a.bulk_mb * 1_000_000)?;
-    bed.start_web_server(&root)?;
     let launcher = workspace_bin("qsock-run")?;
+    // nginx accepts MPTCP (and plain TCP, which the other variants use).
+    bed.start_web_server_under(&root, &[launcher.clone().into_os_string(), "--multipath".into(), "--".into()])?;
     let clients: Vec<(&'static str, PathBuf)> = [("parallel", true), ("sequential", false)]
         .into_iter()
         .filter(|(n, _)| a.page_client == PageClient::Both || format!("{:?}", a.page_client).to_lowercase() == *n)
@@ -261,8 +268,13 @@ fn main() -> Result<()> {
     print!("{out}");
 
     // Scenario 1.
-    let variants1: [(&'static str, Vec<String>, Vec<String>); 3] = [
+    let variants1: [(&'static str, Vec<String>, Vec<String>); 4] = [
         ("intents", strings(&["--category", "bulk-transfer"]), strings(&["--category", "query"])),
+        (
+            "multipath",
+            strings(&["--multipath-policy", "aggregate", "--category", "bulk-transfer"]),
+            strings(&["--multipath-policy", "aggregate", "--category", "query"]),
+        ),
         ("dsl only", strings(&["--require", "dsl"]), strings(&["--require", "dsl"])),
         ("lte only", strings(&["--require", "lte"]), strings(&["--require", "lte"])),
     ];
@@ -315,8 +327,16 @@ fn main() -> Result<()> {
             series1.push((format!("{client} {v} page"), page));
             series1.push((format!("{client} {v} bulk"), bulk));
         }
-        writeln!(out, "  page median, intents / dsl only {:.2}, intents / lte only {:.2}", medians1[0].0 / medians1[1].0, medians1[0].0 / medians1[2].0)?;
-        writeln!(out, "  bulk median, intents / lte only {:.2}, intents / dsl only {:.2}", medians1[0].1 / medians1[2].1, medians1[0].1 / medians1[1].1)?;
+        let (intents, multipath, dsl, lte) = (medians1[0], medians1[1], medians1[2], medians1[3]);
+        writeln!(out, "  page median, intents / dsl only {:.2}, intents / lte only {:.2}", intents.0 / dsl.0, intents.0 / lte.0)?;
+        writeln!(out, "  bulk median, intents / lte only {:.2}, intents / dsl only {:.2}", intents.1 / lte.1, intents.1 / dsl.1)?;
+        writeln!(
+            out,
+            "  page median, multipath / lte only {:.2}, multipath / intents {:.2}; bulk median, multipath / intents {:.2}",
+            multipath.0 / lte.0,
+            multipath.0 / intents.0,
+            multipath.1 / intents.1
+        )?;
     }
     plot::boxplot(&a.out_dir.join("intents-scenario1.svg"), "Socket Intents scenario 1: page and bulk download times", "completion time (s)", &series1)?;
 
