@@ -17,5 +17,5 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/intents.sh must run as root (namespaces, tc, BPF)" >&2; exit 1; }
 bash scripts/setup.sh --demo
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --workspace --bins
+cargo build --release --workspace  # bins and the preload library (qsock-run needs it)
 ./target/release/intents-experiment --out-dir results "$@"

@@ -545,10 +545,34 @@ impl Multipath {
 
     /// Closes subflow `id` of `sock`'s connection.
     /// Errors: [`ErrorKind::InvalidParams`] (no such subflow), [`ErrorKind::NotMultipath`], [`ErrorKind::Unsupported`], [`ErrorKind::Kernel`].
+    ///
+    /// When it is the connection's last subflow from its local address, the
+    /// address is withdrawn too (`REMOVE`: `RM_ADDR` to the peer), so the
+    /// peer closes its end instead of keeping it half-closed: a stock peer
+    /// counts such ends against its subflow limit and, in the refresh test,
+    /// refused joins after about a dozen closes and then reset the
+    /// connection's last subflow.
     pub async fn close_subflow(&self, sock: BorrowedFd<'_>, id: u32) -> Result<(), QsockError> {
         self.check_on()?;
+        let conn = qsock::qsubflows(sock)?;
         let (token, sf) = Self::subflow(sock, id)?;
-        self.pm.lock().await.destroy_subflow(token, sf.local, sf.remote).await
+        let last_of_address = !conn.subflows.iter().any(|o| o.id != id && o.local.ip() == sf.local.ip() && o.state == qsock::TcpState::Established);
+        let address_id = {
+            let st = self.state.lock().expect("multipath state poisoned");
+            st.tracked.get(&token).and_then(|t| t.subflows.iter().find(|(l, _, _)| *l == sf.local).map(|(_, _, i)| *i))
+        };
+        let mut pm = self.pm.lock().await;
+        if let (true, Some(address_id)) = (last_of_address, address_id) {
+            if let Err(e) = pm.remove_address(token, address_id).await {
+                log::info!("multipath: connection {token:08x}: withdrawing address id {address_id} of subflow {}: {}", sf.local, e.message);
+            }
+            // A non-zero id's REMOVE closed the subflow already: ESRCH then.
+            return match pm.destroy_subflow(token, sf.local, sf.remote).await {
+                Err(e) if e.kind == ErrorKind::InvalidParams => Ok(()),
+                r => r,
+            };
+        }
+        pm.destroy_subflow(token, sf.local, sf.remote).await
     }
 
     /// Sets or clears the backup flag of subflow `id` of `sock`'s connection.
