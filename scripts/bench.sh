@@ -15,3 +15,4 @@ cargo bench -p qsock-tests --bench send_ratio
 # Handover after a link goes down: qsockd's path manager beside the kernel's.
 cargo bench -p qsock-tests --bench handover
 cargo bench -p qsock-tests --bench aggregate
+cargo bench -p qsock-tests --bench delayed_subflow

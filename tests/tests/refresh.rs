@@ -6,17 +6,12 @@
 //! so only the application opens subflows). The file must arrive intact
 //! (compared byte for byte) over dozens of successive subflows, and each
 //! link carries part of it.
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    os::fd::AsFd,
-    time::Duration,
-};
+use std::{io::Read, os::fd::AsFd, time::Duration};
 
 use qsock::{SubflowLocal, TcpState};
-use qsock_tests::{mptcp::mptcp_fd, skip_unless_root};
+use qsock_tests::{mptcp::connect, skip_unless_root};
 use testbed::{
-    multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
+    multihomed::{LinkSpec, MultiHomed},
     run, workspace_bin,
 };
 
@@ -49,33 +44,11 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     let c = b.client().unwrap();
     let rx0 = [b.link_bytes(0).unwrap().1, b.link_bytes(1).unwrap().1];
 
-    let mut s = b
-        .in_host(|| {
-            let fd = mptcp_fd();
-            let to = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), 80));
-            nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &to).unwrap();
-            TcpStream::from(fd)
-        })
-        .unwrap();
+    let mut s = connect(&b, 80);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("GET /file.bin HTTP/1.1\r\nHost: {SERVICE_IP}\r\n\r\n").as_bytes()).unwrap();
-    // The response head, parsed by httparse.
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let (head_len, length) = loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the server closed before its response head");
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(len) = resp.parse(&buf).unwrap() {
-            assert_eq!(resp.code, Some(200));
-            let cl = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).expect("Content-Length");
-            break (len, std::str::from_utf8(cl.value).unwrap().parse::<usize>().unwrap());
-        }
-    };
+    let (length, mut got) = qsock_tests::http::get_head(&mut s, "file.bin");
     assert_eq!(length, FILE);
-    let mut got: Vec<u8> = buf.split_off(head_len);
+    let mut chunk = vec![0u8; 64 * 1024];
     let (mut next_refresh, mut refreshes, mut refused, mut on) = (REFRESH_BYTES, 0usize, 0usize, 0usize);
     let mut opened_ids = std::collections::BTreeSet::new();
     while got.len() < FILE {
