@@ -16,3 +16,4 @@ cargo bench -p qsock-tests --bench send_ratio
 cargo bench -p qsock-tests --bench handover
 cargo bench -p qsock-tests --bench aggregate
 cargo bench -p qsock-tests --bench delayed_subflow
+cargo bench -p qsock-tests --bench deadline_subflow

@@ -27,8 +27,7 @@ use std::{
 };
 
 use qsock::SubflowLocal;
-use qsock_tests::mptcp::{connect, issue_bed, per_source_routing};
-use testbed::workspace_bin;
+use qsock_tests::mptcp::{connect, issue_bed, per_source_routing, start_mptcp_web_server};
 
 const REPS: usize = 3;
 /// Objects larger than this open the second subflow by default, bytes: at 6 Mbit/s
@@ -62,8 +61,7 @@ fn run(v: Variant, rep: usize, root: &std::path::Path, objects: &[(String, u64)]
         Variant::FullMesh => per_source_routing(&b, true),
         _ => b.start_daemon_with("category", "\n[multipath]\nenabled = true\nopen_subflows = \"on_request\"\n").unwrap(),
     }
-    let launcher = workspace_bin("qsock-run").unwrap();
-    b.start_web_server_under(root, &[launcher.into_os_string(), "--multipath".into(), "--".into()]).unwrap();
+    start_mptcp_web_server(&mut b, root);
     let client = (v != Variant::FullMesh).then(|| b.client().unwrap());
     let queue = Mutex::new(objects.iter().map(|(p, _)| p.clone()).collect::<VecDeque<_>>());
     let opened = AtomicUsize::new(0);

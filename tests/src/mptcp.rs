@@ -116,3 +116,11 @@ pub fn per_source_routing(b: &MultiHomed, endpoint: bool) {
         b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", second, "id", "2", "subflow"]).unwrap();
     }
 }
+
+/// Starts Debian's nginx in the bed's server namespace serving `root`,
+/// made MPTCP by `qsock-run --multipath` (the preload library's `socket()`
+/// shim). Panics when it does not come up.
+pub fn start_mptcp_web_server(b: &mut MultiHomed, root: &std::path::Path) {
+    let launcher = testbed::workspace_bin("qsock-run").unwrap();
+    b.start_web_server_under(root, &[launcher.into_os_string(), "--multipath".into(), "--".into()]).unwrap();
+}

@@ -9,10 +9,13 @@
 use std::{io::Read, os::fd::AsFd, time::Duration};
 
 use qsock::{SubflowLocal, TcpState};
-use qsock_tests::{mptcp::connect, skip_unless_root};
+use qsock_tests::{
+    mptcp::{connect, start_mptcp_web_server},
+    skip_unless_root,
+};
 use testbed::{
     multihomed::{LinkSpec, MultiHomed},
-    run, workspace_bin,
+    run,
 };
 
 /// Bytes of the file.
@@ -39,8 +42,7 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     let root = b.dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("file.bin"), body()).unwrap();
-    let launcher = workspace_bin("qsock-run").unwrap();
-    b.start_web_server_under(&root, &[launcher.into_os_string(), "--multipath".into(), "--".into()]).unwrap();
+    start_mptcp_web_server(&mut b, &root);
     let c = b.client().unwrap();
     let rx0 = [b.link_bytes(0).unwrap().1, b.link_bytes(1).unwrap().1];
 

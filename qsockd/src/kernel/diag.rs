@@ -190,6 +190,11 @@ pub struct MptcpProgress {
     pub snd_una: u64,
     /// Next data sequence number expected in order from the peer (`rcv_nxt`).
     pub rcv_nxt: u64,
+    /// Memory of its receive queue, bytes (`sk_rmem_alloc`: data in order
+    /// not yet read by the application).
+    pub rqueue: u32,
+    /// Its receive buffer, bytes (`sk_rcvbuf`).
+    pub rcvbuf: u32,
 }
 
 /// `struct mptcp_info` up to `rcv_nxt` (kernel 5.9+ layout).
@@ -211,7 +216,15 @@ struct MptcpInfoHead {
 /// answers ENOENT).
 pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpProgress>> {
     let mut out = std::collections::HashMap::new();
-    for r in dump_with_protocol(IPPROTO_MPTCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)? {
+    for r in dump_with_protocol(IPPROTO_MPTCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO | ExtensionFlags::SKMEMINFO)? {
+        let (rqueue, rcvbuf) = r
+            .nlas
+            .iter()
+            .find_map(|n| match n {
+                Nla::MemInfo(m) => Some((m.receive_queue, m.receive_queue_max)),
+                _ => None,
+            })
+            .unwrap_or((r.header.recv_queue, 0));
         let Some(head) = r.nlas.iter().find_map(|n| match n {
             Nla::TcpInfo(b) if b.len() >= std::mem::size_of::<MptcpInfoHead>() => Some(plain_struct::<MptcpInfoHead>(b)),
             _ => None,
@@ -221,7 +234,14 @@ pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpP
         if head.token != 0 {
             out.insert(
                 head.token,
-                MptcpProgress { cookie: cookie_of(&r.header.socket_id), write_seq: head.write_seq, snd_una: head.snd_una, rcv_nxt: head.rcv_nxt },
+                MptcpProgress {
+                    cookie: cookie_of(&r.header.socket_id),
+                    write_seq: head.write_seq,
+                    snd_una: head.snd_una,
+                    rcv_nxt: head.rcv_nxt,
+                    rqueue,
+                    rcvbuf,
+                },
             );
         }
     }

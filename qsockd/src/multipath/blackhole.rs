@@ -1,7 +1,9 @@
 //! Handover when a path dies without a link event (issue 16, item 5): every
 //! `blackhole_check_ms` the subflows of the connections this host opened
 //! are read with sock_diag (`tcp_info` of each, the connection's
-//! `mptcp_info`) and judged by [`silence::silent_paths`]; a subflow found
+//! `mptcp_info`) and judged by [`silence::implicated`] and
+//! [`silence::is_dead`], remembering per subflow whether it was implicated
+//! during its current silence; a subflow found
 //! dead has its address withdrawn (`REMOVE`: `RM_ADDR` to the peer over a
 //! living subflow, so it reinjects what it had in flight on the dead path
 //! instead of waiting for its retransmission timer) and is destroyed. Then the
@@ -37,6 +39,15 @@ struct Progress {
     acked_at: Instant,
 }
 
+/// What the watch remembers of a subflow between checks: its last
+/// silences (to see it hear from its peer) and whether it was implicated
+/// during the current silence.
+struct Memory {
+    since_data_ms: u32,
+    since_ack_ms: u32,
+    implicated: bool,
+}
+
 /// One subflow the watch judges: connection token, local and remote end,
 /// local address id.
 type Watched = (u32, SocketAddr, SocketAddr, u8);
@@ -48,14 +59,17 @@ impl Multipath {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress: HashMap<u32, Progress> = HashMap::new();
+        let mut memory: HashMap<SocketAddr, Memory> = HashMap::new();
         loop {
             tick.tick().await;
             let Some(mp) = me.upgrade() else { return };
             let watched = mp.watched();
             if watched.is_empty() {
                 progress.clear();
+                memory.clear();
                 continue;
             }
+            memory.retain(|local, _| watched.iter().any(|w| w.1 == *local));
             let ends: HashSet<_> = watched.iter().map(|&(_, l, r, _)| (l, r)).collect();
             let read = tokio::task::spawn_blocking(move || Ok::<_, std::io::Error>((diag::tcp_infos(&ends)?, diag::mptcp_progress()?))).await;
             let (infos, conns) = match read {
@@ -80,7 +94,6 @@ impl Multipath {
                         since_ack_ms: t.tcpi_last_ack_recv,
                         unacked: t.tcpi_unacked,
                         rtt_us: t.tcpi_rtt.max(t.tcpi_rcv_rtt),
-                        rcv_wnd: t.tcpi_rcv_wnd,
                     };
                     by_conn.entry(w.0).or_default().push((*w, view));
                 }
@@ -88,7 +101,10 @@ impl Multipath {
             for (token, subflows) in by_conn {
                 let Some(&seen) = conns.get(&token) else { continue };
                 let p = progress.entry(token).or_insert(Progress { seen, received_at: now, acked_at: now });
-                if seen.rcv_nxt != p.seen.rcv_nxt {
+                // A reader that has not read what it has is not held up by
+                // the network: the hold-up counts from when it keeps up again.
+                let reader_keeps_up = seen.rcvbuf == 0 || seen.rqueue < seen.rcvbuf / 2;
+                if seen.rcv_nxt != p.seen.rcv_nxt || !reader_keeps_up {
                     p.received_at = now;
                 }
                 if seen.snd_una != p.seen.snd_una || seen.write_seq == seen.snd_una {
@@ -99,9 +115,30 @@ impl Multipath {
                     continue;
                 }
                 let ms = |since: Instant| u32::try_from((now - since).as_millis()).unwrap_or(u32::MAX);
-                let holdup = Holdup { receive_ms: ms(p.received_at), send_ms: ms(p.acked_at) };
+                let holdup = Holdup { receive_ms: ms(p.received_at), send_ms: ms(p.acked_at), reader_keeps_up };
+                if holdup.receive_ms >= silence::MIN_SILENCE_MS {
+                    log::trace!("multipath: connection {token:08x} held up {holdup:?}, receive queue {} of {} B", seen.rqueue, seen.rcvbuf);
+                }
                 let views: Vec<SubflowView> = subflows.iter().map(|(_, v)| *v).collect();
-                for i in silence::silent_paths(holdup, &views) {
+                let now_implicated = silence::implicated(holdup, &views);
+                let mut dead = Vec::new();
+                for (i, ((w, v), hit)) in subflows.iter().zip(now_implicated).enumerate() {
+                    // Remembered per silence: a subflow that heard from its peer starts afresh.
+                    let m = memory.entry(w.1).or_insert(Memory { since_data_ms: v.since_data_ms, since_ack_ms: v.since_ack_ms, implicated: false });
+                    if v.since_data_ms < m.since_data_ms || v.since_ack_ms < m.since_ack_ms {
+                        m.implicated = false;
+                    }
+                    (m.since_data_ms, m.since_ack_ms) = (v.since_data_ms, v.since_ack_ms);
+                    m.implicated |= hit;
+                    if silence::is_dead(v, m.implicated) {
+                        dead.push(i);
+                    }
+                }
+                // Never the last subflow: someone must carry the connection.
+                if dead.len() >= subflows.len() {
+                    dead.clear();
+                }
+                for i in dead {
                     let (w, v) = subflows[i];
                     log::info!("multipath: connection {token:08x}: subflow {} -> {} is silent ({v:?}; connection held up {holdup:?}; all its subflows {views:?}); withdrawing it", w.1, w.2);
                     mp.state.lock().expect("multipath state poisoned").withdrawn.insert(w.1);

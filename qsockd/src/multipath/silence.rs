@@ -3,11 +3,13 @@
 //! subflows (issue 16, item 5). Pure, so it is property-tested here.
 //!
 //! A quiet subflow alone proves nothing (the peer's scheduler may simply
-//! not use it, or the application sends nothing). The rule asks for three
-//! things together, for one direction:
+//! not use it, or the application sends nothing). A subflow is
+//! *implicated* when three things hold together, for one direction, for at
+//! least [`MIN_SILENCE_MS`]; it is dead once it was implicated during its
+//! current silence and that silence reached its threshold:
 //! 1. the connection is held up: its in-order progress (`rcv_nxt` for data
 //!    from the peer, `snd_una` for data to it, with data outstanding) has
-//!    not moved for the subflow's silence threshold;
+//!    not moved;
 //! 2. the subflow heard nothing from the peer that long: neither data nor
 //!    an ACK (for the send direction, with segments of its own unacknowledged);
 //! 3. a sibling subflow, itself not silent, carried the same direction
@@ -15,11 +17,13 @@
 //!    acknowledging), so the window is open and what holds the connection
 //!    up is on the silent path.
 //!
-//! A reader that stops reading closes the window: the sibling's evidence
-//! counts only while the window it advertises is open (with MPTCP the
-//! peer may still push segments at a closed connection-level window, which
-//! arrive on a subflow and are not taken in order); a path that is only
-//! slow keeps receiving, so 2 fails.
+//! A reader that stops reading fills the connection's receive queue: the
+//! sibling's evidence counts only while the application keeps that queue
+//! under half its buffer (with MPTCP the peer keeps pushing segments at a
+//! full connection, which arrive on a subflow and are dropped, so data on
+//! the sibling alone proves nothing, nor does its advertised window, nor
+//! the queue's growth: behind a hole the out-of-order data fills the
+//! window too); a path that is only slow keeps receiving, so 2 fails.
 
 /// Shortest silence that can condemn a subflow, ms: longer than a
 /// delayed ACK (40 ms) and a few queued frames on a slow link.
@@ -30,9 +34,6 @@ pub const SILENCE_RTTS: u32 = 2;
 /// Longest silence threshold, ms (an RTT estimate inflated by a long queue
 /// must not disable the rule).
 pub const MAX_SILENCE_MS: u32 = 1_000;
-/// Smallest receive window a sibling must advertise for its data to show
-/// a hole rather than a reader that stopped, bytes.
-pub const OPEN_WINDOW_BYTES: u32 = 32 * 1024;
 
 /// One subflow as the rule sees it (from its `tcp_info`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,8 +47,6 @@ pub struct SubflowView {
     /// Its RTT estimate, µs: the larger of `tcpi_rtt` (from what it sent)
     /// and `tcpi_rcv_rtt` (from what it received).
     pub rtt_us: u32,
-    /// The receive window it last advertised, bytes (`tcpi_rcv_wnd`).
-    pub rcv_wnd: u32,
 }
 
 /// The connection's hold-up, per direction.
@@ -58,6 +57,10 @@ pub struct Holdup {
     /// Time since `snd_una` last advanced while data was outstanding, ms;
     /// 0 when nothing is outstanding.
     pub send_ms: u32,
+    /// The application keeps the connection's receive queue drained (less
+    /// than half the receive buffer holds data it has not read): a hold-up
+    /// is then a hole, not a reader that stopped.
+    pub reader_keeps_up: bool,
 }
 
 /// Silence threshold of subflow `s`, ms: [`SILENCE_RTTS`] of its RTT,
@@ -66,27 +69,47 @@ pub fn threshold_ms(s: &SubflowView) -> u32 {
     (s.rtt_us / 1000).saturating_mul(SILENCE_RTTS).clamp(MIN_SILENCE_MS, MAX_SILENCE_MS)
 }
 
-/// Indexes into `subflows` of the subflows whose path the rule finds dead
-/// (see the module docs). Never all of them: at least one sibling is alive
-/// by condition 3.
+/// Whether this snapshot implicates each subflow of `subflows` (same
+/// order): the connection is held up at least [`MIN_SILENCE_MS`] in a
+/// direction, the subflow heard nothing (data or ACK) that long (for the
+/// send direction with segments of its own unacknowledged), and a sibling
+/// that is not silent carried that direction in the second half of the
+/// hold-up (for the receive direction, while the reader keeps up).
+pub fn implicated(holdup: Holdup, subflows: &[SubflowView]) -> Vec<bool> {
+    let m = MIN_SILENCE_MS;
+    subflows
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.since_data_ms < m || s.since_ack_ms < m {
+                return false;
+            }
+            let others = || subflows.iter().enumerate().filter(move |(j, _)| *j != i).map(|(_, o)| o);
+            let receive = holdup.receive_ms >= m && holdup.reader_keeps_up && others().any(|o| o.since_data_ms < (holdup.receive_ms / 2).min(threshold_ms(o)));
+            let send = holdup.send_ms >= m && s.unacked > 0 && others().any(|o| o.since_ack_ms < (holdup.send_ms / 2).min(threshold_ms(o)));
+            receive || send
+        })
+        .collect()
+}
+
+/// Whether subflow `s` is dead: implicated ([`implicated`]) at some
+/// snapshot of its current silence (`implicated_in_silence`, which the
+/// caller remembers and clears when the subflow hears from its peer), and
+/// silent, data and ACK, for its threshold ([`threshold_ms`]). The memory
+/// matters: the peer's own retransmission timeout may end the hold-up
+/// (reinjecting on the other path) before the silence reaches the
+/// threshold, and then the dead path holds nothing up any more.
+pub fn is_dead(s: &SubflowView, implicated_in_silence: bool) -> bool {
+    let t = threshold_ms(s);
+    implicated_in_silence && s.since_data_ms >= t && s.since_ack_ms >= t
+}
+
+/// Indexes into `subflows` of the subflows one snapshot alone finds dead
+/// (implicated now and silent for their threshold). Never all of them: an
+/// implicated subflow needs a sibling that is not silent.
 pub fn silent_paths(holdup: Holdup, subflows: &[SubflowView]) -> Vec<usize> {
-    let mut dead = Vec::new();
-    for (i, s) in subflows.iter().enumerate() {
-        let t = threshold_ms(s);
-        // Heard nothing from the peer at all: a path that still carries ACKs
-        // (or data) the other way is not dead.
-        if s.since_data_ms < t || s.since_ack_ms < t {
-            continue;
-        }
-        let others = || subflows.iter().enumerate().filter(move |(j, _)| *j != i).map(|(_, o)| o);
-        let receive =
-            holdup.receive_ms >= t && others().any(|o| o.rcv_wnd >= OPEN_WINDOW_BYTES && o.since_data_ms < (holdup.receive_ms / 2).min(threshold_ms(o)));
-        let send = holdup.send_ms >= t && s.unacked > 0 && others().any(|o| o.since_ack_ms < (holdup.send_ms / 2).min(threshold_ms(o)));
-        if receive || send {
-            dead.push(i);
-        }
-    }
-    dead
+    let now = implicated(holdup, subflows);
+    (0..subflows.len()).filter(|&i| is_dead(&subflows[i], now[i])).collect()
 }
 
 #[cfg(test)]
@@ -96,59 +119,75 @@ mod tests {
     use super::*;
 
     fn quiet(ms: u32) -> SubflowView {
-        SubflowView { since_data_ms: ms, since_ack_ms: ms, unacked: 0, rtt_us: 10_000, rcv_wnd: 1 << 20 }
+        SubflowView { since_data_ms: ms, since_ack_ms: ms, unacked: 0, rtt_us: 10_000 }
     }
 
     #[test]
     fn a_blackholed_path_of_a_download_is_found() {
         // dsl silent 300 ms, lte delivering, in-order progress stopped 290 ms ago.
         let dsl = quiet(300);
-        let lte = SubflowView { since_data_ms: 2, since_ack_ms: 5_000, unacked: 0, rtt_us: 70_000, rcv_wnd: 1 << 20 };
-        assert_eq!(silent_paths(Holdup { receive_ms: 290, send_ms: 0 }, &[dsl, lte]), vec![0]);
+        let lte = SubflowView { since_data_ms: 2, since_ack_ms: 5_000, unacked: 0, rtt_us: 70_000 };
+        assert_eq!(silent_paths(Holdup { receive_ms: 290, send_ms: 0, reader_keeps_up: true }, &[dsl, lte]), vec![0]);
     }
 
     #[test]
     fn a_blackholed_path_of_an_upload_is_found() {
-        let dsl = SubflowView { since_data_ms: 9_000, since_ack_ms: 400, unacked: 20, rtt_us: 10_000, rcv_wnd: 1 << 20 };
-        let lte = SubflowView { since_data_ms: 9_000, since_ack_ms: 10, unacked: 30, rtt_us: 70_000, rcv_wnd: 1 << 20 };
-        assert_eq!(silent_paths(Holdup { receive_ms: 9_000, send_ms: 390 }, &[dsl, lte]), vec![0]);
+        let dsl = SubflowView { since_data_ms: 9_000, since_ack_ms: 400, unacked: 20, rtt_us: 10_000 };
+        let lte = SubflowView { since_data_ms: 9_000, since_ack_ms: 10, unacked: 30, rtt_us: 70_000 };
+        assert_eq!(silent_paths(Holdup { receive_ms: 9_000, send_ms: 390, reader_keeps_up: false }, &[dsl, lte]), vec![0]);
     }
 
     #[test]
     fn a_reader_that_stopped_condemns_nobody() {
         // Nothing arrives on any subflow...
-        assert!(silent_paths(Holdup { receive_ms: 5_000, send_ms: 0 }, &[quiet(5_000), quiet(4_990)]).is_empty());
+        assert!(silent_paths(Holdup { receive_ms: 5_000, send_ms: 0, reader_keeps_up: false }, &[quiet(5_000), quiet(4_990)]).is_empty());
         // ...or the peer pushes at the closed window over one (seen here: 2.5 s held up).
-        let pushed = SubflowView { since_data_ms: 20, since_ack_ms: 9_000, unacked: 0, rtt_us: 10_000, rcv_wnd: 1_000 };
-        assert!(silent_paths(Holdup { receive_ms: 2_500, send_ms: 0 }, &[pushed, quiet(2_456)]).is_empty());
+        let pushed = SubflowView { since_data_ms: 20, since_ack_ms: 9_000, unacked: 0, rtt_us: 10_000 };
+        assert!(silent_paths(Holdup { receive_ms: 2_500, send_ms: 0, reader_keeps_up: false }, &[pushed, quiet(2_456)]).is_empty());
+    }
+
+    #[test]
+    fn a_path_whose_holdup_the_peer_ended_is_still_found() {
+        // Seen beside a busy CPU: dsl's RTT estimate is 200 ms (threshold
+        // 400 ms); the peer's RTO reinjects on lte 250 ms in, which ends the hold-up.
+        let lte = SubflowView { since_data_ms: 2, since_ack_ms: 5_000, unacked: 0, rtt_us: 70_000 };
+        let dsl = |ms| SubflowView { rtt_us: 200_000, ..quiet(ms) };
+        let first = implicated(Holdup { receive_ms: 200, send_ms: 0, reader_keeps_up: true }, &[dsl(210), lte]);
+        assert_eq!(first, [true, false]);
+        assert!(!is_dead(&dsl(210), first[0]), "not silent for its threshold yet");
+        // Later: the connection flows (over lte), dsl still silent.
+        let later = implicated(Holdup { receive_ms: 5, send_ms: 0, reader_keeps_up: true }, &[dsl(450), lte]);
+        assert_eq!(later, [false, false]);
+        assert!(is_dead(&dsl(450), first[0] || later[0]), "implicated during this silence, now silent past 400 ms");
+        assert!(silent_paths(Holdup { receive_ms: 5, send_ms: 0, reader_keeps_up: true }, &[dsl(450), lte]).is_empty(), "one snapshot alone would miss it");
     }
 
     #[test]
     fn an_unused_path_of_a_flowing_connection_is_left_alone() {
         // The peer's scheduler uses only lte; the connection progresses.
-        let lte = SubflowView { since_data_ms: 1, since_ack_ms: 9_000, unacked: 0, rtt_us: 70_000, rcv_wnd: 1 << 20 };
-        assert!(silent_paths(Holdup { receive_ms: 1, send_ms: 0 }, &[quiet(9_000), lte]).is_empty());
+        let lte = SubflowView { since_data_ms: 1, since_ack_ms: 9_000, unacked: 0, rtt_us: 70_000 };
+        assert!(silent_paths(Holdup { receive_ms: 1, send_ms: 0, reader_keeps_up: true }, &[quiet(9_000), lte]).is_empty());
     }
 
     proptest! {
         /// Whatever the figures, at least one subflow is left (condition 3).
         #[test]
-        fn never_every_subflow(views in prop::collection::vec((0u32..5_000, 0u32..5_000, 0u32..50, 0u32..2_000_000, 0u32..1 << 20), 1..6),
-                               receive_ms in 0u32..5_000, send_ms in 0u32..5_000) {
-            let v: Vec<_> = views.iter().map(|&(d, a, u, r, w)| SubflowView { since_data_ms: d, since_ack_ms: a, unacked: u, rtt_us: r, rcv_wnd: w }).collect();
-            let dead = silent_paths(Holdup { receive_ms, send_ms }, &v);
+        fn never_every_subflow(views in prop::collection::vec((0u32..5_000, 0u32..5_000, 0u32..50, 0u32..2_000_000), 1..6),
+                               receive_ms in 0u32..5_000, send_ms in 0u32..5_000, reader_keeps_up: bool) {
+            let v: Vec<_> = views.iter().map(|&(d, a, u, r)| SubflowView { since_data_ms: d, since_ack_ms: a, unacked: u, rtt_us: r }).collect();
+            let dead = silent_paths(Holdup { receive_ms, send_ms, reader_keeps_up }, &v);
             prop_assert!(dead.len() < v.len());
         }
 
         /// A connection held up for less than the shortest threshold, or a
         /// subflow that heard from its peer within it, is never condemned.
         #[test]
-        fn recent_life_or_progress_protects(views in prop::collection::vec((0u32..5_000, 0u32..5_000, 0u32..50, 0u32..2_000_000, 0u32..1 << 20), 2..6),
+        fn recent_life_or_progress_protects(views in prop::collection::vec((0u32..5_000, 0u32..5_000, 0u32..50, 0u32..2_000_000), 2..6),
                                             holdup in 0u32..MIN_SILENCE_MS, later in 0u32..5_000) {
-            let v: Vec<_> = views.iter().map(|&(d, a, u, r, w)| SubflowView { since_data_ms: d, since_ack_ms: a, unacked: u, rtt_us: r, rcv_wnd: w }).collect();
-            let early = silent_paths(Holdup { receive_ms: holdup, send_ms: holdup }, &v);
+            let v: Vec<_> = views.iter().map(|&(d, a, u, r)| SubflowView { since_data_ms: d, since_ack_ms: a, unacked: u, rtt_us: r }).collect();
+            let early = silent_paths(Holdup { receive_ms: holdup, send_ms: holdup, reader_keeps_up: true }, &v);
             prop_assert!(early.is_empty());
-            let dead = silent_paths(Holdup { receive_ms: later, send_ms: later }, &v);
+            let dead = silent_paths(Holdup { receive_ms: later, send_ms: later, reader_keeps_up: true }, &v);
             for i in dead {
                 let t = threshold_ms(&v[i]);
                 prop_assert!(v[i].since_data_ms >= t || v[i].since_ack_ms >= t);
