@@ -89,11 +89,6 @@ fn goodput(v: Variant, rep: usize) -> f64 {
     bytes as f64 * 8.0 / MEASURE.as_secs_f64()
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str, scale: f64) {
-    v.sort_by(f64::total_cmp);
-    println!("{name}: median {:.2}{unit}, range {:.2}–{:.2}{unit} over {} runs", v[v.len() / 2] * scale, v[0] * scale, v[v.len() - 1] * scale, v.len());
-}
-
 fn main() {
     qsock_tests::require_root();
     let reps = std::env::var("AGGREGATE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
@@ -118,9 +113,11 @@ fn main() {
         }
     }
     for (i, v) in variants.iter().enumerate() {
-        summary(&format!("{v:?} goodput"), rates[i].clone(), " Mbit/s", 1e-6);
+        let mbit: Vec<f64> = rates[i].iter().map(|r| r / 1e6).collect();
+        qsock_tests::print_spread(&format!("{v:?} goodput"), &mbit, " Mbit/s", 2);
         if i >= 2 {
-            summary(&format!("{v:?}, share of dsl + lte alone"), ratios[i].clone(), " %", 100.0);
+            let pct: Vec<f64> = ratios[i].iter().map(|r| r * 100.0).collect();
+            qsock_tests::print_spread(&format!("{v:?}, share of dsl + lte alone"), &pct, " %", 1);
         }
     }
 }

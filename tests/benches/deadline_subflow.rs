@@ -90,11 +90,6 @@ fn run(v: Variant, rep: usize, root: &std::path::Path) -> (usize, u64) {
     (on_time, b.link_bytes(1).unwrap().1 - lte_rx0)
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str) {
-    v.sort_by(f64::total_cmp);
-    println!("{name}: median {:.1}{unit}, range {:.1}–{:.1}{unit} over {} runs", v[v.len() / 2], v[0], v[v.len() - 1], v.len());
-}
-
 fn main() {
     qsock_tests::require_root();
     let reps = std::env::var("DEADLINE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
@@ -114,8 +109,8 @@ fn main() {
         }
     }
     for (i, v) in variants.iter().enumerate() {
-        summary(&format!("{v:?} chunks on time (of {CHUNKS})"), on_time[i].clone(), "");
-        summary(&format!("{v:?} bytes on lte"), lte[i].clone(), " MB");
+        qsock_tests::print_spread(&format!("{v:?} chunks on time (of {CHUNKS})"), &on_time[i], "", 1);
+        qsock_tests::print_spread(&format!("{v:?} bytes on lte"), &lte[i], " MB", 1);
     }
     let _ = std::fs::remove_dir_all(&root);
 }

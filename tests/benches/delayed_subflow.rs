@@ -95,11 +95,6 @@ fn run(v: Variant, rep: usize, root: &std::path::Path, objects: &[(String, u64)]
     (t0.elapsed().as_secs_f64(), opened.load(Ordering::Relaxed))
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str) {
-    v.sort_by(f64::total_cmp);
-    println!("{name}: median {:.2}{unit}, range {:.2}–{:.2}{unit} over {} runs", v[v.len() / 2], v[0], v[v.len() - 1], v.len());
-}
-
 fn main() {
     qsock_tests::require_root();
     let reps = std::env::var("DELAYED_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
@@ -121,8 +116,8 @@ fn main() {
         }
     }
     for (i, v) in variants.iter().enumerate() {
-        summary(&format!("{v:?} page time"), times[i].clone(), " s");
-        summary(&format!("{v:?} subflows opened"), subflows[i].clone(), "");
+        qsock_tests::print_spread(&format!("{v:?} page time"), &times[i], " s", 2);
+        qsock_tests::print_spread(&format!("{v:?} subflows opened"), &subflows[i], "", 2);
     }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -72,10 +72,9 @@ fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
     (stall, Some(healed.elapsed()))
 }
 
-fn summary(name: &str, mut v: Vec<Duration>) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("{name}: median {:.0} ms, range {:.0}–{:.0} ms over {} runs", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]), v.len());
+/// Durations in ms.
+fn ms(v: &[Duration]) -> Vec<f64> {
+    v.iter().map(|d| d.as_secs_f64() * 1e3).collect()
 }
 
 fn main() {
@@ -96,9 +95,9 @@ fn main() {
         }
     }
     let [kd, qd, kb, qb, back] = figures;
-    summary("in-kernel path manager, stall after link down", kd);
-    summary("qsockd path manager, stall after link down", qd);
-    summary("in-kernel path manager, stall after blackhole", kb);
-    summary("qsockd path manager, stall after blackhole", qb);
-    summary("qsockd path manager, back on dsl after the blackhole ends", back);
+    qsock_tests::print_spread("in-kernel path manager, stall after link down", &ms(&kd), " ms", 0);
+    qsock_tests::print_spread("qsockd path manager, stall after link down", &ms(&qd), " ms", 0);
+    qsock_tests::print_spread("in-kernel path manager, stall after blackhole", &ms(&kb), " ms", 0);
+    qsock_tests::print_spread("qsockd path manager, stall after blackhole", &ms(&qb), " ms", 0);
+    qsock_tests::print_spread("qsockd path manager, back on dsl after the blackhole ends", &ms(&back), " ms", 0);
 }

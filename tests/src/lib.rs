@@ -145,3 +145,13 @@ pub fn recv_until_marker(rx: &UdpSocket) -> Result<Vec<Vec<u8>>> {
         }
     }
 }
+
+/// Prints `name: median M<unit>, range LO–HI<unit> over N runs` for
+/// `values` (one figure per repetition of a benchmark), with `decimals`
+/// digits. Panics on an empty slice.
+pub fn print_spread(name: &str, values: &[f64], unit: &str, decimals: usize) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let (lo, med, hi) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+    println!("{name}: median {med:.decimals$}{unit}, range {lo:.decimals$}–{hi:.decimals$}{unit} over {} runs", v.len());
+}
