@@ -189,6 +189,30 @@ fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>, deadline:
     receive(fd, deadline)
 }
 
+/// A connection of its own to qsockd at `path` for a stream of answers
+/// (subflow events), and the first answer to `req` on it within `wait`.
+/// Errors: [`ErrorKind::DaemonUnavailable`] (qsockd is not there or did not
+/// answer in time), the error qsockd answered.
+pub(crate) fn open_stream(path: &Path, req: &Request, sock: Option<BorrowedFd<'_>>, wait: Duration) -> Result<(OwnedFd, Response)> {
+    let fd = open_connection(path)?;
+    match exchange(&fd, req, sock, Instant::now() + wait) {
+        Ok(r) => Ok((fd, r)),
+        Err(Failure::Broken(e) | Failure::Failed(e)) => Err(e),
+        Err(Failure::TimedOut) => Err(unavailable("qsockd did not answer the subscription in time")),
+    }
+}
+
+/// The next message of a stream opened by [`open_stream`] by `deadline`;
+/// `Ok(None)` when none came. Errors: [`ErrorKind::DaemonUnavailable`] (the
+/// stream ended: qsockd stopped), the error qsockd sent.
+pub(crate) fn next_on_stream(fd: &OwnedFd, deadline: Instant) -> Result<Option<Response>> {
+    match receive(fd, deadline) {
+        Ok(r) => Ok(Some(r)),
+        Err(Failure::TimedOut) => Ok(None),
+        Err(Failure::Broken(e) | Failure::Failed(e)) => Err(e),
+    }
+}
+
 impl Conn {
     /// Connects anew once; on success every socket still open is to be
     /// re-registered ([`Conn::catch_up`]).
@@ -309,6 +333,11 @@ impl Client {
     /// [`Client::with_wait`] set another).
     pub fn wait(&self) -> Duration {
         self.wait
+    }
+
+    /// Path of qsockd's socket this client connects to.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether the connection to qsockd is up and every socket re-registered

@@ -20,6 +20,8 @@ pub mod params;
 pub mod proto;
 mod send;
 pub mod subflow_control;
+mod subflow_diag;
+pub mod subflow_events;
 pub mod subflows;
 pub mod taps;
 
@@ -37,6 +39,7 @@ pub use multipath_intents::{Multipath, MultipathPolicy};
 pub use params::{Burstiness, Category, DwcsAttrs, EdfAttrs, InitParams, Intents, QosParams, RateAttrs, Resilience, SchedulerParams, Timeliness};
 pub use send::{monotonic_now_ns, qsend, qsendto};
 pub use subflow_control::{qsubflow_close, qsubflow_open, qsubflow_set_backup, SUBFLOW_OPEN_WAIT};
+pub use subflow_events::{qsubflow_events, SubflowEvent, SubflowEvents};
 pub use subflows::{mptcp_token, qsubflows, Connection, Subflow, SubflowLocal, TcpState};
 pub use taps::{CapacityProfile, InterfacePreference, InterfaceSelector, InterfaceType, Preference};
 

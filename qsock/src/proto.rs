@@ -10,6 +10,7 @@ use crate::{
     error::QsockError,
     info::{AttachInfo, InterfaceInfo, QInfo, SocketSummary},
     params::{InitParams, QosParams},
+    subflow_events::SubflowEvent,
     subflows::{Subflow, SubflowLocal},
 };
 
@@ -69,6 +70,10 @@ pub enum Request {
         /// Backup (used only when no other subflow can send) or not.
         backup: bool,
     },
+    /// Subscribe to the subflow events of the attached MPTCP connection:
+    /// answered `Ok`, then one [`Response::SubflowEvent`] per event on this
+    /// connection, which serves nothing else from then on.
+    SubflowEvents,
 }
 
 impl Request {
@@ -89,6 +94,7 @@ impl Request {
                 | Self::SubflowOpen { .. }
                 | Self::SubflowClose { .. }
                 | Self::SubflowBackup { .. }
+                | Self::SubflowEvents
         )
     }
 
@@ -116,6 +122,8 @@ pub enum Response {
     Sockets(Vec<SocketSummary>),
     /// Answer to `SubflowOpen`: the new subflow.
     Subflow(Box<Subflow>),
+    /// One event of a `SubflowEvents` subscription.
+    SubflowEvent(SubflowEvent),
     /// The request failed; nothing was changed.
     Error(QsockError),
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{ErrorKind, QsockError, Result},
     mptcp_uapi::{FullInfo, MptcpInfo, SubflowInfo, MPTCP_FULL_INFO, MPTCP_INFO, SOL_MPTCP},
+    subflow_diag::{SubflowDiag, FLAG_BACKUP_LOCAL, FLAG_BACKUP_REMOTE},
 };
 
 /// Most subflows one listing returns (the kernel's limit per connection is 8).
@@ -85,6 +86,15 @@ pub struct Subflow {
     pub timeouts_in_a_row: u8,
     /// Time since the last ACK arrived on this subflow, ms.
     pub since_last_ack_ms: u32,
+    /// This end asked the peer to send on this subflow only when no other
+    /// subflow can (backup: the B bit of its `MP_JOIN` or of a later
+    /// `MP_PRIO`, RFC 8684 §3.3.8). From sock_diag (`MPTCP_SUBFLOW_FLAG_BKUP_LOC`);
+    /// `None` when sock_diag did not find the subflow (the caller is in
+    /// another network namespace than the socket).
+    pub backup: Option<bool>,
+    /// The peer asked this end the same (`MPTCP_SUBFLOW_FLAG_BKUP_REM`);
+    /// `None` as for [`Subflow::backup`].
+    pub peer_backup: Option<bool>,
 }
 
 /// Where a new subflow starts: an interface (its address of the remote's
@@ -185,7 +195,8 @@ pub fn interface_holding(addr: IpAddr) -> Option<String> {
 /// Lists the subflows of the MPTCP connection `fd` with each one's
 /// addresses, interface, state and `tcp_info` figures (the paper's
 /// `MPTCP_GET_SUB_IDS` + `MPTCP_GET_SUB_TUPLE` + per-subflow `TCP_INFO`,
-/// read in one consistent step). Needs no privilege and no daemon.
+/// read in one consistent step), and each subflow's backup flags from one
+/// sock_diag lookup. Needs no privilege and no daemon.
 ///
 /// Errors: [`ErrorKind::NotMultipath`] (not an MPTCP socket, not connected,
 /// or fallen back to TCP), [`ErrorKind::BadSocket`], [`ErrorKind::Kernel`]
@@ -222,16 +233,19 @@ pub fn qsubflows(fd: impl AsFd) -> Result<Connection> {
         return Err(QsockError::new(ErrorKind::Kernel, format!("the kernel's tcp_info is {} bytes: too old for subflow figures", full.size_tcpinfo_kernel)));
     }
     let n = (full.num_subflows as usize).min(MAX_LISTED);
+    let mut diag = SubflowDiag::open().ok();
     let subflows = sf[..n]
         .iter()
         .zip(&tcp[..n])
         .filter_map(|(s, t)| {
             let (local, remote) = (socket_addr(&s.addrs.local)?, socket_addr(&s.addrs.remote)?);
+            let interface = interface_holding(local.ip());
+            let flags = diag.as_mut().and_then(|d| d.flags(local, remote, interface.as_deref()));
             Some(Subflow {
                 id: s.id,
                 local,
                 remote,
-                interface: interface_holding(local.ip()),
+                interface,
                 state: TcpState::from_kernel(t.tcpi_state),
                 rtt_us: t.tcpi_rtt,
                 rtt_var_us: t.tcpi_rttvar,
@@ -244,6 +258,8 @@ pub fn qsubflows(fd: impl AsFd) -> Result<Connection> {
                 retransmitted_segments: t.tcpi_total_retrans,
                 timeouts_in_a_row: t.tcpi_retransmits,
                 since_last_ack_ms: t.tcpi_last_ack_recv,
+                backup: flags.map(|f| f & FLAG_BACKUP_LOCAL != 0),
+                peer_backup: flags.map(|f| f & FLAG_BACKUP_REMOTE != 0),
             })
         })
         .collect();

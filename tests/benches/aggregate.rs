@@ -91,10 +91,9 @@ fn goodput(v: Variant, rep: usize) -> f64 {
 
 fn main() {
     qsock_tests::require_root();
+    let mut figures = qsock_tests::figures::Figures::new("aggregate");
     let reps = std::env::var("AGGREGATE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
     let variants = [Variant::DslAlone, Variant::LteAlone, Variant::InKernel, Variant::Qsockd, Variant::QsockdAttached];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for rep in 0..reps {
         let g: Vec<f64> = variants.iter().map(|&v| goodput(v, rep)).collect();
         let sum = g[0] + g[1];
@@ -107,17 +106,12 @@ fn main() {
             g[3] / 1e6,
             g[4] / 1e6
         );
-        for (i, x) in g.iter().enumerate() {
-            rates[i].push(*x);
-            ratios[i].push(x / sum);
+        for (v, x) in variants.iter().zip(&g) {
+            figures.add(&format!("{v:?}"), "goodput", "Mbit/s", rep, x / 1e6);
+        }
+        for (v, x) in variants.iter().zip(&g).skip(2) {
+            figures.add(&format!("{v:?}"), "share of dsl + lte alone", "%", rep, x / sum * 100.0);
         }
     }
-    for (i, v) in variants.iter().enumerate() {
-        let mbit: Vec<f64> = rates[i].iter().map(|r| r / 1e6).collect();
-        qsock_tests::print_spread(&format!("{v:?} goodput"), &mbit, " Mbit/s", 2);
-        if i >= 2 {
-            let pct: Vec<f64> = ratios[i].iter().map(|r| r * 100.0).collect();
-            qsock_tests::print_spread(&format!("{v:?}, share of dsl + lte alone"), &pct, " %", 1);
-        }
-    }
+    figures.finish(2).unwrap();
 }

@@ -98,19 +98,15 @@ fn main() {
     for i in 0..CHUNKS {
         std::fs::write(root.join(format!("chunk{i}")), vec![i as u8; CHUNK_BYTES]).unwrap();
     }
-    let variants = [Variant::PrimaryOnly, Variant::AlwaysBoth, Variant::DeadlineRule];
-    let (mut on_time, mut lte): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (vec![Vec::new(); 3], vec![Vec::new(); 3]);
+    let mut figures = qsock_tests::figures::Figures::new("deadline_subflow");
     for rep in 0..reps {
-        for (i, &v) in variants.iter().enumerate() {
+        for v in [Variant::PrimaryOnly, Variant::AlwaysBoth, Variant::DeadlineRule] {
             let (n, bytes) = run(v, rep, &root);
             println!("rep {rep} {v:?}: {n}/{CHUNKS} chunks on time, lte received {:.2} MB", bytes as f64 / 1e6);
-            on_time[i].push(n as f64);
-            lte[i].push(bytes as f64 / 1e6);
+            figures.add(&format!("{v:?}"), &format!("chunks on time (of {CHUNKS})"), "", rep, n as f64);
+            figures.add(&format!("{v:?}"), "bytes on lte", "MB", rep, bytes as f64 / 1e6);
         }
     }
-    for (i, v) in variants.iter().enumerate() {
-        qsock_tests::print_spread(&format!("{v:?} chunks on time (of {CHUNKS})"), &on_time[i], "", 1);
-        qsock_tests::print_spread(&format!("{v:?} bytes on lte"), &lte[i], " MB", 1);
-    }
+    figures.finish(1).unwrap();
     let _ = std::fs::remove_dir_all(&root);
 }

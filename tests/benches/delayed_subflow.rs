@@ -104,20 +104,15 @@ fn main() {
     let threshold = std::env::var("DELAYED_THRESHOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(THRESHOLD);
     let large = page.iter().filter(|(_, n)| *n as usize > threshold).count();
     println!("page: {} objects, {large} over the {threshold} B threshold", page.len());
-    let variants = [Variant::FullMesh, Variant::Delayed, Variant::OnePath];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut subflows: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut figures = qsock_tests::figures::Figures::new("delayed_subflow");
     for rep in 0..reps {
-        for (i, &v) in variants.iter().enumerate() {
+        for v in [Variant::FullMesh, Variant::Delayed, Variant::OnePath] {
             let (t, n) = run(v, rep, &root, &page, threshold);
             println!("rep {rep} {v:?}: page {t:.2} s, {n} subflows opened");
-            times[i].push(t);
-            subflows[i].push(n as f64);
+            figures.add(&format!("{v:?}"), "page time", "s", rep, t);
+            figures.add(&format!("{v:?}"), "subflows opened", "", rep, n as f64);
         }
     }
-    for (i, v) in variants.iter().enumerate() {
-        qsock_tests::print_spread(&format!("{v:?} page time"), &times[i], " s", 2);
-        qsock_tests::print_spread(&format!("{v:?} subflows opened"), &subflows[i], "", 2);
-    }
+    figures.finish(2).unwrap();
     let _ = std::fs::remove_dir_all(&root);
 }

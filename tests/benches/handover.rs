@@ -72,14 +72,14 @@ fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
     (stall, Some(healed.elapsed()))
 }
 
-/// Durations in ms.
-fn ms(v: &[Duration]) -> Vec<f64> {
-    v.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+/// Milliseconds of `d`.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn main() {
     qsock_tests::require_root();
-    let mut figures: [Vec<Duration>; 5] = Default::default();
+    let mut figures = qsock_tests::figures::Figures::new("handover");
     let reps = std::env::var("HANDOVER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
     for rep in 0..reps {
         let (kd, _) = stall(false, Kill::Down, rep);
@@ -90,14 +90,11 @@ fn main() {
         println!(
             "rep {rep}: link down: in-kernel {kd:?}, qsockd {qd:?}; blackhole: in-kernel {kb:?}, qsockd {qb:?}, back on dsl {back:?} after the wire healed"
         );
-        for (v, d) in figures.iter_mut().zip([kd, qd, kb, qb, back]) {
-            v.push(d);
-        }
+        figures.add("in-kernel PM", "stall after link down", "ms", rep, ms(kd));
+        figures.add("qsockd PM", "stall after link down", "ms", rep, ms(qd));
+        figures.add("in-kernel PM", "stall after blackhole", "ms", rep, ms(kb));
+        figures.add("qsockd PM", "stall after blackhole", "ms", rep, ms(qb));
+        figures.add("qsockd PM", "back on dsl after the blackhole ends", "ms", rep, ms(back));
     }
-    let [kd, qd, kb, qb, back] = figures;
-    qsock_tests::print_spread("in-kernel path manager, stall after link down", &ms(&kd), " ms", 0);
-    qsock_tests::print_spread("qsockd path manager, stall after link down", &ms(&qd), " ms", 0);
-    qsock_tests::print_spread("in-kernel path manager, stall after blackhole", &ms(&kb), " ms", 0);
-    qsock_tests::print_spread("qsockd path manager, stall after blackhole", &ms(&qb), " ms", 0);
-    qsock_tests::print_spread("qsockd path manager, back on dsl after the blackhole ends", &ms(&back), " ms", 0);
+    figures.finish(0).unwrap();
 }

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod figures;
 pub mod http;
 pub mod mptcp;
 

@@ -8,10 +8,11 @@
 use std::{
     io::Write,
     net::TcpStream,
+    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
-use qsock::TcpState;
+use qsock::{SubflowEvent, TcpState};
 use qsock_tests::{
     mptcp::{connect, listener, read_window, source},
     skip_unless_root,
@@ -67,6 +68,8 @@ fn a_download_leaves_a_blackholed_link_and_returns_when_it_heals() {
     // qsockd; docs/architecture.md.)
     nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &(4 << 20)).unwrap();
     until_on_both(&b, &mut s);
+    let c = b.client().unwrap();
+    let mut events = c.subflow_events(s.as_fd()).unwrap();
     b.set_blackhole(0, true).unwrap();
     let dead = Instant::now();
     // No link event: only the subflows' silence tells. The download goes on over wan1.
@@ -78,6 +81,10 @@ fn a_download_leaves_a_blackholed_link_and_returns_when_it_heals() {
         "the silent subflow on wan0 was withdrawn:\n{}",
         log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n")
     );
+    // The application heard that the subflow on wan0 was found silent.
+    let heard = drain(&mut events);
+    let wan0 = std::net::IpAddr::from(MultiHomed::host_ip(0));
+    assert!(heard.iter().any(|e| matches!(e, SubflowEvent::Silent { local, .. } if local.ip() == wan0)), "a Silent event for wan0: {heard:?}");
     // wan1 alone carries up to 4.5 MB in 3 s; a debug-build delay line beside a busy CPU far less.
     assert!(after > 500_000, "the download went on over wan1: {after} bytes in 3 s");
     // Healed: the next probing join completes and the connection uses wan0 again.
@@ -115,6 +122,8 @@ fn a_quiet_path_or_a_reader_that_pauses_keeps_its_subflows() {
     });
     let mut s = connect(&b, 7202);
     until_on_both(&b, &mut s);
+    let c = b.client().unwrap();
+    let mut events = c.subflow_events(s.as_fd()).unwrap();
     let t0 = Instant::now();
     let (paced, _) = read_window(&mut s, t0, t0 + Duration::from_secs(3));
     assert!(paced > 100_000, "{paced} bytes in 3 s");
@@ -127,4 +136,12 @@ fn a_quiet_path_or_a_reader_that_pauses_keeps_its_subflows() {
     let (resumed, _) = read_window(&mut s, t1, t1 + Duration::from_secs(1));
     assert!(resumed > 0);
     assert!(!log().contains("is silent"), "no subflow was judged silent:\n{}", log());
+    let heard = drain(&mut events);
+    assert!(!heard.iter().any(|e| matches!(e, SubflowEvent::Silent { .. } | SubflowEvent::Closed { .. })), "no subflow found silent or closed: {heard:?}");
+}
+
+/// The events qsockd has sent so far (each was sent as it happened: 100 ms
+/// covers the last one's way through the Unix socket).
+fn drain(events: &mut qsock::SubflowEvents) -> Vec<SubflowEvent> {
+    std::iter::from_fn(|| events.next_within(Duration::from_millis(100)).unwrap()).collect()
 }

@@ -46,6 +46,7 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     let c = b.client().unwrap();
     let rx0 = [b.link_bytes(0).unwrap().1, b.link_bytes(1).unwrap().1];
 
+    let t0 = std::time::Instant::now();
     let mut s = connect(&b, 80);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (length, mut got) = qsock_tests::http::get_head(&mut s, "file.bin");
@@ -89,6 +90,14 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     }
     let rx = [b.link_bytes(0).unwrap().1 - rx0[0], b.link_bytes(1).unwrap().1 - rx0[1]];
     eprintln!("{refreshes} refreshes, {} subflows opened, {refused} joins refused; rx {rx:?} bytes on wan0, wan1", opened_ids.len());
+    // With QSOCK_RESULTS set (scripts/multipath.sh) the figures go to results/refresh.csv.
+    let mut figures = qsock_tests::figures::Figures::new("refresh");
+    let variant = "refresh every 64 KiB";
+    figures.add(variant, "download time", "s", 0, t0.elapsed().as_secs_f64());
+    figures.add(variant, "subflows opened", "", 0, opened_ids.len() as f64);
+    figures.add(variant, "joins refused", "", 0, refused as f64);
+    figures.add(variant, "received on both links per file byte", "", 0, (rx[0] + rx[1]) as f64 / FILE as f64);
+    figures.finish(2).unwrap();
     assert_eq!(got.len(), FILE);
     assert!(got == body(), "the file arrived intact across the refreshes");
     assert!(

@@ -182,28 +182,43 @@ fn qsockd_opens_closes_and_prioritises_subflows() {
     let first = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
     assert_eq!(first.subflows.len(), 1, "the userspace path manager opens nothing on its own: {first:#?}");
     assert_eq!(first.subflows[0].interface.as_deref(), Some("wan0"));
+    assert_eq!((first.subflows[0].backup, first.subflows[0].peer_backup), (Some(false), Some(false)), "{first:#?}");
+    let mut events = c.subflow_events(s.as_fd()).unwrap();
 
     // Before any data the connection is not fully established: a join is refused, with the reason.
     let e = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("wan1".into()), None, std::time::Duration::from_millis(200)).unwrap_err();
     assert!(e.message.contains("fully established"), "{e}");
     send_acked(&mut s, 10_000);
+    let ev = next_event(&mut events);
+    assert!(matches!(&ev, qsock::SubflowEvent::ConnectionEstablished { interface: Some(i), .. } if i == "wan0"), "joins allowed from now on: {ev:?}");
     // Open: returns once established, on the interface asked for.
     let sf = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("wan1".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap();
     assert_eq!((sf.local.ip(), sf.interface.as_deref(), sf.state), (MultiHomed::host_ip(1).into(), Some("wan1"), TcpState::Established), "{sf:#?}");
     assert_eq!(sf.remote, first.subflows[0].remote, "to the initial subflow's remote by default");
+    let ev = next_event(&mut events);
+    assert!(matches!(&ev, qsock::SubflowEvent::Established { local, interface: Some(i), backup: false, .. } if *local == sf.local && i == "wan1"), "{ev:?}");
     let both = link_tx_during(&b, || send_acked(&mut s, 2_000_000));
     eprintln!("two subflows: {both:?} bytes on wan0, wan1");
     assert!(both.iter().all(|&n| n > 200_000), "both links carry a share of 2 MB: {both:?}");
 
     // Backup: the initial subflow is used only if no other can send.
     c.set_subflow_backup(s.as_fd(), 1, true).unwrap();
+    let initial = first.subflows[0].local;
+    let ev = next_event(&mut events);
+    assert!(matches!(&ev, qsock::SubflowEvent::BackupChanged { local, backup: true, .. } if *local == initial), "{ev:?}");
+    let listed = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap();
+    let flags: Vec<_> = listed.subflows.iter().map(|x| (x.id, x.backup, x.peer_backup)).collect();
+    assert_eq!(flags, vec![(1, Some(true), Some(false)), (sf.id, Some(false), Some(false))], "the listing shows which is backup: {listed:#?}");
     let backup = link_tx_during(&b, || send_acked(&mut s, 1_000_000));
     eprintln!("subflow 1 backup: {backup:?}");
     assert!(backup[0] < 50_000 && backup[1] >= 1_000_000, "wan0 idle but for ACKs, wan1 carries the 1 MB: {backup:?}");
     c.set_subflow_backup(s.as_fd(), 1, false).unwrap();
 
     // Close: the connection goes on over the other subflow.
+    assert!(matches!(next_event(&mut events), qsock::SubflowEvent::BackupChanged { backup: false, .. }));
     c.close_subflow(s.as_fd(), sf.id).unwrap();
+    let ev = next_event(&mut events);
+    assert!(matches!(&ev, qsock::SubflowEvent::Closed { local, .. } if *local == sf.local), "{ev:?}");
     let closed = link_tx_during(&b, || send_acked(&mut s, 1_000_000));
     eprintln!("subflow {} closed: {closed:?}", sf.id);
     assert!(closed[1] < 50_000 && closed[0] >= 1_000_000, "wan1 silent after the close: {closed:?}");
@@ -222,9 +237,21 @@ fn qsockd_opens_closes_and_prioritises_subflows() {
     assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
     let e = c.set_subflow_backup(tcp.as_fd(), 1, true).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
+    let e = c.subflow_events(tcp.as_fd()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotMultipath, "{e}");
     c.ping().unwrap();
     // The connection still carries data end to end.
     send_acked(&mut s, 100_000);
+    // Its end is the subscription's last event.
+    drop(s);
+    assert_eq!(next_event(&mut events), qsock::SubflowEvent::ConnectionClosed);
+    assert_eq!(events.next_within(std::time::Duration::from_millis(10)).unwrap(), None, "nothing after the end");
+}
+
+/// The subscription's next event: qsockd forwards each as the kernel
+/// reports it, so 5 s is a bound far above a few RTTs on this bed.
+fn next_event(events: &mut qsock::SubflowEvents) -> qsock::SubflowEvent {
+    events.next_within(std::time::Duration::from_secs(5)).unwrap().expect("an event within 5 s")
 }
 
 #[test]
@@ -365,6 +392,8 @@ fn a_download_moves_off_a_link_that_goes_down_and_back_when_it_returns() {
     let subflows = |s: &TcpStream| b.in_host(|| qsock::qsubflows(s)).unwrap().unwrap().subflows;
     let on = |s: &TcpStream, dev: &str| subflows(s).iter().any(|x| x.interface.as_deref() == Some(dev) && x.state == TcpState::Established);
     assert!(before > 0 && on(&s, "wan0") && on(&s, "wan1"), "{:#?}", subflows(&s));
+    let c = b.client().unwrap();
+    let mut events = c.subflow_events(s.as_fd()).unwrap();
     // wan0 goes down: qsockd withdraws its address from the connection; the peer moves to wan1.
     b.set_link(0, false).unwrap();
     let down = std::time::Instant::now();
@@ -372,6 +401,10 @@ fn a_download_moves_off_a_link_that_goes_down_and_back_when_it_returns() {
     eprintln!("link down: longest stall {stall:?}, {after} bytes in the 2 s after");
     assert!(after > 500_000, "the download goes on over wan1: {after} bytes in 2 s");
     assert!(!on(&s, "wan0"), "the dead link's subflow is gone: {:#?}", subflows(&s));
+    // The application heard of it: the interface first, then its subflow's close.
+    assert_eq!(next_event(&mut events), qsock::SubflowEvent::InterfaceDown { interface: "wan0".into() });
+    let ev = next_event(&mut events);
+    assert!(matches!(&ev, qsock::SubflowEvent::Closed { local, .. } if local.ip() == std::net::IpAddr::from(MultiHomed::host_ip(0))), "{ev:?}");
     // wan0 returns: after the hold-down, the connection uses it again.
     b.set_link(0, true).unwrap();
     let up = std::time::Instant::now();

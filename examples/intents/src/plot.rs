@@ -23,7 +23,12 @@ pub fn boxplot(path: &Path, title: &str, y_desc: &str, series: &[(String, Vec<f6
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d(labels.into_segmented(), 0f32..ymax as f32)?;
-    chart.configure_mesh().y_desc(y_desc).light_line_style(WHITE).draw()?;
+    // Labels as written (a segment's default format quotes them).
+    let label = |v: &SegmentValue<&String>| match v {
+        SegmentValue::Exact(l) | SegmentValue::CenterOf(l) => l.to_string(),
+        SegmentValue::Last => String::new(),
+    };
+    chart.configure_mesh().y_desc(y_desc).x_label_formatter(&label).light_line_style(WHITE).draw()?;
     chart.draw_series(series.iter().map(|(l, v)| Boxplot::new_vertical(SegmentValue::CenterOf(l), &Quartiles::new(v)).width(30)))?;
     root.present()?;
     Ok(())

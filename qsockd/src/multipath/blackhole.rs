@@ -165,6 +165,7 @@ impl Multipath {
     /// Destroys the silent subflow and withdraws its address from the
     /// connection, then probes the path until it carries a join again.
     async fn withdraw_silent(self: Arc<Self>, (token, local, remote, id): Watched) {
+        self.publish(token, qsock::SubflowEvent::Silent { local, remote, interface: qsock::subflows::interface_holding(local.ip()) });
         {
             let mut pm = self.pm.lock().await;
             // The address first: the path manager forgets an id once its

@@ -54,6 +54,7 @@ impl Multipath {
             tokio::spawn(self.clone().open_on_every_interface(token, gone.iter().copied().collect(), remote));
         }
         for (token, ids, dead) in withdraw {
+            self.publish(token, qsock::SubflowEvent::InterfaceDown { interface: name.clone() });
             let mut pm = self.pm.lock().await;
             for id in ids {
                 match pm.remove_address(token, id).await {

@@ -6,6 +6,7 @@
 //! connections. Its state is its own (not the socket registry's), so a join
 //! that takes a few RTTs holds up nobody else's request.
 pub mod blackhole;
+pub mod events;
 pub mod handover;
 pub mod pm_setting;
 pub mod silence;
@@ -184,6 +185,8 @@ pub struct Multipath {
     open: OpenSubflows,
     /// Where subflow events go (the socket registry).
     notices: tokio::sync::mpsc::UnboundedSender<SubflowNotice>,
+    /// Subflow events for applications (`(token, event)`, [`events`]).
+    events: tokio::sync::broadcast::Sender<(u32, qsock::SubflowEvent)>,
     state_dir: PathBuf,
 }
 
@@ -211,6 +214,7 @@ impl Multipath {
                         interfaces,
                         open: cfg.open_subflows,
                         notices: notices.clone(),
+                        events: tokio::sync::broadcast::channel(events::BACKLOG).0,
                         state_dir,
                     });
                     tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
@@ -225,7 +229,16 @@ impl Multipath {
                 }
             }
         };
-        Arc::new(Self { pm: tokio::sync::Mutex::new(pm), state: Mutex::default(), off, interfaces, open: cfg.open_subflows, notices, state_dir })
+        Arc::new(Self {
+            pm: tokio::sync::Mutex::new(pm),
+            state: Mutex::default(),
+            off,
+            interfaces,
+            open: cfg.open_subflows,
+            notices,
+            events: tokio::sync::broadcast::channel(events::BACKLOG).0,
+            state_dir,
+        })
     }
 
     async fn take_over(cfg: &MultipathConfig, state_dir: &std::path::Path, pm: &mut PmClient) -> Result<MptcpEvents, QsockError> {
@@ -273,6 +286,9 @@ impl Multipath {
             };
             if let Some(n) = notice {
                 let _ = mp.notices.send(n);
+            }
+            if let (Some(token), Some(app)) = (ev.token, events::from_kernel(&ev)) {
+                mp.publish(token, app);
             }
             let mut st = mp.state.lock().expect("multipath state poisoned");
             st.track(&ev);
@@ -580,7 +596,10 @@ impl Multipath {
     pub async fn set_backup(&self, sock: BorrowedFd<'_>, id: u32, backup: bool) -> Result<(), QsockError> {
         self.check_on()?;
         let (token, sf) = Self::subflow(sock, id)?;
-        self.pm.lock().await.set_backup(token, sf.local, sf.remote, backup).await
+        self.pm.lock().await.set_backup(token, sf.local, sf.remote, backup).await?;
+        // The kernel reports only the peer's changes (SUB_PRIORITY); ours are told here.
+        self.publish(token, qsock::SubflowEvent::BackupChanged { local: sf.local, remote: sf.remote, backup });
+        Ok(())
     }
 }
 

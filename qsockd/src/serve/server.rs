@@ -85,13 +85,13 @@ pub async fn serve(listener: OwnedFd, registry: Arc<RwLock<Registry>>, multipath
 }
 
 /// One received message: its bytes, whether it was cut, and the descriptors it carried.
-struct Incoming {
+pub(super) struct Incoming {
     body: Vec<u8>,
     truncated: bool,
     fds: Vec<OwnedFd>,
 }
 
-fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
+pub(super) fn recv_one(fd: RawFd) -> std::io::Result<Option<Incoming>> {
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -126,22 +126,35 @@ async fn client_loop(conn: OwnedFd, id: u64, registry: Arc<RwLock<Registry>>, mu
         };
         let Some(msg) = incoming else { return Ok(()) };
         let resp = match parse(&msg) {
+            // The connection becomes the subscription's.
+            Ok(Request::SubflowEvents) => match super::events::subscribe(&multipath, msg.fds) {
+                Ok(sub) => {
+                    send_response(&conn, &Response::Ok).await?;
+                    return super::events::pump(&conn, sub).await;
+                }
+                Err(e) => Response::Error(e),
+            },
             Ok(req) => handle(&registry, &multipath, peer, req, msg.fds).await,
             Err(e) => Response::Error(e),
         };
-        let body = serde_json::to_vec(&resp)?;
-        loop {
-            let mut guard = conn.writable().await?;
-            let sent = guard.try_io(|fd| {
-                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], &[], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None).map_err(Into::into)
-            });
-            match sent {
-                Ok(r) => {
-                    r?;
-                    break;
-                }
-                Err(_would_block) => continue,
+        send_response(&conn, &resp).await?;
+    }
+}
+
+/// Sends `resp` as one message on `conn`, waiting while its queue is full.
+/// Errors: the client is gone.
+pub(super) async fn send_response(conn: &AsyncFd<OwnedFd>, resp: &Response) -> Result<()> {
+    let body = serde_json::to_vec(resp)?;
+    loop {
+        let mut guard = conn.writable().await?;
+        let sent = guard
+            .try_io(|fd| sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], &[], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None).map_err(Into::into));
+        match sent {
+            Ok(r) => {
+                r?;
+                return Ok(());
             }
+            Err(_would_block) => continue,
         }
     }
 }
@@ -235,6 +248,7 @@ async fn handle_inner(registry: &RwLock<Registry>, multipath: &Multipath, peer: 
         }
         Request::Ping | Request::Interfaces | Request::List | Request::Info => unreachable!("reports are answered above"),
         Request::SubflowOpen { .. } | Request::SubflowClose { .. } | Request::SubflowBackup { .. } => unreachable!("subflow requests are answered above"),
+        Request::SubflowEvents => unreachable!("subscriptions are taken in client_loop"),
     })
 }
 
