@@ -20,7 +20,7 @@ pub mod params;
 pub mod proto;
 mod send;
 pub mod subflow_control;
-mod subflow_diag;
+pub mod subflow_diag;
 pub mod subflow_events;
 pub mod subflows;
 pub mod taps;

@@ -3,7 +3,8 @@
 //! against each link's own byte counter; qsockd, as the namespace's path
 //! manager, opens, closes and prioritises them (the links' counters show
 //! the effect), refuses bad requests and keeps serving, and gives the path
-//! manager back on stop and after a kill; fallback to TCP and non-MPTCP
+//! manager back on stop and after a kill; a managed connection keeps its
+//! classes through a qsockd restart; fallback to TCP and non-MPTCP
 //! sockets get `NotMultipath`. A managed MPTCP connection's QoS follows it:
 //! each subflow gets the connection's class on its own interface, and
 //! loses it when it closes.
@@ -375,6 +376,78 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     c.detach(s.as_fd()).unwrap();
     assert_eq!(c.info(s.as_fd()).unwrap_err().kind, ErrorKind::NotManaged);
     assert!(c.list().unwrap().is_empty());
+}
+
+/// Polls `c.info(s)` until `done` holds of the connection's subflows, at most 10 s.
+fn wait_subflows(c: &qsock::Client, s: &TcpStream, what: &str, done: impl Fn(&[qsock::SubflowQos]) -> bool) -> qsock::MultipathQos {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mp = c.info(s.as_fd()).ok().and_then(|i| i.multipath);
+        match mp {
+            Some(mp) if done(&mp.subflows) => return mp,
+            mp => assert!(std::time::Instant::now() < deadline, "{what} within 10 s: {mp:#?}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// (interface, classid, bytes classified) of each subflow that has QoS.
+fn subflow_classes(mp: &qsock::MultipathQos) -> Vec<(String, String, u64)> {
+    mp.subflows.iter().filter_map(|x| x.qos.as_ref().ok().map(|q| (q.device.clone(), q.classid.clone(), q.enqueued_bytes))).collect()
+}
+
+#[test]
+fn a_managed_connection_keeps_its_classes_through_kill_9_and_restart() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfrst", true);
+    let mp_cfg = "\n[multipath]\nenabled = true\n";
+    b.start_daemon_with("category", mp_cfg).unwrap();
+    let c = b.client().unwrap();
+    sink(&b, 7008, true);
+    let params = QosParams { device: None, ..QosParams::rate("any", 2_000_000) };
+    let mut s = connect(&b, 7008);
+    c.attach(s.as_fd(), &params).unwrap();
+    send_acked(&mut s, 1_000_000);
+    let both = |x: &[qsock::SubflowQos]| x.len() == 2 && x.iter().all(|q| q.qos.is_ok());
+    let before = subflow_classes(&wait_subflows(&c, &s, "a class on each link", both));
+    // A second connection, closed while no qsockd runs.
+    let mut gone = connect(&b, 7008);
+    c.attach(gone.as_fd(), &params).unwrap();
+    send_acked(&mut gone, 100_000);
+    wait_subflows(&c, &gone, "the second connection managed", |x| x.iter().any(|q| q.qos.is_ok()));
+
+    b.kill_daemon();
+    drop(gone);
+    b.start_daemon_with("category", mp_cfg).unwrap();
+    // The same client, never told: it reconnects and claims the connection again.
+    let after = wait_subflows(&c, &s, "the connection recovered with both subflows", both);
+    let kept = subflow_classes(&after);
+    eprintln!("before the kill {before:?}; after the restart {kept:?}");
+    for ((d0, c0, n0), (d1, c1, n1)) in before.iter().zip(&kept) {
+        assert_eq!((d0, c0), (d1, c1), "each subflow kept its class on its link");
+        assert!(n1 >= n0, "counters kept");
+    }
+    let listed = c.list().unwrap();
+    let pid = std::process::id() as i32;
+    assert!(listed.len() == 2 && listed.iter().all(|x| x.pid == pid), "the two subflow streams, claimed; the closed connection's released: {listed:#?}");
+    // QoS still applies on both links, and follows subflows that come and go.
+    send_acked(&mut s, 2_000_000);
+    let grown = subflow_classes(&wait_subflows(&c, &s, "both classes", both));
+    for ((d, _, n0), (_, _, n1)) in kept.iter().zip(&grown) {
+        assert!(n1 - n0 > 100_000, "{d}: {} bytes classified after the restart", n1 - n0);
+    }
+    let id2 = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows[1].id;
+    c.close_subflow(s.as_fd(), id2).unwrap();
+    wait_subflows(&c, &s, "wan1's subflow released", |x| x.len() == 1);
+    let sf = c.open_subflow(s.as_fd(), &SubflowLocal::Interface("wan1".into()), None, qsock::SUBFLOW_OPEN_WAIT).unwrap();
+    assert_eq!(sf.interface.as_deref(), Some("wan1"));
+    let again = wait_subflows(&c, &s, "the new subflow's class", both);
+    assert_eq!(subflow_classes(&again).iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["wan0", "wan1"]);
+    send_acked(&mut s, 100_000);
+    c.detach(s.as_fd()).unwrap();
+    assert!(c.list().unwrap().is_empty(), "qclose released every subflow stream");
 }
 
 #[test]

@@ -248,6 +248,22 @@ pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpP
     Ok(out)
 }
 
+/// Every established MPTCP subflow of the namespace: (local end, remote
+/// end, its `INET_DIAG_ULP_INFO`: connection token, local address id,
+/// flags), from one dump of the established TCP sockets. A restarted qsockd
+/// learns from it the connections it was path manager of.
+/// Errors: the sock_diag socket or dump failed.
+pub fn mptcp_subflows() -> std::io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr, qsock::subflow_diag::SubflowUlpInfo)>> {
+    Ok(dump(IPPROTO_TCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)?
+        .into_iter()
+        .filter_map(|r| {
+            let id = &r.header.socket_id;
+            let ends = (std::net::SocketAddr::new(id.source_address, id.source_port), std::net::SocketAddr::new(id.destination_address, id.destination_port));
+            qsock::subflow_diag::ulp_info(&r.nlas).map(|u| (ends.0, ends.1, u))
+        })
+        .collect())
+}
+
 /// Local ends of the TCP sockets connecting (`SYN_SENT`) from `ip` to
 /// `remote`: e.g. a subflow join that has not completed.
 /// Errors: the sock_diag socket or dump failed.

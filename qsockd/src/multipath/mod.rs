@@ -5,6 +5,7 @@
 //! closes and prioritises subflows for the applications that hold the
 //! connections. Its state is its own (not the socket registry's), so a join
 //! that takes a few RTTs holds up nobody else's request.
+mod adopt;
 pub mod blackhole;
 pub mod events;
 pub mod handover;
@@ -217,6 +218,7 @@ impl Multipath {
                         events: tokio::sync::broadcast::channel(events::BACKLOG).0,
                         state_dir,
                     });
+                    mp.adopt_existing().await;
                     tokio::spawn(Self::follow(Arc::downgrade(&mp), events));
                     if cfg.blackhole_check_ms > 0 {
                         tokio::spawn(Self::watch_silence(Arc::downgrade(&mp), Duration::from_millis(cfg.blackhole_check_ms)));

@@ -6,7 +6,8 @@
 //! whole guarantee, and admission checks it there). Subflows join and leave
 //! as the path manager reports them ([`Registry::on_subflow`]); the
 //! connection goes with the application's `qclose`, its client connection,
-//! or the kernel's `CLOSED` event.
+//! or the kernel's `CLOSED` event. Its books ([`ConnectionRecord`]) let a
+//! restarted qsockd take it on again with every subflow's class.
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -15,9 +16,13 @@ use std::{
 
 use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 use qsock::{AttachInfo, ErrorKind, MultipathQos, QInfo, QosParams, QsockError, SubflowQos};
+use serde::{Deserialize, Serialize};
 
 use super::{Peer, Registry};
-use crate::{multipath::SubflowNotice, state::sockinfo::SocketFacts};
+use crate::{
+    multipath::SubflowNotice,
+    state::{sockets::UNCLAIMED, sockinfo::SocketFacts},
+};
 
 /// A managed MPTCP connection.
 pub struct MptcpConnection {
@@ -40,7 +45,24 @@ pub struct MptcpConnection {
     next: u64,
 }
 
+/// What the books keep of a managed connection (not a pending one: it has
+/// no class yet) for a restart.
+#[derive(Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// Local token (0 after a fallback to TCP).
+    pub token: u32,
+    /// The peer has no MPTCP.
+    pub fallback: bool,
+    /// Parameters every subflow gets.
+    pub params: QosParams,
+    /// uid, gid and pid of the client that attached it.
+    pub owner: (u32, u32, i32),
+    /// Its subflows, in the order they came.
+    pub subflows: Vec<SubflowEntry>,
+}
+
 /// One subflow of a managed connection.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SubflowEntry {
     /// Local end.
     pub local: SocketAddr,
@@ -298,6 +320,7 @@ impl Registry {
             }
         }
         self.connections.get_mut(&app).expect("still here").params = params;
+        self.record_connection(app);
         let mut info = first.expect("at least one target");
         info.cookie = app;
         Ok(info)
@@ -327,7 +350,100 @@ impl Registry {
             let managed = result.as_ref().map(|_| ()).map_err(|e| e.message.clone());
             conn.subflows.insert(key, SubflowEntry { local, remote, interface, cookie: cookie.unwrap_or(0), managed });
         }
+        self.record_connection(app);
         result
+    }
+
+    /// Records connection `app` for a restart (a pending one has nothing
+    /// to recover); a failure is logged (the connection is served, it would
+    /// only not survive a restart).
+    pub(crate) fn record_connection(&self, app: u64) {
+        let Some(c) = self.connections.get(&app).filter(|c| !c.pending) else { return };
+        let record = ConnectionRecord {
+            token: c.token,
+            fallback: c.fallback,
+            params: c.params.clone(),
+            owner: (c.owner.uid, c.owner.gid, c.owner.pid),
+            subflows: c.subflows.values().cloned().collect(),
+        };
+        if let Err(e) = self.books.save_connection(app, &record) {
+            log::error!("MPTCP connection {:08x} (socket {app}): cannot record it for a restart: {e}", c.token);
+        }
+    }
+
+    /// Takes on again the connections a previous qsockd managed (after
+    /// [`Registry::open`] recovered their subflow streams): a connection
+    /// the kernel still has keeps every subflow stream that was recovered,
+    /// waiting for its client to claim it ([`Registry::reclaim`]); one that
+    /// closed meanwhile is released, and so are subflow streams whose
+    /// connection has no record. Subflows opened or closed while no qsockd
+    /// ran are caught up by the path manager's notices at its start.
+    pub(crate) async fn recover_connections(&mut self) {
+        let records: Vec<(u64, ConnectionRecord)> = self.books.load_connections();
+        let live = match tokio::task::spawn_blocking(crate::kernel::diag::mptcp_progress).await {
+            Ok(Ok(live)) => Some(live),
+            Ok(Err(e)) => {
+                log::warn!("recovering MPTCP connections: mptcp_diag: {e}; keeping every record");
+                None
+            }
+            Err(e) => {
+                log::error!("recovering MPTCP connections: {e}");
+                None
+            }
+        };
+        for (app, rec) in records {
+            let kept: Vec<SubflowEntry> =
+                rec.subflows.into_iter().filter(|sf| sf.managed.is_err() || self.sockets.get(sf.cookie).is_some_and(|m| m.parent == Some(app))).collect();
+            let open = match &live {
+                _ if rec.fallback => kept.iter().any(|sf| sf.managed.is_ok()),
+                Some(live) => live.get(&rec.token).is_some_and(|p| p.cookie == app),
+                None => true,
+            };
+            if !open {
+                log::info!("MPTCP connection {:08x} (socket {app}) closed while qsockd was down; released", rec.token);
+                for sf in kept.iter().filter(|sf| sf.managed.is_ok()) {
+                    let _ = self.close_stream(sf.cookie).await;
+                }
+                self.books.remove_connection(app);
+                continue;
+            }
+            let (uid, gid, pid) = rec.owner;
+            log::info!(
+                "MPTCP connection {:08x} (socket {app}) recovered with {} subflow streams",
+                rec.token,
+                kept.iter().filter(|sf| sf.managed.is_ok()).count()
+            );
+            let next = kept.len() as u64;
+            self.connections.insert(
+                app,
+                MptcpConnection {
+                    token: rec.token,
+                    fallback: rec.fallback,
+                    pending: false,
+                    planned_at: None,
+                    params: rec.params,
+                    owner: Peer { uid, gid, pid, conn: UNCLAIMED },
+                    subflows: (0..).zip(kept).collect(),
+                    next,
+                },
+            );
+            self.record_connection(app);
+        }
+        let orphans: Vec<u64> = self.sockets.iter().filter(|(_, m)| m.parent.is_some_and(|a| !self.connections.contains_key(&a))).map(|(c, _)| c).collect();
+        for c in orphans {
+            log::info!("subflow stream {c} has no connection record; released");
+            let _ = self.close_stream(c).await;
+        }
+    }
+
+    /// A recovered connection's subflow roles, given to the path manager
+    /// again once it runs (its plans did not survive the restart).
+    pub(crate) fn replan_recovered(&self) {
+        for c in self.connections.values().filter(|c| !c.pending && !c.fallback) {
+            if let Some(first) = c.subflows.values().next() {
+                self.plan_subflows(c.token, &c.params.intents, first.local);
+            }
+        }
     }
 
     /// Follows the path manager: a subflow of a managed connection that
@@ -359,6 +475,7 @@ impl Registry {
                 if sf.managed.is_ok() {
                     let _ = self.close_stream(sf.cookie).await;
                 }
+                self.record_connection(app);
             }
             SubflowNotice::ConnectionClosed { token } => {
                 if let Some(app) = find(token) {
@@ -373,6 +490,7 @@ impl Registry {
     /// is not a managed connection.
     pub(crate) async fn release_mptcp(&mut self, app: u64) -> bool {
         let Some(conn) = self.connections.remove(&app) else { return false };
+        self.books.remove_connection(app);
         if let (true, Some(local), Some(mp)) = (conn.pending, conn.planned_at, &self.multipath) {
             mp.forget_expected_plan(local);
         }

@@ -137,6 +137,7 @@ impl Registry {
             log::warn!("{} socket records of {dev}, which is not initialised, dropped", recs.len());
             r.books.remove_all(recs.into_iter().map(|(c, _)| c));
         }
+        r.recover_connections().await;
         r
     }
 
@@ -192,12 +193,15 @@ impl Registry {
     pub fn set_multipath(&mut self, mp: std::sync::Arc<crate::multipath::Multipath>) {
         self.multipath_on = mp.is_on();
         self.multipath = Some(mp);
+        if self.multipath_on {
+            self.replan_recovered();
+        }
     }
 
     /// Records socket `cookie` for a restart; a failure is logged (the
     /// socket is served, it would only not survive a restart).
     fn record(&self, cookie: u64) {
-        if let Some(m) = self.sockets.get(cookie).filter(|m| m.parent.is_none()) {
+        if let Some(m) = self.sockets.get(cookie) {
             if let Err(e) = self.books.save(cookie, m) {
                 log::error!("socket {cookie}: cannot record it for a restart: {e}");
             }

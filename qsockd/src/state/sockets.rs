@@ -62,8 +62,8 @@ pub struct Managed {
     /// How the policy chose the device (attached without one).
     pub selection: Option<Selection>,
     /// For a subflow of a managed MPTCP connection: the cookie of the
-    /// application's MPTCP socket (the subflow lives and goes with it, and
-    /// is not recorded for a restart).
+    /// application's MPTCP socket (the subflow lives and goes with it; a
+    /// restart recovers it with the connection's own record).
     #[serde(default)]
     pub parent: Option<u64>,
     /// A sock_diag sweep has seen the socket held by a process: from then
