@@ -378,6 +378,47 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     assert!(c.list().unwrap().is_empty());
 }
 
+#[test]
+fn an_aggregate_connection_splits_its_guarantee_over_its_links() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfsplit", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    let c = b.client().unwrap();
+    sink(&b, 7009, true);
+    let with = |policy: qsock::MultipathPolicy, rate: u64| {
+        let mut p = QosParams { device: None, ..QosParams::rate("any", rate) };
+        p.intents.multipath = Some(qsock::Multipath::Active);
+        p.intents.multipath_policy = Some(policy);
+        p
+    };
+    // Replicated (Handover): each link must give the whole 10 Mbit/s, which one 8 Mbit/s link cannot.
+    let handover = connect(&b, 7009);
+    let e = c.attach(handover.as_fd(), &with(qsock::MultipathPolicy::Handover, 10_000_000)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CapacityExceeded, "{e}");
+    drop(handover);
+    // Split (Aggregate): 5 + 5 Mbit/s, in proportion to the two equal links; the first subflow holds only its share.
+    let mut s = connect(&b, 7009);
+    let a = c.attach(s.as_fd(), &with(qsock::MultipathPolicy::Aggregate, 10_000_000)).unwrap();
+    assert_eq!(c.info(s.as_fd()).unwrap().guaranteed_rate_bps, 5_000_000, "{a:?}");
+    send_acked(&mut s, 1_000_000);
+    let rates = |mp: &qsock::MultipathQos| mp.subflows.iter().map(|x| x.qos.as_ref().map_or(0, |q| q.guaranteed_rate_bps)).collect::<Vec<_>>();
+    let mp = wait_subflows(&c, &s, "a share on each link", |x| x.len() == 2 && x.iter().all(|q| q.qos.is_ok()));
+    assert_eq!(rates(&mp), [5_000_000, 5_000_000], "{mp:#?}");
+    assert_eq!(c.info(s.as_fd()).unwrap().guaranteed_rate_bps, 10_000_000, "qinfo gives the connection's whole guarantee");
+    // qchange divides the new rate; a subflow that closes leaves its share to the others.
+    c.change(s.as_fd(), &with(qsock::MultipathPolicy::Aggregate, 6_000_000)).unwrap();
+    assert_eq!(rates(&c.info(s.as_fd()).unwrap().multipath.unwrap()), [3_000_000, 3_000_000]);
+    let id2 = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows[1].id;
+    c.close_subflow(s.as_fd(), id2).unwrap();
+    let mp = wait_subflows(&c, &s, "the whole rate on wan0", |x| x.len() == 1 && x[0].qos.as_ref().is_ok_and(|q| q.guaranteed_rate_bps == 6_000_000));
+    assert_eq!(mp.subflows[0].interface.as_deref(), Some("wan0"));
+    send_acked(&mut s, 100_000);
+    c.detach(s.as_fd()).unwrap();
+    assert!(c.list().unwrap().is_empty());
+}
+
 /// Polls `c.info(s)` until `done` holds of the connection's subflows, at most 10 s.
 fn wait_subflows(c: &qsock::Client, s: &TcpStream, what: &str, done: impl Fn(&[qsock::SubflowQos]) -> bool) -> qsock::MultipathQos {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

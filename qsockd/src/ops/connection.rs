@@ -3,13 +3,14 @@
 //! application's socket, so each subflow is managed as a stream of its own
 //! on the interface it leaves by, with the connection's parameters: the
 //! reservation is replicated (each interface gives the connection its
-//! whole guarantee, and admission checks it there). Subflows join and leave
+//! whole guarantee, and admission checks it there), or for an Aggregate
+//! connection split over its interfaces (`split`). Subflows join and leave
 //! as the path manager reports them ([`Registry::on_subflow`]); the
 //! connection goes with the application's `qclose`, its client connection,
 //! or the kernel's `CLOSED` event. Its books ([`ConnectionRecord`]) let a
 //! restarted qsockd take it on again with every subflow's class.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     os::fd::{AsRawFd, BorrowedFd},
 };
@@ -18,7 +19,7 @@ use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 use qsock::{AttachInfo, ErrorKind, MultipathQos, QInfo, QosParams, QsockError, SubflowQos};
 use serde::{Deserialize, Serialize};
 
-use super::{Peer, Registry};
+use super::{split, Peer, Registry};
 use crate::{
     multipath::SubflowNotice,
     state::{sockets::UNCLAIMED, sockinfo::SocketFacts},
@@ -42,6 +43,9 @@ pub struct MptcpConnection {
     pub owner: Peer,
     /// Subflows, keyed by the order they came.
     pub subflows: BTreeMap<u64, SubflowEntry>,
+    /// Interfaces it has had a subflow on (a split rate counts a planned
+    /// interface before its first subflow there, not after its last).
+    pub seen_on: BTreeSet<String>,
     next: u64,
 }
 
@@ -59,6 +63,9 @@ pub struct ConnectionRecord {
     pub owner: (u32, u32, i32),
     /// Its subflows, in the order they came.
     pub subflows: Vec<SubflowEntry>,
+    /// Interfaces it has had a subflow on.
+    #[serde(default)]
+    pub seen_on: BTreeSet<String>,
 }
 
 /// One subflow of a managed connection.
@@ -112,7 +119,8 @@ impl Registry {
     /// `qattach` of an MPTCP socket: the connection is recorded and each
     /// established subflow managed on its interface with `params` (a
     /// `device` in `params` limits the guarantee to that interface; without
-    /// one, every interface qsock manages that a subflow uses gives it).
+    /// one, every interface qsock manages that a subflow uses gives it, or
+    /// for an Aggregate rate its share: `split`).
     /// Subflows opened later join as they are established.
     ///
     /// Errors: [`ErrorKind::AlreadyManaged`], [`ErrorKind::InvalidParams`]
@@ -146,7 +154,17 @@ impl Registry {
         }
         self.connections.insert(
             facts.cookie,
-            MptcpConnection { token, fallback, pending: false, planned_at: None, params, owner: peer, subflows: BTreeMap::new(), next: 0 },
+            MptcpConnection {
+                token,
+                fallback,
+                pending: false,
+                planned_at: None,
+                params,
+                owner: peer,
+                subflows: BTreeMap::new(),
+                seen_on: BTreeSet::new(),
+                next: 0,
+            },
         );
         let mut first_ok: Option<AttachInfo> = None;
         let mut first_err: Option<QsockError> = None;
@@ -211,7 +229,17 @@ impl Registry {
         let device = selection.as_ref().map(|s| s.interface.clone()).or_else(|| params.device.clone()).unwrap_or_default();
         self.connections.insert(
             facts.cookie,
-            MptcpConnection { token: 0, fallback: false, pending: true, planned_at, params, owner: peer, subflows: BTreeMap::new(), next: 0 },
+            MptcpConnection {
+                token: 0,
+                fallback: false,
+                pending: true,
+                planned_at,
+                params,
+                owner: peer,
+                subflows: BTreeMap::new(),
+                seen_on: BTreeSet::new(),
+                next: 0,
+            },
         );
         Ok(AttachInfo {
             cookie: facts.cookie,
@@ -295,23 +323,30 @@ impl Registry {
                 ))
             }
         }
-        let old = conn.params.clone();
         let targets: Vec<(SocketFacts, String)> =
             conn.subflows.values().filter(|s| s.managed.is_ok()).filter_map(|s| s.interface.clone().map(|i| (subflow_facts(s.cookie, s.local), i))).collect();
         if targets.is_empty() {
             return Err(QsockError::new(ErrorKind::NotManaged, "no subflow of the connection is managed now"));
         }
-        let mut changed = Vec::new();
+        // Each subflow's new parameters: the whole set, or its share of a split rate.
+        let on: Vec<String> = targets.iter().map(|(_, d)| d.clone()).collect();
+        let shares = split::is_split(&params).then(|| self.shares(&params, &on, &conn.seen_on));
+        let mut changed: Vec<(SocketFacts, String, QosParams)> = Vec::new();
         let mut first: Option<AttachInfo> = None;
-        for (facts, dev) in targets {
-            match Box::pin(self.change(&facts, QosParams { device: Some(dev.clone()), ..params.clone() })).await {
+        for (k, (facts, dev)) in targets.into_iter().enumerate() {
+            let was = self.sockets.get(facts.cookie).map(|m| m.params.clone()).expect("managed subflow");
+            let new = match &shares {
+                Some(s) => split::share_of(&params, s[k]),
+                None => params.clone(),
+            };
+            match Box::pin(self.change(&facts, QosParams { device: Some(dev.clone()), ..new })).await {
                 Ok(info) => {
                     first.get_or_insert(info);
-                    changed.push((facts, dev));
+                    changed.push((facts, dev, was));
                 }
                 Err(e) => {
-                    for (f, d) in changed {
-                        if let Err(e2) = Box::pin(self.change(&f, QosParams { device: Some(d.clone()), ..old.clone() })).await {
+                    for (f, d, was) in changed {
+                        if let Err(e2) = Box::pin(self.change(&f, QosParams { device: Some(d.clone()), ..was })).await {
                             log::error!("MPTCP connection (socket {app}): restoring subflow {} on {d}: {e2}", f.cookie);
                         }
                     }
@@ -340,18 +375,101 @@ impl Registry {
                 format!("on {i}, not on {} the connection was attached to", params.device.as_deref().unwrap_or("")),
             )),
             (Some(c), Some(i)) => {
+                if split::is_split(&params) {
+                    let mut on: Vec<String> = self.managed_subflows(app).into_iter().map(|(_, i)| i).collect();
+                    on.push(i.clone());
+                    let seen = self.connections.get(&app).map(|c| c.seen_on.clone()).unwrap_or_default();
+                    let share = *self.shares(&params, &on, &seen).last().expect("one pushed");
+                    params = split::share_of(&params, share);
+                }
                 params.device = Some(i.clone());
                 self.attach_stream(&subflow_facts(c, local), None, owner, params, Some(app)).await
             }
         };
+        if result.is_ok() {
+            Box::pin(self.reshare(app)).await;
+        }
         if let Some(conn) = self.connections.get_mut(&app) {
             let key = conn.next;
             conn.next += 1;
             let managed = result.as_ref().map(|_| ()).map_err(|e| e.message.clone());
+            conn.seen_on.extend(interface.clone());
             conn.subflows.insert(key, SubflowEntry { local, remote, interface, cookie: cookie.unwrap_or(0), managed });
         }
         self.record_connection(app);
         result
+    }
+
+    /// (cookie, interface) of each managed subflow of connection `app`.
+    fn managed_subflows(&self, app: u64) -> Vec<(u64, String)> {
+        let Some(c) = self.connections.get(&app) else { return Vec::new() };
+        c.subflows.values().filter(|s| s.managed.is_ok()).filter_map(|s| s.interface.clone().map(|i| (s.cookie, i))).collect()
+    }
+
+    /// Each subflow's share of split connection `params`' rate when it
+    /// leaves by `on[k]` (the first is the initial subflow's interface):
+    /// the interfaces its plan gives active subflows (`select::multipath`:
+    /// usable managed interfaces its Require/Prohibit allow), and any
+    /// other it has a subflow on, in proportion to their link rate; the
+    /// subflows of one interface evenly ([`split::proportional`]). So the
+    /// first subflow holds only its interface's share until the others join;
+    /// a planned interface whose last subflow closed (`seen_on`) no longer
+    /// counts, its share going to the others.
+    fn shares(&self, params: &QosParams, on: &[String], seen_on: &BTreeSet<String>) -> Vec<u64> {
+        let total_bps = split::total_bps(params);
+        let Some(first) = on.first() else { return Vec::new() };
+        let candidates: Vec<_> =
+            self.ifaces.candidates(libc::AF_INET).into_iter().chain(self.ifaces.candidates(libc::AF_INET6)).filter(|c| c.unusable.is_none()).collect();
+        let planned = crate::select::multipath::roles(&params.intents, &candidates, first).unwrap_or_default();
+        let mut distinct: Vec<&String> = on
+            .iter()
+            .chain(
+                planned
+                    .iter()
+                    .filter(|(n, r, _)| *r == crate::select::multipath::SubflowRole::Active && !seen_on.contains(n) && self.devices.contains_key(n))
+                    .map(|(n, _, _)| n),
+            )
+            .collect();
+        distinct.sort();
+        distinct.dedup();
+        let rates: Vec<u64> = distinct.iter().map(|d| self.devices.get(d.as_str()).map_or(1, |x| x.state.link_rate_bps)).collect();
+        let per_interface = split::proportional(total_bps, &rates);
+        let mut out = vec![0; on.len()];
+        for (d, share) in distinct.iter().zip(per_interface) {
+            let mine: Vec<usize> = (0..on.len()).filter(|&k| on[k] == **d).collect();
+            for (k, part) in mine.iter().zip(split::proportional(share, &vec![1; mine.len()])) {
+                out[*k] = part;
+            }
+        }
+        out
+    }
+
+    /// Divides a split connection's rate again over the subflows it has
+    /// now (one came or went): shrinking shares first, so no interface is
+    /// oversubscribed on the way; a grown share its interface refuses keeps
+    /// its old one, logged. Nothing for a replicated connection.
+    async fn reshare(&mut self, app: u64) {
+        let Some(params) = self.connections.get(&app).map(|c| c.params.clone()).filter(split::is_split) else { return };
+        let subflows = self.managed_subflows(app);
+        let on: Vec<String> = subflows.iter().map(|(_, i)| i.clone()).collect();
+        let seen = self.connections.get(&app).map(|c| c.seen_on.clone()).unwrap_or_default();
+        let shares = self.shares(&params, &on, &seen);
+        let mut steps: Vec<(i128, u64, String, u64)> = Vec::new();
+        for ((cookie, dev), share) in subflows.into_iter().zip(shares) {
+            let now = self.sockets.get(cookie).map_or(0, |m| split::total_bps(&m.params));
+            if now != share {
+                steps.push((share as i128 - now as i128, cookie, dev, share));
+            }
+        }
+        steps.sort_by_key(|s| s.0);
+        for (_, cookie, dev, share) in steps {
+            let local = self.connections[&app].subflows.values().find(|s| s.cookie == cookie).map(|s| s.local).expect("managed");
+            let p = QosParams { device: Some(dev.clone()), ..split::share_of(&params, share) };
+            match Box::pin(self.change(&subflow_facts(cookie, local), p)).await {
+                Ok(_) => log::info!("MPTCP connection (socket {app}): subflow on {dev} now holds {share} bit/s of the split rate"),
+                Err(e) => log::warn!("MPTCP connection (socket {app}): subflow on {dev} keeps its share, {share} bit/s refused: {}", e.message),
+            }
+        }
     }
 
     /// Records connection `app` for a restart (a pending one has nothing
@@ -365,6 +483,7 @@ impl Registry {
             params: c.params.clone(),
             owner: (c.owner.uid, c.owner.gid, c.owner.pid),
             subflows: c.subflows.values().cloned().collect(),
+            seen_on: c.seen_on.clone(),
         };
         if let Err(e) = self.books.save_connection(app, &record) {
             log::error!("MPTCP connection {:08x} (socket {app}): cannot record it for a restart: {e}", c.token);
@@ -424,6 +543,7 @@ impl Registry {
                     params: rec.params,
                     owner: Peer { uid, gid, pid, conn: UNCLAIMED },
                     subflows: (0..).zip(kept).collect(),
+                    seen_on: rec.seen_on,
                     next,
                 },
             );
@@ -474,6 +594,7 @@ impl Registry {
                 let sf = conn.subflows.remove(&key).expect("found above");
                 if sf.managed.is_ok() {
                     let _ = self.close_stream(sf.cookie).await;
+                    self.reshare(app).await;
                 }
                 self.record_connection(app);
             }
@@ -526,6 +647,10 @@ impl Registry {
             .find_map(|s| s.qos.as_ref().ok().map(|q| (**q).clone()))
             .ok_or_else(|| QsockError::new(ErrorKind::NotManaged, "no subflow of the connection is managed now"))?;
         top.cookie = app;
+        if split::is_split(&conn.params) {
+            // The application's guarantee is the sum of its subflows' shares.
+            top.guaranteed_rate_bps = subflows.iter().filter_map(|s| s.qos.as_ref().ok()).map(|q| q.guaranteed_rate_bps).sum();
+        }
         top.multipath = Some(MultipathQos { token: conn.token, fallback: conn.fallback, subflows });
         Ok(top)
     }

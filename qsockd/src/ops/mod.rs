@@ -1,7 +1,8 @@
 //! The control operations: the [`Registry`] (the devices qsockd serves and
 //! the managed sockets) and one file per request on it: `attach`, `change`,
 //! `close` (and the releases qsockd makes itself), `reclaim`, `place`
-//! (interface selection for sockets without a device) and `figures`
+//! (interface selection for sockets without a device), `split` (an MPTCP
+//! connection's reservation over its subflows) and `figures`
 //! (`qinfo`, `list`). Every operation admits first, with no kernel call
 //! (modules, limits, burst horizon, socket counts), then applies the kernel
 //! and map steps in an order that never oversubscribes the link, undoing
@@ -13,6 +14,7 @@ mod connection;
 mod figures;
 mod place;
 mod reclaim;
+mod split;
 #[cfg(test)]
 mod tests;
 
