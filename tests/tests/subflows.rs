@@ -143,6 +143,36 @@ fn a_peer_without_mptcp_falls_back_and_subflow_calls_say_so() {
     assert_eq!(qsock::qsubflows(&udp).unwrap_err().kind, ErrorKind::NotMultipath);
 }
 
+#[test]
+fn a_connection_placed_before_its_peer_falls_back_is_managed_as_tcp() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut b = bed("sfpfb", true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    let c = b.client().unwrap();
+    sink(&b, 7010, false);
+    // Attached before it connects (as qsock-run --multipath does): placed, then connected to a peer without MPTCP.
+    let mut s = b
+        .in_host(|| {
+            let s = TcpStream::from(qsock_tests::mptcp::mptcp_fd());
+            c.attach(s.as_fd(), &QosParams { device: None, ..QosParams::rate("any", 2_000_000) }).unwrap();
+            let to = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), 7010));
+            nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&s), &to).unwrap();
+            s
+        })
+        .unwrap();
+    let mp = wait_subflows(&c, &s, "the fallen-back connection managed through its one subflow", |x| x.len() == 1 && x[0].qos.is_ok());
+    assert!(mp.fallback && mp.token == 0, "{mp:#?}");
+    send_all(&mut s);
+    let q = c.info(s.as_fd()).unwrap();
+    assert_eq!(q.guaranteed_rate_bps, 2_000_000);
+    eprintln!("fallback: class {} on {} classified {} bytes", q.classid, q.device, q.enqueued_bytes);
+    assert!(q.enqueued_bytes > TRANSFER as u64 / 2 && class_bytes(&b, &q.device, &q.classid) > TRANSFER as u64 / 2, "{q:#?}");
+    c.detach(s.as_fd()).unwrap();
+    assert!(c.list().unwrap().is_empty());
+}
+
 /// The host's path manager and limits, as the kernel reports them.
 fn pm_setting(b: &MultiHomed) -> (String, String) {
     let pm = b.in_host(|| std::fs::read_to_string("/proc/sys/net/mptcp/path_manager").unwrap().trim().to_string()).unwrap();

@@ -248,6 +248,31 @@ pub fn mptcp_progress() -> std::io::Result<std::collections::HashMap<u32, MptcpP
     Ok(out)
 }
 
+/// `MPTCP_INFO_FLAG_FALLBACK` (linux/mptcp.h): the connection is plain TCP.
+const MPTCP_INFO_FLAG_FALLBACK: u32 = 1;
+
+/// The established MPTCP sockets of the namespace that fell back to TCP
+/// (the peer has no MPTCP), by cookie, with their (local, remote) ends,
+/// which are their one TCP subflow's: one mptcp_diag dump.
+/// Errors: the sock_diag socket or dump failed.
+pub fn mptcp_fallbacks() -> std::io::Result<std::collections::HashMap<u64, (std::net::SocketAddr, std::net::SocketAddr)>> {
+    let mut out = std::collections::HashMap::new();
+    for r in dump_with_protocol(IPPROTO_MPTCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)? {
+        let fell_back = r.nlas.iter().any(|n| match n {
+            Nla::TcpInfo(b) if b.len() >= std::mem::size_of::<MptcpInfoHead>() => plain_struct::<MptcpInfoHead>(b).flags & MPTCP_INFO_FLAG_FALLBACK != 0,
+            _ => false,
+        });
+        if fell_back {
+            let id = &r.header.socket_id;
+            out.insert(
+                cookie_of(id),
+                (std::net::SocketAddr::new(id.source_address, id.source_port), std::net::SocketAddr::new(id.destination_address, id.destination_port)),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Every established MPTCP subflow of the namespace: (local end, remote
 /// end, its `INET_DIAG_ULP_INFO`: connection token, local address id,
 /// flags), from one dump of the established TCP sockets. A restarted qsockd

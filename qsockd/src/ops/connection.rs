@@ -253,7 +253,7 @@ impl Registry {
     /// A pending connection's `ESTABLISHED` event: the MPTCP socket with
     /// that token (found by mptcp_diag) is the pending connection; its
     /// initial subflow is managed now. A peer without MPTCP sends no such
-    /// event: such a connection stays placed only.
+    /// event: [`Registry::settle_fallbacks`] finds such a connection.
     async fn on_connection_established(&mut self, token: u32, local: SocketAddr, remote: SocketAddr) {
         if !self.connections.values().any(|c| c.pending) {
             return;
@@ -282,6 +282,40 @@ impl Registry {
                 log::info!("MPTCP connection {token:08x} (socket {app}) established; its initial subflow has class {} on {}", info.classid, info.device)
             }
             Err(e) => log::info!("MPTCP connection {token:08x}: initial subflow {local} -> {remote} without QoS: {}", e.message),
+        }
+    }
+
+    /// Whether a connection is placed and waiting to be established.
+    pub fn has_pending(&self) -> bool {
+        self.connections.values().any(|c| c.pending)
+    }
+
+    /// Pending connections whose peer had no MPTCP: they never get an
+    /// `ESTABLISHED` event, so the housekeeping tick looks for them in
+    /// `fallbacks` (cookie → ends, [`crate::kernel::diag::mptcp_fallbacks`])
+    /// while any is pending; each is then managed as TCP through its one
+    /// subflow, as a fallen-back connection attached after it connected.
+    pub async fn settle_fallbacks(&mut self, fallbacks: &std::collections::HashMap<u64, (SocketAddr, SocketAddr)>) {
+        let settled: Vec<(u64, SocketAddr, SocketAddr)> =
+            self.connections.iter().filter(|(_, c)| c.pending).filter_map(|(app, _)| fallbacks.get(app).map(|&(l, r)| (*app, l, r))).collect();
+        for (app, local, remote) in settled {
+            let Some(conn) = self.connections.get_mut(&app) else { continue };
+            conn.pending = false;
+            conn.fallback = true;
+            if let (Some(at), Some(mp)) = (conn.planned_at.take(), &self.multipath) {
+                mp.forget_expected_plan(at);
+            }
+            let cookie = tokio::task::spawn_blocking(move || crate::kernel::diag::tcp_cookies(&[(local, remote)]))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|m| m.get(&(local, remote)).copied());
+            match self.add_subflow(app, local, remote, cookie).await {
+                Ok(info) => {
+                    log::info!("MPTCP socket {app} fell back to TCP (the peer has no MPTCP); managed as TCP, class {} on {}", info.classid, info.device)
+                }
+                Err(e) => log::info!("MPTCP socket {app} fell back to TCP; its subflow {local} -> {remote} has no QoS: {}", e.message),
+            }
         }
     }
 
@@ -626,10 +660,7 @@ impl Registry {
     pub(crate) async fn connection_info(&self, app: u64, sock: BorrowedFd<'_>) -> Result<QInfo, QsockError> {
         let conn = self.connections.get(&app).expect("caller checked");
         if conn.pending {
-            return Err(QsockError::new(
-                ErrorKind::NotManaged,
-                "the MPTCP socket is placed but its connection is not established yet (or its peer fell back to TCP, which qsockd does not follow for a socket attached before it connected): no subflow has a class",
-            ));
+            return Err(QsockError::new(ErrorKind::NotManaged, "the MPTCP socket is placed but its connection is not established yet: no subflow has a class"));
         }
         let mut subflows = Vec::new();
         for sf in conn.subflows.values() {

@@ -255,7 +255,8 @@ async fn handle_inner(registry: &RwLock<Registry>, multipath: &Multipath, peer: 
 /// Each `interval`: samples managed sockets' counters for the rate,
 /// refreshes the managed interfaces and removes drained classes; every
 /// `release_every` (none: never) releases sockets closed without `qclose`
-/// (the sock_diag sweep runs without the registry's lock).
+/// (the sock_diag sweep runs without the registry's lock); while an MPTCP
+/// connection is pending, looks for it among those that fell back to TCP.
 pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Duration, release_every: Option<Duration>) {
     let mut tick = tokio::time::interval(interval);
     let mut last_release = tokio::time::Instant::now();
@@ -264,21 +265,16 @@ pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Durati
         let held = if release_every.is_some_and(|p| last_release.elapsed() >= p) && !registry.read().await.sockets.is_empty() {
             last_release = tokio::time::Instant::now();
             let taken_ns = qsock::monotonic_now_ns();
-            match tokio::task::spawn_blocking(crate::kernel::diag::held_cookies).await {
-                Ok(Ok(h)) => Some((h, taken_ns)),
-                Ok(Err(e)) => {
-                    log::debug!("sock_diag: {e}");
-                    None
-                }
-                Err(e) => {
-                    log::warn!("sock_diag sweep: {e}");
-                    None
-                }
-            }
+            off_lock("sock_diag sweep", crate::kernel::diag::held_cookies).await.map(|h| (h, taken_ns))
         } else {
             None
         };
+        // Connections placed before they connected whose peer fell back to TCP (no event tells).
+        let fallbacks = if registry.read().await.has_pending() { off_lock("mptcp_diag", crate::kernel::diag::mptcp_fallbacks).await } else { None };
         let mut reg = registry.write().await;
+        if let Some(f) = fallbacks.filter(|f| !f.is_empty()) {
+            reg.settle_fallbacks(&f).await;
+        }
         let now = qsock::monotonic_now_ns();
         reg.sample(now);
         reg.refresh_interfaces(now).await;
@@ -287,6 +283,23 @@ pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Durati
             reg.release_closed(&held, taken_ns).await;
         }
         reg.sweep().await;
+    }
+}
+
+/// Runs the sock_diag dump `f` on a blocking thread, without the
+/// registry's lock; a failure is logged as `what` and gives `None` (the
+/// next tick tries again).
+async fn off_lock<T: Send + 'static>(what: &str, f: fn() -> std::io::Result<T>) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            log::debug!("{what}: {e}");
+            None
+        }
+        Err(e) => {
+            log::warn!("{what}: {e}");
+            None
+        }
     }
 }
 
