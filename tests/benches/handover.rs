@@ -7,14 +7,46 @@
 //! (blackhole: no link event). The figure is the longest time without
 //! received data in the 3 s after (the stall); for qsockd after a
 //! blackhole also how long after the wire is healed the connection has a
-//! subflow on dsl again. Variants alternate, a fresh bed each repetition;
-//! prints every figure, then median and range.
+//! subflow on dsl again. Four path managers ([`Manager`]): the kernel's
+//! and qsockd, each with lte's subflow active and as a backup (qsockd's
+//! from the application's resilience-sensitive intents, TAPS Handover).
+//! Variants alternate, a fresh bed each repetition; prints every figure,
+//! then median and range.
 use std::time::{Duration, Instant};
 
-use qsock_tests::mptcp::{connect, issue_bed, per_source_routing, read_window, source};
+use qsock_tests::mptcp::{connect, issue_bed, per_source_routing_with, read_window, source};
 
 /// Repetitions of each variant (`HANDOVER_REPS` overrides).
 const REPS: usize = 5;
+
+/// Who manages the paths, and in what roles.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Manager {
+    /// The in-kernel path manager, a `subflow` endpoint on lte: both active.
+    InKernel,
+    /// The in-kernel path manager, lte's endpoint `subflow backup`.
+    InKernelBackup,
+    /// qsockd, the application says nothing: a subflow on each link, both active.
+    Qsockd,
+    /// qsockd, the connection attached with resilience-sensitive intents
+    /// (TAPS Handover): lte, metered, carries a backup subflow.
+    QsockdHandover,
+}
+
+impl Manager {
+    fn qsockd(self) -> bool {
+        matches!(self, Self::Qsockd | Self::QsockdHandover)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::InKernel => "in-kernel PM",
+            Self::InKernelBackup => "in-kernel PM, lte backup",
+            Self::Qsockd => "qsockd PM",
+            Self::QsockdHandover => "qsockd PM, Handover intent (lte backup)",
+        }
+    }
+}
 
 /// How dsl dies.
 #[derive(Clone, Copy, PartialEq)]
@@ -27,20 +59,29 @@ enum Kill {
 
 /// One repetition: the stall after dsl dies, and (qsockd, blackhole) how
 /// long after the wire heals a subflow is on dsl again.
-fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
-    let mut b = issue_bed(&format!("h{}{}{rep}", if qsockd { "q" } else { "k" }, if kill == Kill::Down { "d" } else { "b" }));
-    if qsockd {
-        b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
-    } else {
-        per_source_routing(&b, true);
+fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
+    let tag = ["k", "kb", "q", "qh"][manager as usize];
+    let mut b = issue_bed(&format!("h{tag}{}{rep}", if kill == Kill::Down { "d" } else { "b" }));
+    match manager {
+        Manager::InKernel => per_source_routing_with(&b, Some(&["subflow"])),
+        Manager::InKernelBackup => per_source_routing_with(&b, Some(&["subflow", "backup"])),
+        _ => b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap(),
     }
     source(&b, 7100);
     let mut s = connect(&b, 7100);
+    let _client = (manager == Manager::QsockdHandover).then(|| {
+        let c = b.client().unwrap();
+        let intents = qsock::Intents { resilience: Some(qsock::Resilience::Sensitive), ..Default::default() };
+        c.attach(std::os::fd::AsFd::as_fd(&s), &qsock::QosParams::intents(intents)).unwrap();
+        c
+    });
     let t0 = Instant::now();
     let (before, _) = read_window(&mut s, t0, t0 + Duration::from_secs(2));
     assert!(before > 0);
-    let on_lte = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows.iter().any(|x| x.interface.as_deref() == Some("lte"));
-    assert!(on_lte, "a subflow on lte before the handover");
+    let listed = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows;
+    let lte = listed.iter().find(|x| x.interface.as_deref() == Some("lte")).expect("a subflow on lte before the handover");
+    let backup = matches!(manager, Manager::InKernelBackup | Manager::QsockdHandover);
+    assert_eq!(lte.backup, Some(backup), "{manager:?}: lte's subflow backup flag");
     match kill {
         Kill::Down => b.set_link(0, false).unwrap(),
         Kill::Blackhole => b.set_blackhole(0, true).unwrap(),
@@ -48,7 +89,7 @@ fn stall(qsockd: bool, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
     let down = Instant::now();
     let (after, stall) = read_window(&mut s, down, down + Duration::from_secs(3));
     assert!(after > 0, "the download went on");
-    if !(qsockd && kill == Kill::Blackhole) {
+    if !(manager.qsockd() && kill == Kill::Blackhole) {
         return (stall, None);
     }
     if std::env::var_os("HANDOVER_LOG").is_some() {
@@ -81,20 +122,23 @@ fn main() {
     qsock_tests::require_root();
     let mut figures = qsock_tests::figures::Figures::new("handover");
     let reps = std::env::var("HANDOVER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
+    let managers = [Manager::InKernel, Manager::Qsockd, Manager::InKernelBackup, Manager::QsockdHandover];
     for rep in 0..reps {
-        let (kd, _) = stall(false, Kill::Down, rep);
-        let (qd, _) = stall(true, Kill::Down, rep);
-        let (kb, _) = stall(false, Kill::Blackhole, rep);
-        let (qb, back) = stall(true, Kill::Blackhole, rep);
-        let back = back.expect("measured");
-        println!(
-            "rep {rep}: link down: in-kernel {kd:?}, qsockd {qd:?}; blackhole: in-kernel {kb:?}, qsockd {qb:?}, back on dsl {back:?} after the wire healed"
-        );
-        figures.add("in-kernel PM", "stall after link down", "ms", rep, ms(kd));
-        figures.add("qsockd PM", "stall after link down", "ms", rep, ms(qd));
-        figures.add("in-kernel PM", "stall after blackhole", "ms", rep, ms(kb));
-        figures.add("qsockd PM", "stall after blackhole", "ms", rep, ms(qb));
-        figures.add("qsockd PM", "back on dsl after the blackhole ends", "ms", rep, ms(back));
+        for kill in [Kill::Down, Kill::Blackhole] {
+            for m in managers {
+                let (stalled, back) = stall(m, kill, rep);
+                let what = if kill == Kill::Down { "stall after link down" } else { "stall after blackhole" };
+                println!(
+                    "rep {rep}: {}: {what} {stalled:?}{}",
+                    m.label(),
+                    back.map(|d| format!(", back on dsl {d:?} after the wire healed")).unwrap_or_default()
+                );
+                figures.add(m.label(), what, "ms", rep, ms(stalled));
+                if let Some(back) = back {
+                    figures.add(m.label(), "back on dsl after the blackhole ends", "ms", rep, ms(back));
+                }
+            }
+        }
     }
     figures.finish(0).unwrap();
 }

@@ -106,14 +106,23 @@ pub fn issue_bed(tag: &str) -> MultiHomed {
 /// manager's `subflow` endpoint on the second link (id 2). Panics when
 /// `ip` fails.
 pub fn per_source_routing(b: &MultiHomed, endpoint: bool) {
+    per_source_routing_with(b, endpoint.then_some(&["subflow"][..]));
+}
+
+/// [`per_source_routing`] with the second link's endpoint flags given
+/// (e.g. `["subflow", "backup"]`: the in-kernel path manager opens it as
+/// a backup subflow); `None`: no endpoint. Panics when `ip` fails.
+pub fn per_source_routing_with(b: &MultiHomed, endpoint_flags: Option<&[&str]>) {
     for (i, l) in b.links.iter().enumerate() {
         let (src, gw, table) = (MultiHomed::host_ip(i).to_string(), MultiHomed::gateway_ip(i).to_string(), (200 + i).to_string());
         b.ip_host(&["route", "add", "default", "via", &gw, "dev", &l.name, "table", &table]).unwrap();
         b.ip_host(&["rule", "add", "from", &src, "table", &table]).unwrap();
     }
-    if endpoint {
-        let second = &b.links[1].name;
-        b.ip_host(&["mptcp", "endpoint", "add", &MultiHomed::host_ip(1).to_string(), "dev", second, "id", "2", "subflow"]).unwrap();
+    if let Some(flags) = endpoint_flags {
+        let (second, ip) = (&b.links[1].name, MultiHomed::host_ip(1).to_string());
+        let mut args = vec!["mptcp", "endpoint", "add", &ip, "dev", second, "id", "2"];
+        args.extend_from_slice(flags);
+        b.ip_host(&args).unwrap();
     }
 }
 
