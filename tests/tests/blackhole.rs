@@ -2,7 +2,10 @@
 //! wire of one link drops everything while both ends stay up. qsockd, as
 //! the path manager, finds the silent subflow from sock_diag, withdraws it
 //! (the download goes on over the other link) and, once the wire heals,
-//! the connection gets a subflow there again. The rule must not condemn a
+//! the connection gets a subflow there again; a connection with the
+//! Handover policy, whose peer moves to the backup on its own, has the
+//! deserted subflow withdrawn so the path is probed and used again once it
+//! heals. The rule must not condemn a
 //! path that is merely quiet: a paced download the peer sends over one
 //! subflow only, and a reader that stops reading (zero window), keep both.
 use std::{
@@ -98,6 +101,47 @@ fn a_download_leaves_a_blackholed_link_and_returns_when_it_heals() {
     eprintln!("{}", log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n"));
     let (_, _) = read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(500));
     assert!(on(&b, &s, "wan0") && on(&b, &s, "wan1"), "both links in use again");
+}
+
+#[test]
+fn a_handover_connection_leaves_a_blackholed_link_for_its_backup_and_returns() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = bed("bhback");
+    source(&b, 7203);
+    let mut s = connect(&b, 7203);
+    // Resilience sensitive (TAPS Handover): wan1's subflow is a backup, which the peer sends on only when wan0 cannot.
+    let c = b.client().unwrap();
+    let intents = qsock::Intents { resilience: Some(qsock::Resilience::Sensitive), ..Default::default() };
+    c.attach(s.as_fd(), &qsock::QosParams::intents(intents)).unwrap();
+    until_on_both(&b, &mut s);
+    let listed = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows;
+    assert!(listed.iter().any(|x| x.interface.as_deref() == Some("wan1") && x.backup == Some(true)), "{listed:#?}");
+    let mut events = c.subflow_events(s.as_fd()).unwrap();
+    b.set_blackhole(0, true).unwrap();
+    let dead = Instant::now();
+    let (after, stall) = read_window(&mut s, dead, dead + Duration::from_secs(3));
+    eprintln!("blackhole under Handover: longest stall {stall:?}, {after} bytes in the 3 s after");
+    let log = || std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
+    let multipath_log = || log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n");
+    // The peer moved to the backup; qsockd saw wan0 deserted and withdrew it (so it can probe the path).
+    assert!(after > 500_000, "the download went on over the backup: {after} bytes in 3 s");
+    assert!(!on(&b, &s, "wan0"), "wan0's deserted subflow was withdrawn:\n{}", multipath_log());
+    let heard = drain(&mut events);
+    let wan0 = std::net::IpAddr::from(MultiHomed::host_ip(0));
+    assert!(heard.iter().any(|e| matches!(e, SubflowEvent::Silent { local, .. } if local.ip() == wan0)), "a Silent event for wan0: {heard:?}");
+    // Healed: a probing join (every second, after the 1 s hold-down) brings the download back onto wan0,
+    // whatever the peer's backed-off retransmission timer on the old subflow would do.
+    b.set_blackhole(0, false).unwrap();
+    let healed = Instant::now();
+    let rx0 = b.link_bytes(0).unwrap().1;
+    while b.link_bytes(0).unwrap().1 < rx0 + 64 * 1024 {
+        // Bound: the hold-down has passed (3 s of blackhole), so the next probe starts within 1 s and completes in an RTT.
+        assert!(healed.elapsed() < Duration::from_secs(5), "the download was not back on wan0 5 s after the wire healed:\n{}", multipath_log());
+        read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(20));
+    }
+    eprintln!("data back on wan0 {:?} after the wire healed", healed.elapsed());
 }
 
 #[test]

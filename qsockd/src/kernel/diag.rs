@@ -135,13 +135,16 @@ pub fn tcp_cookies(
     Ok(out)
 }
 
+/// A TCP socket's (local, remote) ends.
+pub type Ends = (std::net::SocketAddr, std::net::SocketAddr);
+
 /// `tcp_info` of each established TCP socket with these (local, remote)
-/// ends (e.g. the subflows of the connections qsockd watches), from one
-/// dump of the namespace's established TCP sockets. A kernel with a shorter
-/// `tcp_info` leaves the tail zero. Errors: the sock_diag socket or dump failed.
-pub fn tcp_infos(
-    ends: &HashSet<(std::net::SocketAddr, std::net::SocketAddr)>,
-) -> std::io::Result<std::collections::HashMap<(std::net::SocketAddr, std::net::SocketAddr), libc::tcp_info>> {
+/// ends (e.g. the subflows of the connections qsockd watches), with its
+/// MPTCP subflow flags when it is a subflow (`INET_DIAG_ULP_INFO`,
+/// `MPTCP_SUBFLOW_FLAG_*`), from one dump of the namespace's established
+/// TCP sockets. A kernel with a shorter `tcp_info` leaves the tail zero.
+/// Errors: the sock_diag socket or dump failed.
+pub fn tcp_infos(ends: &HashSet<Ends>) -> std::io::Result<std::collections::HashMap<Ends, (libc::tcp_info, Option<u32>)>> {
     let mut out = std::collections::HashMap::new();
     for r in dump(IPPROTO_TCP, StateFlags::ESTABLISHED, ExtensionFlags::INFO)? {
         let id = &r.header.socket_id;
@@ -153,7 +156,7 @@ pub fn tcp_infos(
             Nla::TcpInfo(b) => Some(plain_struct::<libc::tcp_info>(b)),
             _ => None,
         }) {
-            out.insert(key, info);
+            out.insert(key, (info, qsock::subflow_diag::ulp_info(&r.nlas).map(|u| u.flags)));
         }
     }
     Ok(out)

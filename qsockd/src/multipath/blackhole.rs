@@ -3,7 +3,8 @@
 //! are read with sock_diag (`tcp_info` of each, the connection's
 //! `mptcp_info`) and judged by [`silence::implicated`] and
 //! [`silence::is_dead`], remembering per subflow whether it was implicated
-//! during its current silence; a subflow found
+//! during its current silence, or by [`silence::deserted`] (the peer sends
+//! on a backup instead of it); a subflow found
 //! dead has its address withdrawn (`REMOVE`: `RM_ADDR` to the peer over a
 //! living subflow, so it reinjects what it had in flight on the dead path
 //! instead of waiting for its retransmission timer) and is destroyed. Then the
@@ -88,12 +89,13 @@ impl Multipath {
             progress.retain(|token, _| conns.contains_key(token));
             let mut by_conn: HashMap<u32, Vec<(Watched, SubflowView)>> = HashMap::new();
             for w in &watched {
-                if let Some(t) = infos.get(&(w.1, w.2)) {
+                if let Some((t, flags)) = infos.get(&(w.1, w.2)) {
                     let view = SubflowView {
                         since_data_ms: t.tcpi_last_data_recv,
                         since_ack_ms: t.tcpi_last_ack_recv,
                         unacked: t.tcpi_unacked,
                         rtt_us: t.tcpi_rtt.max(t.tcpi_rcv_rtt),
+                        backup: flags.is_some_and(|f| f & qsock::subflow_diag::FLAG_BACKUP_LOCAL != 0),
                     };
                     by_conn.entry(w.0).or_default().push((*w, view));
                 }
@@ -121,8 +123,9 @@ impl Multipath {
                 }
                 let views: Vec<SubflowView> = subflows.iter().map(|(_, v)| *v).collect();
                 let now_implicated = silence::implicated(holdup, &views);
+                let deserted = silence::deserted(reader_keeps_up, &views);
                 let mut dead = Vec::new();
-                for (i, ((w, v), hit)) in subflows.iter().zip(now_implicated).enumerate() {
+                for (i, (((w, v), hit), left)) in subflows.iter().zip(now_implicated).zip(deserted).enumerate() {
                     // Remembered per silence: a subflow that heard from its peer starts afresh.
                     let m = memory.entry(w.1).or_insert(Memory { since_data_ms: v.since_data_ms, since_ack_ms: v.since_ack_ms, implicated: false });
                     if v.since_data_ms < m.since_data_ms || v.since_ack_ms < m.since_ack_ms {
@@ -130,7 +133,7 @@ impl Multipath {
                     }
                     (m.since_data_ms, m.since_ack_ms) = (v.since_data_ms, v.since_ack_ms);
                     m.implicated |= hit;
-                    if silence::is_dead(v, m.implicated) {
+                    if silence::is_dead(v, m.implicated) || left {
                         dead.push(i);
                     }
                 }
