@@ -6,10 +6,11 @@
 //! dsl; 2 s in, dsl goes down on the host, or its wire drops everything
 //! (blackhole: no link event). The figure is the longest time without
 //! received data in the 3 s after (the stall); after a blackhole also how
-//! long after the wire is healed dsl carries the download's data again. Four path managers ([`Manager`]): the kernel's
-//! and qsockd, each with lte's subflow active and as a backup (qsockd's
-//! from the application's resilience-sensitive intents, TAPS Handover).
-//! Variants alternate, a fresh bed each repetition; prints every figure,
+//! long after the wire is healed dsl carries the download's data again.
+//! Five path managers ([`Manager`]): the kernel's and qsockd, each with
+//! lte's subflow active and as a backup (qsockd's from the application's
+//! resilience-sensitive intents, TAPS Handover, given after or before the
+//! socket connects). Variants alternate, a fresh bed each repetition; prints every figure,
 //! then median and range.
 use std::time::{Duration, Instant};
 
@@ -28,13 +29,18 @@ enum Manager {
     /// qsockd, the application says nothing: a subflow on each link, both active.
     Qsockd,
     /// qsockd, the connection attached with resilience-sensitive intents
-    /// (TAPS Handover): lte, metered, carries a backup subflow.
+    /// (TAPS Handover) once connected: lte's subflow, joined active at the
+    /// connection's start, is made a backup (`MP_PRIO`) by the plan.
     QsockdHandover,
+    /// The same intents (and Avoid metered) given before the socket
+    /// connects, as `qsocket`/`qconnect` do: placed on dsl, lte's subflow
+    /// joined as a backup from the start (`MP_JOIN` with the B bit).
+    QsockdHandoverPlaced,
 }
 
 impl Manager {
     fn qsockd(self) -> bool {
-        matches!(self, Self::Qsockd | Self::QsockdHandover)
+        matches!(self, Self::Qsockd | Self::QsockdHandover | Self::QsockdHandoverPlaced)
     }
 
     fn label(self) -> &'static str {
@@ -43,6 +49,7 @@ impl Manager {
             Self::InKernelBackup => "in-kernel PM, lte backup",
             Self::Qsockd => "qsockd PM",
             Self::QsockdHandover => "qsockd PM, Handover intent (lte backup)",
+            Self::QsockdHandoverPlaced => "qsockd PM, Handover intent before connect (lte backup)",
         }
     }
 }
@@ -60,7 +67,7 @@ enum Kill {
 /// long after the wire heals the download's data flows on dsl again
 /// (at most [`BACK_WAIT`]).
 fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
-    let tag = ["k", "kb", "q", "qh"][manager as usize];
+    let tag = ["k", "kb", "q", "qh", "qp"][manager as usize];
     let mut b = issue_bed(&format!("h{tag}{}{rep}", if kill == Kill::Down { "d" } else { "b" }));
     match manager {
         Manager::InKernel => per_source_routing_with(&b, Some(&["subflow"])),
@@ -68,19 +75,38 @@ fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration
         _ => b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap(),
     }
     source(&b, 7100);
-    let mut s = connect(&b, 7100);
-    let _client = (manager == Manager::QsockdHandover).then(|| {
-        let c = b.client().unwrap();
-        let intents = qsock::Intents { resilience: Some(qsock::Resilience::Sensitive), ..Default::default() };
-        c.attach(std::os::fd::AsFd::as_fd(&s), &qsock::QosParams::intents(intents)).unwrap();
-        c
-    });
+    let resilient = || qsock::Intents { resilience: Some(qsock::Resilience::Sensitive), ..Default::default() };
+    let (mut s, _client) = match manager {
+        Manager::QsockdHandoverPlaced => {
+            let c = b.client().unwrap();
+            let mut intents = resilient();
+            intents.interfaces.push(qsock::InterfacePreference::new(qsock::Preference::Avoid, "type:metered").unwrap());
+            let s = b
+                .in_host(|| {
+                    let s = std::net::TcpStream::from(qsock_tests::mptcp::mptcp_fd());
+                    let a = c.attach(std::os::fd::AsFd::as_fd(&s), &qsock::QosParams::intents(intents)).unwrap();
+                    assert_eq!(a.device, "dsl", "{a:?}");
+                    let to = nix::sys::socket::SockaddrStorage::from(std::net::SocketAddr::new(testbed::multihomed::SERVICE_IP.into(), 7100));
+                    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&s), &to).unwrap();
+                    s
+                })
+                .unwrap();
+            (s, Some(c))
+        }
+        Manager::QsockdHandover => {
+            let s = connect(&b, 7100);
+            let c = b.client().unwrap();
+            c.attach(std::os::fd::AsFd::as_fd(&s), &qsock::QosParams::intents(resilient())).unwrap();
+            (s, Some(c))
+        }
+        _ => (connect(&b, 7100), None),
+    };
     let t0 = Instant::now();
     let (before, _) = read_window(&mut s, t0, t0 + Duration::from_secs(2));
     assert!(before > 0);
     let listed = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows;
     let lte = listed.iter().find(|x| x.interface.as_deref() == Some("lte")).expect("a subflow on lte before the handover");
-    let backup = matches!(manager, Manager::InKernelBackup | Manager::QsockdHandover);
+    let backup = matches!(manager, Manager::InKernelBackup | Manager::QsockdHandover | Manager::QsockdHandoverPlaced);
     assert_eq!(lte.backup, Some(backup), "{manager:?}: lte's subflow backup flag");
     match kill {
         Kill::Down => b.set_link(0, false).unwrap(),
@@ -129,7 +155,7 @@ fn main() {
     qsock_tests::require_root();
     let mut figures = qsock_tests::figures::Figures::new("handover");
     let reps = std::env::var("HANDOVER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
-    let managers = [Manager::InKernel, Manager::Qsockd, Manager::InKernelBackup, Manager::QsockdHandover];
+    let managers = [Manager::InKernel, Manager::Qsockd, Manager::InKernelBackup, Manager::QsockdHandover, Manager::QsockdHandoverPlaced];
     for rep in 0..reps {
         for kill in [Kill::Down, Kill::Blackhole] {
             for m in managers {
