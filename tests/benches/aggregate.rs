@@ -12,14 +12,15 @@
 //! (each subflow then leaves through its own class on its link: the ACK
 //! direction here). Prints each repetition and, per variant, the median and
 //! range of goodput and of its ratio to dsl + lte alone of the same
-//! repetition (`AGGREGATE_REPS` overrides the repetitions).
+//! repetition (`AGGREGATE_REPS` overrides the repetitions; `AGGREGATE_RCVBUF`
+//! gives the MPTCP variants' `SO_RCVBUF`, bytes, instead of autotuning).
 use std::{
     net::{SocketAddr, TcpStream},
     os::fd::{AsFd, AsRawFd},
     time::{Duration, Instant},
 };
 
-use qsock_tests::mptcp::{connect, issue_bed, per_source_routing, read_window, source};
+use qsock_tests::mptcp::{connect_with_rcvbuf, issue_bed, per_source_routing, read_window, source};
 use testbed::multihomed::{MultiHomed, SERVICE_IP};
 
 /// Repetitions of each variant.
@@ -66,7 +67,7 @@ fn goodput(v: Variant, rep: usize) -> f64 {
     let mut s = match v {
         Variant::DslAlone => connect_plain(&b, 0),
         Variant::LteAlone => connect_plain(&b, 1),
-        _ => connect(&b, PORT),
+        _ => connect_with_rcvbuf(&b, PORT, rcvbuf()),
     };
     let client = (v == Variant::QsockdAttached).then(|| {
         let c = b.client().unwrap();
@@ -87,6 +88,11 @@ fn goodput(v: Variant, rep: usize) -> f64 {
     let from = Instant::now();
     let (bytes, _) = read_window(&mut s, from, from + MEASURE);
     bytes as f64 * 8.0 / MEASURE.as_secs_f64()
+}
+
+/// `SO_RCVBUF` of the MPTCP variants (`AGGREGATE_RCVBUF`, bytes); `None`: autotuned.
+fn rcvbuf() -> Option<usize> {
+    std::env::var("AGGREGATE_RCVBUF").ok().and_then(|v| v.parse().ok())
 }
 
 fn main() {

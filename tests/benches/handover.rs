@@ -10,11 +10,12 @@
 //! Five path managers ([`Manager`]): the kernel's and qsockd, each with
 //! lte's subflow active and as a backup (qsockd's from the application's
 //! resilience-sensitive intents, TAPS Handover, given after or before the
-//! socket connects). Variants alternate, a fresh bed each repetition; prints every figure,
+//! socket connects). `HANDOVER_RCVBUF` (bytes) clamps the client's
+//! receive buffer; `HANDOVER_OUTAGE_MS` lengthens the blackhole. Variants alternate, a fresh bed each repetition; prints every figure,
 //! then median and range.
 use std::time::{Duration, Instant};
 
-use qsock_tests::mptcp::{connect, issue_bed, per_source_routing_with, read_window, source};
+use qsock_tests::mptcp::{connect_with_rcvbuf, issue_bed, per_source_routing_with, read_window, source};
 
 /// Repetitions of each variant (`HANDOVER_REPS` overrides).
 const REPS: usize = 5;
@@ -94,12 +95,12 @@ fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration
             (s, Some(c))
         }
         Manager::QsockdHandover => {
-            let s = connect(&b, 7100);
+            let s = connect_with_rcvbuf(&b, 7100, rcvbuf());
             let c = b.client().unwrap();
             c.attach(std::os::fd::AsFd::as_fd(&s), &qsock::QosParams::intents(resilient())).unwrap();
             (s, Some(c))
         }
-        _ => (connect(&b, 7100), None),
+        _ => (connect_with_rcvbuf(&b, 7100, rcvbuf()), None),
     };
     let t0 = Instant::now();
     let (before, _) = read_window(&mut s, t0, t0 + Duration::from_secs(2));
@@ -145,6 +146,12 @@ fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration
 const BACK_BYTES: u64 = 64 * 1024;
 /// How long the bench waits for that; a variant not back by then is recorded as this.
 const BACK_WAIT: Duration = Duration::from_secs(10);
+
+/// `SO_RCVBUF` of the client, bytes (`HANDOVER_RCVBUF`; not for the
+/// variant placed before it connects); `None`: autotuned.
+fn rcvbuf() -> Option<usize> {
+    std::env::var("HANDOVER_RCVBUF").ok().and_then(|v| v.parse().ok())
+}
 
 /// Milliseconds of `d`.
 fn ms(d: Duration) -> f64 {

@@ -51,8 +51,19 @@ pub fn source(b: &MultiHomed, port: u16) {
 
 /// An MPTCP socket of the host namespace connected to [`SERVICE_IP`]:`port`.
 pub fn connect(b: &MultiHomed, port: u16) -> TcpStream {
+    connect_with_rcvbuf(b, port, None)
+}
+
+/// [`connect`] with `SO_RCVBUF` set to `rcvbuf` bytes before it connects
+/// (the kernel doubles it and stops autotuning); `None`: autotuned. Benches
+/// take it from an environment variable to measure what a clamped receive
+/// window changes.
+pub fn connect_with_rcvbuf(b: &MultiHomed, port: u16, rcvbuf: Option<usize>) -> TcpStream {
     b.in_host(move || {
         let fd = mptcp_fd();
+        if let Some(n) = rcvbuf {
+            nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &n).expect("SO_RCVBUF");
+        }
         let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), port));
         nix::sys::socket::connect(fd.as_raw_fd(), &sa).expect("connect");
         TcpStream::from(fd)

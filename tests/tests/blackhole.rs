@@ -78,16 +78,9 @@ fn a_download_leaves_a_blackholed_link_and_returns_when_it_heals() {
     // No link event: only the subflows' silence tells. The download goes on over wan1.
     let (after, stall) = read_window(&mut s, dead, dead + Duration::from_secs(3));
     eprintln!("blackhole: longest stall {stall:?}, {after} bytes in the 3 s after");
-    let log = || std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
-    assert!(
-        !on(&b, &s, "wan0"),
-        "the silent subflow on wan0 was withdrawn:\n{}",
-        log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n")
-    );
+    assert!(!on(&b, &s, "wan0"), "the silent subflow on wan0 was withdrawn:\n{}", multipath_log(&b));
     // The application heard that the subflow on wan0 was found silent.
-    let heard = drain(&mut events);
-    let wan0 = std::net::IpAddr::from(MultiHomed::host_ip(0));
-    assert!(heard.iter().any(|e| matches!(e, SubflowEvent::Silent { local, .. } if local.ip() == wan0)), "a Silent event for wan0: {heard:?}");
+    assert_silent_event_for_wan0(&mut events);
     // wan1 alone carries up to 4.5 MB in 3 s; a debug-build delay line beside a busy CPU far less.
     assert!(after > 500_000, "the download went on over wan1: {after} bytes in 3 s");
     // Healed: the next probing join completes and the connection uses wan0 again.
@@ -98,7 +91,7 @@ fn a_download_leaves_a_blackholed_link_and_returns_when_it_heals() {
         read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(20));
     }
     eprintln!("back on wan0 {:?} after the wire healed", healed.elapsed());
-    eprintln!("{}", log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n"));
+    eprintln!("{}", multipath_log(&b));
     let (_, _) = read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(500));
     assert!(on(&b, &s, "wan0") && on(&b, &s, "wan1"), "both links in use again");
 }
@@ -123,14 +116,10 @@ fn a_handover_connection_leaves_a_blackholed_link_for_its_backup_and_returns() {
     let dead = Instant::now();
     let (after, stall) = read_window(&mut s, dead, dead + Duration::from_secs(3));
     eprintln!("blackhole under Handover: longest stall {stall:?}, {after} bytes in the 3 s after");
-    let log = || std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
-    let multipath_log = || log().lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n");
     // The peer moved to the backup; qsockd saw wan0 deserted and withdrew it (so it can probe the path).
     assert!(after > 500_000, "the download went on over the backup: {after} bytes in 3 s");
-    assert!(!on(&b, &s, "wan0"), "wan0's deserted subflow was withdrawn:\n{}", multipath_log());
-    let heard = drain(&mut events);
-    let wan0 = std::net::IpAddr::from(MultiHomed::host_ip(0));
-    assert!(heard.iter().any(|e| matches!(e, SubflowEvent::Silent { local, .. } if local.ip() == wan0)), "a Silent event for wan0: {heard:?}");
+    assert!(!on(&b, &s, "wan0"), "wan0's deserted subflow was withdrawn:\n{}", multipath_log(&b));
+    assert_silent_event_for_wan0(&mut events);
     // Healed: a probing join (every second, after the 1 s hold-down) brings the download back onto wan0,
     // whatever the peer's backed-off retransmission timer on the old subflow would do.
     b.set_blackhole(0, false).unwrap();
@@ -138,7 +127,7 @@ fn a_handover_connection_leaves_a_blackholed_link_for_its_backup_and_returns() {
     let rx0 = b.link_bytes(0).unwrap().1;
     while b.link_bytes(0).unwrap().1 < rx0 + 64 * 1024 {
         // Bound: the hold-down has passed (3 s of blackhole), so the next probe starts within 1 s and completes in an RTT.
-        assert!(healed.elapsed() < Duration::from_secs(5), "the download was not back on wan0 5 s after the wire healed:\n{}", multipath_log());
+        assert!(healed.elapsed() < Duration::from_secs(5), "the download was not back on wan0 5 s after the wire healed:\n{}", multipath_log(&b));
         read_window(&mut s, Instant::now(), Instant::now() + Duration::from_millis(20));
     }
     eprintln!("data back on wan0 {:?} after the wire healed", healed.elapsed());
@@ -186,6 +175,19 @@ fn a_quiet_path_or_a_reader_that_pauses_keeps_its_subflows() {
 
 /// The events qsockd has sent so far (each was sent as it happened: 100 ms
 /// covers the last one's way through the Unix socket).
+/// qsockd's log lines about multipath.
+fn multipath_log(b: &MultiHomed) -> String {
+    let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
+    log.lines().filter(|l| l.contains("multipath")).collect::<Vec<_>>().join("\n")
+}
+
+/// The events so far include `Silent` for the subflow from wan0's address.
+fn assert_silent_event_for_wan0(events: &mut qsock::SubflowEvents) {
+    let heard = drain(events);
+    let wan0 = std::net::IpAddr::from(MultiHomed::host_ip(0));
+    assert!(heard.iter().any(|e| matches!(e, SubflowEvent::Silent { local, .. } if local.ip() == wan0)), "a Silent event for wan0: {heard:?}");
+}
+
 fn drain(events: &mut qsock::SubflowEvents) -> Vec<SubflowEvent> {
     std::iter::from_fn(|| events.next_within(Duration::from_millis(100)).unwrap()).collect()
 }

@@ -148,9 +148,7 @@ fn a_connection_placed_before_its_peer_falls_back_is_managed_as_tcp() {
     if skip_unless_root() {
         return;
     }
-    let mut b = bed("sfpfb", true);
-    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
-    let c = b.client().unwrap();
+    let (b, c) = managed_bed("sfpfb");
     sink(&b, 7010, false);
     // Attached before it connects (as qsock-run --multipath does): placed, then connected to a peer without MPTCP.
     let mut s = b
@@ -177,6 +175,15 @@ fn a_connection_placed_before_its_peer_falls_back_is_managed_as_tcp() {
 fn pm_setting(b: &MultiHomed) -> (String, String) {
     let pm = b.in_host(|| std::fs::read_to_string("/proc/sys/net/mptcp/path_manager").unwrap().trim().to_string()).unwrap();
     (pm, b.ip_host(&["mptcp", "limits", "show"]).unwrap().trim().to_string())
+}
+
+/// The managed two-link bed with qsockd as path manager (its defaults:
+/// a subflow on every managed interface), and a client of it.
+fn managed_bed(tag: &str) -> (MultiHomed, qsock::Client) {
+    let mut b = bed(tag, true);
+    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
+    let c = b.client().unwrap();
+    (b, c)
 }
 
 /// Bytes each link sent while `f` ran.
@@ -349,9 +356,7 @@ fn a_managed_connection_has_its_class_on_every_interface_it_uses() {
     if skip_unless_root() {
         return;
     }
-    let mut b = bed("sfqos", true);
-    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
-    let c = b.client().unwrap();
+    let (b, c) = managed_bed("sfqos");
     sink(&b, 7006, true);
     let mut s = connect(&b, 7006);
     // Attached with one subflow: no device, so every managed interface it uses gives the guarantee.
@@ -413,9 +418,7 @@ fn an_aggregate_connection_splits_its_guarantee_over_its_links() {
     if skip_unless_root() {
         return;
     }
-    let mut b = bed("sfsplit", true);
-    b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap();
-    let c = b.client().unwrap();
+    let (b, c) = managed_bed("sfsplit");
     sink(&b, 7009, true);
     let with = |policy: qsock::MultipathPolicy, rate: u64| {
         let mut p = QosParams { device: None, ..QosParams::rate("any", rate) };

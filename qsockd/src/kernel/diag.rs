@@ -73,6 +73,30 @@ fn dump_request(protocol: u8, protocol_attr: Option<u32>, states: StateFlags, ex
     Ok(out)
 }
 
+/// Runs the blocking sock_diag call `f` on tokio's blocking pool, so the
+/// caller's task (and any lock it holds) is not held up by the dump; a
+/// failure is logged at `level` as `what` and gives `None` (the callers
+/// try again at their next tick, or go without).
+pub async fn off_thread<T: Send + 'static>(what: &str, level: log::Level, f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            log::log!(level, "{what}: {e}");
+            None
+        }
+        Err(e) => {
+            log::error!("{what}: {e}");
+            None
+        }
+    }
+}
+
+/// The cookie of the TCP socket `local`–`remote` ([`tcp_cookies`] of one
+/// pair, off the caller's task); `None` when it is not listed or the dump failed (logged).
+pub async fn tcp_cookie(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u64> {
+    off_thread("sock_diag", log::Level::Warn, move || tcp_cookies(&[(local, remote)])).await.and_then(|m| m.get(&(local, remote)).copied())
+}
+
 /// (source address, smoothed RTT µs) of every established TCP connection
 /// in the current network namespace. Errors: the sock_diag socket or dump failed.
 pub fn tcp_rtts() -> std::io::Result<Vec<(IpAddr, u32)>> {

@@ -40,10 +40,9 @@ impl Multipath {
     /// went while no qsockd ran. A failed dump is logged: those connections
     /// are then followed from their next event only.
     pub(super) async fn adopt_existing(&self) {
-        let found = match tokio::task::spawn_blocking(crate::kernel::diag::mptcp_subflows).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => return log::warn!("multipath: listing existing subflows: {e}"),
-            Err(e) => return log::error!("multipath: listing existing subflows: {e}"),
+        let Some(found) = crate::kernel::diag::off_thread("multipath: listing existing subflows", log::Level::Warn, crate::kernel::diag::mptcp_subflows).await
+        else {
+            return;
         };
         if found.is_empty() {
             return;

@@ -305,11 +305,7 @@ impl Registry {
             if let (Some(at), Some(mp)) = (conn.planned_at.take(), &self.multipath) {
                 mp.forget_expected_plan(at);
             }
-            let cookie = tokio::task::spawn_blocking(move || crate::kernel::diag::tcp_cookies(&[(local, remote)]))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .and_then(|m| m.get(&(local, remote)).copied());
+            let cookie = crate::kernel::diag::tcp_cookie(local, remote).await;
             match self.add_subflow(app, local, remote, cookie).await {
                 Ok(info) => {
                     log::info!("MPTCP socket {app} fell back to TCP (the peer has no MPTCP); managed as TCP, class {} on {}", info.classid, info.device)
@@ -533,17 +529,8 @@ impl Registry {
     /// ran are caught up by the path manager's notices at its start.
     pub(crate) async fn recover_connections(&mut self) {
         let records: Vec<(u64, ConnectionRecord)> = self.books.load_connections();
-        let live = match tokio::task::spawn_blocking(crate::kernel::diag::mptcp_progress).await {
-            Ok(Ok(live)) => Some(live),
-            Ok(Err(e)) => {
-                log::warn!("recovering MPTCP connections: mptcp_diag: {e}; keeping every record");
-                None
-            }
-            Err(e) => {
-                log::error!("recovering MPTCP connections: {e}");
-                None
-            }
-        };
+        // Without the dump (logged), every record is kept.
+        let live = crate::kernel::diag::off_thread("recovering MPTCP connections: mptcp_diag", log::Level::Warn, crate::kernel::diag::mptcp_progress).await;
         for (app, rec) in records {
             let kept: Vec<SubflowEntry> =
                 rec.subflows.into_iter().filter(|sf| sf.managed.is_err() || self.sockets.get(sf.cookie).is_some_and(|m| m.parent == Some(app))).collect();
@@ -612,11 +599,7 @@ impl Registry {
                 if self.connections[&app].subflows.values().any(|s| s.local == local && s.remote == remote) {
                     return;
                 }
-                let cookie = tokio::task::spawn_blocking(move || crate::kernel::diag::tcp_cookies(&[(local, remote)]))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .and_then(|m| m.get(&(local, remote)).copied());
+                let cookie = crate::kernel::diag::tcp_cookie(local, remote).await;
                 if let Err(e) = self.add_subflow(app, local, remote, cookie).await {
                     log::info!("MPTCP connection {token:08x}: subflow {local} -> {remote} without QoS: {}", e.message);
                 }

@@ -21,6 +21,7 @@ use tokio::{io::unix::AsyncFd, sync::RwLock};
 
 use crate::{
     config::Config,
+    kernel::diag,
     multipath::Multipath,
     ops::{Peer, Registry},
     state::sockinfo,
@@ -265,12 +266,12 @@ pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Durati
         let held = if release_every.is_some_and(|p| last_release.elapsed() >= p) && !registry.read().await.sockets.is_empty() {
             last_release = tokio::time::Instant::now();
             let taken_ns = qsock::monotonic_now_ns();
-            off_lock("sock_diag sweep", crate::kernel::diag::held_cookies).await.map(|h| (h, taken_ns))
+            diag::off_thread("sock_diag sweep", log::Level::Debug, diag::held_cookies).await.map(|h| (h, taken_ns))
         } else {
             None
         };
         // Connections placed before they connected whose peer fell back to TCP (no event tells).
-        let fallbacks = if registry.read().await.has_pending() { off_lock("mptcp_diag", crate::kernel::diag::mptcp_fallbacks).await } else { None };
+        let fallbacks = if registry.read().await.has_pending() { diag::off_thread("mptcp_diag", log::Level::Debug, diag::mptcp_fallbacks).await } else { None };
         let mut reg = registry.write().await;
         if let Some(f) = fallbacks.filter(|f| !f.is_empty()) {
             reg.settle_fallbacks(&f).await;
@@ -283,23 +284,6 @@ pub async fn housekeeping_loop(registry: Arc<RwLock<Registry>>, interval: Durati
             reg.release_closed(&held, taken_ns).await;
         }
         reg.sweep().await;
-    }
-}
-
-/// Runs the sock_diag dump `f` on a blocking thread, without the
-/// registry's lock; a failure is logged as `what` and gives `None` (the
-/// next tick tries again).
-async fn off_lock<T: Send + 'static>(what: &str, f: fn() -> std::io::Result<T>) -> Option<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Some(v),
-        Ok(Err(e)) => {
-            log::debug!("{what}: {e}");
-            None
-        }
-        Err(e) => {
-            log::warn!("{what}: {e}");
-            None
-        }
     }
 }
 
