@@ -7,10 +7,10 @@
 //! (blackhole: no link event). The figure is the longest time without
 //! received data in the 3 s after (the stall); after a blackhole also how
 //! long after the wire is healed dsl carries the download's data again.
-//! Five path managers ([`Manager`]): the kernel's and qsockd, each with
+//! Six path managers ([`Manager`]): the kernel's and qsockd, each with
 //! lte's subflow active and as a backup (qsockd's from the application's
 //! resilience-sensitive intents, TAPS Handover, given after or before the
-//! socket connects). `HANDOVER_RCVBUF` (bytes) clamps the client's
+//! socket connects), and qsockd with TAPS Interactive (lte, metered, a backup). `HANDOVER_RCVBUF` (bytes) clamps the client's
 //! receive buffer; `HANDOVER_OUTAGE_MS` lengthens the blackhole. Variants alternate, a fresh bed each repetition; prints every figure,
 //! then median and range.
 use std::time::{Duration, Instant};
@@ -37,11 +37,14 @@ enum Manager {
     /// connects, as `qsocket`/`qconnect` do: placed on dsl, lte's subflow
     /// joined as a backup from the start (`MP_JOIN` with the B bit).
     QsockdHandoverPlaced,
+    /// TAPS multipathPolicy Interactive given before the socket connects:
+    /// lte is metered, so its subflow joins as a backup.
+    QsockdInteractivePlaced,
 }
 
 impl Manager {
     fn qsockd(self) -> bool {
-        matches!(self, Self::Qsockd | Self::QsockdHandover | Self::QsockdHandoverPlaced)
+        matches!(self, Self::Qsockd | Self::QsockdHandover | Self::QsockdHandoverPlaced | Self::QsockdInteractivePlaced)
     }
 
     fn label(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Manager {
             Self::Qsockd => "qsockd PM",
             Self::QsockdHandover => "qsockd PM, Handover intent (lte backup)",
             Self::QsockdHandoverPlaced => "qsockd PM, Handover intent before connect (lte backup)",
+            Self::QsockdInteractivePlaced => "qsockd PM, Interactive intent before connect (lte metered: backup)",
         }
     }
 }
@@ -68,7 +72,7 @@ enum Kill {
 /// long after the wire heals the download's data flows on dsl again
 /// (at most [`BACK_WAIT`]).
 fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration>) {
-    let tag = ["k", "kb", "q", "qh", "qp"][manager as usize];
+    let tag = ["k", "kb", "q", "qh", "qp", "qi"][manager as usize];
     let mut b = issue_bed(&format!("h{tag}{}{rep}", if kill == Kill::Down { "d" } else { "b" }));
     match manager {
         Manager::InKernel => per_source_routing_with(&b, Some(&["subflow"])),
@@ -78,10 +82,15 @@ fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration
     source(&b, 7100);
     let resilient = || qsock::Intents { resilience: Some(qsock::Resilience::Sensitive), ..Default::default() };
     let (mut s, _client) = match manager {
-        Manager::QsockdHandoverPlaced => {
+        Manager::QsockdHandoverPlaced | Manager::QsockdInteractivePlaced => {
             let c = b.client().unwrap();
-            let mut intents = resilient();
-            intents.interfaces.push(qsock::InterfacePreference::new(qsock::Preference::Avoid, "type:metered").unwrap());
+            let intents = if manager == Manager::QsockdHandoverPlaced {
+                let mut i = resilient();
+                i.interfaces.push(qsock::InterfacePreference::new(qsock::Preference::Avoid, "type:metered").unwrap());
+                i
+            } else {
+                qsock::Intents { multipath: Some(qsock::Multipath::Active), multipath_policy: Some(qsock::MultipathPolicy::Interactive), ..Default::default() }
+            };
             let s = b
                 .in_host(|| {
                     let s = std::net::TcpStream::from(qsock_tests::mptcp::mptcp_fd());
@@ -107,7 +116,7 @@ fn stall(manager: Manager, kill: Kill, rep: usize) -> (Duration, Option<Duration
     assert!(before > 0);
     let listed = b.in_host(|| qsock::qsubflows(&s)).unwrap().unwrap().subflows;
     let lte = listed.iter().find(|x| x.interface.as_deref() == Some("lte")).expect("a subflow on lte before the handover");
-    let backup = matches!(manager, Manager::InKernelBackup | Manager::QsockdHandover | Manager::QsockdHandoverPlaced);
+    let backup = matches!(manager, Manager::InKernelBackup | Manager::QsockdHandover | Manager::QsockdHandoverPlaced | Manager::QsockdInteractivePlaced);
     assert_eq!(lte.backup, Some(backup), "{manager:?}: lte's subflow backup flag");
     match kill {
         Kill::Down => b.set_link(0, false).unwrap(),
@@ -162,7 +171,8 @@ fn main() {
     qsock_tests::require_root();
     let mut figures = qsock_tests::figures::Figures::new("handover");
     let reps = std::env::var("HANDOVER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
-    let managers = [Manager::InKernel, Manager::Qsockd, Manager::InKernelBackup, Manager::QsockdHandover, Manager::QsockdHandoverPlaced];
+    let managers =
+        [Manager::InKernel, Manager::Qsockd, Manager::InKernelBackup, Manager::QsockdHandover, Manager::QsockdHandoverPlaced, Manager::QsockdInteractivePlaced];
     for rep in 0..reps {
         for kill in [Kill::Down, Kill::Blackhole] {
             for m in managers {

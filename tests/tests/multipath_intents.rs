@@ -5,8 +5,9 @@
 //! manager, gives each interface the role the policy implies: under
 //! Handover the second link gets a backup subflow (it carries nothing
 //! until the first link dies, then everything), under Aggregate both carry
-//! the upload, and a Prohibit keeps a link out. Each link's byte counter
-//! says which carried what.
+//! the upload, and a Prohibit keeps a link out; a bulk connection's
+//! subflow on the link a query uses is a backup while the query lives.
+//! Each link's byte counter says which carried what.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -61,6 +62,11 @@ fn bed(tag: &str) -> MultiHomed {
 /// the subflows the plan allows (`want` interfaces). The client is
 /// returned too: closing it releases the connection (and its plan).
 fn connected(b: &MultiHomed, intents: Intents, want: &[&str]) -> (TcpStream, qsock::Client) {
+    connected_on(b, intents, "wan0", want)
+}
+
+/// [`connected`], the policy placing the initial subflow on `initial`.
+fn connected_on(b: &MultiHomed, intents: Intents, initial: &str, want: &[&str]) -> (TcpStream, qsock::Client) {
     let c = b.client().unwrap();
     let params = QosParams::intents(intents);
     let proto = qsock::multipath_protocol(libc::AF_INET, libc::SOCK_STREAM, 0, &params.intents).expect("these intents ask for MPTCP");
@@ -71,7 +77,7 @@ fn connected(b: &MultiHomed, intents: Intents, want: &[&str]) -> (TcpStream, qso
             assert!(fd >= 0, "{}", std::io::Error::last_os_error());
             let s = TcpStream::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
             let a = c.attach(s.as_fd(), &params).unwrap();
-            assert_eq!(a.device, "wan0", "{a:?}");
+            assert_eq!(a.device, initial, "{a:?}");
             let to = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), 7400));
             nix::sys::socket::connect(s.as_raw_fd(), &to).unwrap();
             s
@@ -149,4 +155,52 @@ fn aggregate_intent_uses_both_links_and_a_prohibit_keeps_one_out() {
     let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
     assert!(!c.subflows.iter().any(|x| x.interface.as_deref() == Some("wan1") && x.state == TcpState::Established), "no subflow on wan1:\n{log}");
     assert!(tx[1] < UPLOAD as u64 / 50, "{tx:?}");
+}
+
+/// The backup flag of `s`'s subflow on `interface`, once it is `want`
+/// (at most 5 s; the flag changes after a path-manager event).
+fn wait_backup(b: &MultiHomed, s: &TcpStream, interface: &str, want: bool) {
+    let t0 = Instant::now();
+    loop {
+        let c = b.in_host(|| qsock::qsubflows(s)).unwrap().unwrap();
+        let flag = c.subflows.iter().find(|x| x.interface.as_deref() == Some(interface) && x.state == TcpState::Established).and_then(|x| x.backup);
+        if flag == Some(want) {
+            return;
+        }
+        let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap_or_default();
+        assert!(t0.elapsed() < Duration::from_secs(5), "the subflow on {interface} has backup {flag:?}, want {want}; qsockd:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bulk_connection_yields_the_link_a_query_uses_while_the_query_lives() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = bed("miyield");
+    let prefer = |name: &str| vec![InterfacePreference::new(Preference::Prefer, name).unwrap()];
+    // Aggregate, as `qsock-run --multipath-policy aggregate` asks.
+    let aggregate = Intents { multipath: Some(qsock::Multipath::Active), multipath_policy: Some(qsock::MultipathPolicy::Aggregate), ..Default::default() };
+    let bulk = Intents { category: Some(Category::BulkTransfer), interfaces: prefer("wan1"), ..aggregate.clone() };
+    let (mut bulk_sock, _bulk_client) = connected_on(&b, bulk, "wan1", &["wan0", "wan1"]);
+    let tx = upload(&b, &mut bulk_sock);
+    eprintln!("bulk alone: {tx:?} bytes sent on wan0, wan1");
+    assert!(tx.iter().all(|&n| n >= UPLOAD as u64 / 5), "both links carry the bulk: {tx:?}");
+
+    // A query on wan0: the bulk's subflow there becomes a backup and carries nothing.
+    let query = Intents { category: Some(Category::Query), interfaces: prefer("wan0"), ..aggregate };
+    let (query_sock, query_client) = connected_on(&b, query, "wan0", &["wan0"]);
+    wait_backup(&b, &bulk_sock, "wan0", true);
+    let tx = upload(&b, &mut bulk_sock);
+    eprintln!("bulk beside a query on wan0: {tx:?}");
+    assert!(tx[0] < UPLOAD as u64 / 50 && tx[1] >= UPLOAD as u64, "the bulk kept off wan0: {tx:?}");
+
+    // The query ends: wan0 carries the bulk again.
+    drop(query_sock);
+    drop(query_client);
+    wait_backup(&b, &bulk_sock, "wan0", false);
+    let tx = upload(&b, &mut bulk_sock);
+    eprintln!("bulk after the query: {tx:?}");
+    assert!(tx.iter().all(|&n| n >= UPLOAD as u64 / 5), "both links carry the bulk again: {tx:?}");
 }

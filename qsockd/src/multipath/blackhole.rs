@@ -88,6 +88,12 @@ impl Multipath {
             let now = Instant::now();
             progress.retain(|token, _| conns.contains_key(token));
             let mut by_conn: HashMap<u32, Vec<(Watched, SubflowView)>> = HashMap::new();
+            // A subflow that is a backup because it yields (`yielding`) is no
+            // handover backup: what it still carries says nothing of the
+            // active path (the peer drains what it queued there before it
+            // heard, and sends there when its own window or scheduler stalls
+            // the other), so it is not evidence of desertion.
+            let yielded = mp.state.lock().expect("multipath state poisoned").yielded.clone();
             for w in &watched {
                 if let Some((t, flags)) = infos.get(&(w.1, w.2)) {
                     let view = SubflowView {
@@ -95,7 +101,7 @@ impl Multipath {
                         since_ack_ms: t.tcpi_last_ack_recv,
                         unacked: t.tcpi_unacked,
                         rtt_us: t.tcpi_rtt.max(t.tcpi_rcv_rtt),
-                        backup: flags.is_some_and(|f| f & qsock::subflow_diag::FLAG_BACKUP_LOCAL != 0),
+                        backup: flags.is_some_and(|f| f & qsock::subflow_diag::FLAG_BACKUP_LOCAL != 0) && !yielded.contains(&(w.0, w.1)),
                     };
                     by_conn.entry(w.0).or_default().push((*w, view));
                 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod handover;
 pub mod pm_setting;
 pub mod silence;
+mod yielding;
 
 use std::{
     collections::HashMap,
@@ -30,7 +31,7 @@ use crate::{
         mptcp_events::{EventKind, MptcpEvent, MptcpEvents},
         mptcp_pm::{CreateError, Limits, LocalEndpoint, PmClient},
     },
-    select::multipath::SubflowRole,
+    select::multipath::{Plan, SubflowRole},
 };
 
 /// What the socket registry hears of the path manager's events: the
@@ -102,11 +103,14 @@ struct State {
     /// Per connection whose intents speak of multipath: each interface's
     /// role (`select::multipath`); connections without one get a subflow
     /// on every interface (`open_subflows`).
-    plans: HashMap<u32, HashMap<String, SubflowRole>>,
+    plans: HashMap<u32, Plan>,
     /// Plans of connections placed before they connected, by the local end
     /// they were bound to: taken up by their `ESTABLISHED` event, before
     /// any subflow is joined.
-    expected_plans: HashMap<SocketAddr, HashMap<String, SubflowRole>>,
+    expected_plans: HashMap<SocketAddr, Plan>,
+    /// Subflows made backups because a latency-bound connection uses their
+    /// interface ([`crate::select::multipath::yielded`]): (token, local end).
+    yielded: std::collections::HashSet<(u32, SocketAddr)>,
 }
 
 /// A connection as the events describe it.
@@ -140,6 +144,7 @@ impl State {
             }
             (EventKind::SubClosed, Some(local)) => {
                 self.withdrawn.remove(&local);
+                self.yielded.remove(&(token, local));
                 if let Some(t) = self.tracked.get_mut(&token) {
                     t.subflows.retain(|(l, _, _)| *l != local);
                 }
@@ -147,15 +152,26 @@ impl State {
             (EventKind::Closed, _) => {
                 self.tracked.remove(&token);
                 self.plans.remove(&token);
+                self.yielded.retain(|(t, _)| *t != token);
             }
             _ => {}
         }
     }
 
-    /// The role of interface `name` for connection `token`: its plan's, or
-    /// Active when it has none.
+    /// The role its own plan gives interface `name` for connection
+    /// `token`, Active when it has none.
+    fn planned_role(&self, token: u32, name: &str) -> SubflowRole {
+        self.plans.get(&token).and_then(|p| p.roles.get(name)).copied().unwrap_or(SubflowRole::Active)
+    }
+
+    /// The role of interface `name` for connection `token`: its plan's,
+    /// made a backup where it yields to a latency-bound connection.
     fn role(&self, token: u32, name: &str) -> SubflowRole {
-        self.plans.get(&token).and_then(|p| p.get(name)).copied().unwrap_or(SubflowRole::Active)
+        let planned = self.planned_role(token, name);
+        match self.plans.get(&token) {
+            Some(p) => crate::select::multipath::yielded(planned, p.urgency, name, &p.initial, self.latency_bound_on(token, name)),
+            None => planned,
+        }
     }
 
     /// The id of `addr` in connection `token`: the one it has, or the
@@ -296,9 +312,18 @@ impl Multipath {
             st.track(&ev);
             if let (EventKind::SubEstablished, Some(token), Some(local), Some(remote)) = (ev.kind, ev.token, ev.local, ev.remote) {
                 // A join that started before the connection's plan arrived.
-                let role = qsock::subflows::interface_holding(local.ip()).map(|name| st.role(token, &name));
+                let role = qsock::subflows::interface_holding(local.ip()).map(|name| st.planned_role(token, &name));
                 if matches!(role, Some(SubflowRole::None)) || (role == Some(SubflowRole::Backup) && ev.backup != Some(true)) {
                     tokio::spawn(Self::apply_role(mp.clone(), token, local, remote, role.expect("matched")));
+                }
+                if ev.backup == Some(true) {
+                    st.note_yielded_join(token, local);
+                }
+            }
+            if matches!(ev.kind, EventKind::Established | EventKind::SubEstablished | EventKind::Closed) {
+                let changes = st.reyield();
+                if !changes.is_empty() {
+                    tokio::spawn(Self::apply_yields(mp.clone(), changes));
                 }
             }
             match ev.kind {
@@ -499,8 +524,8 @@ impl Multipath {
     /// Records the subflow roles of a connection that is not connected yet
     /// and is bound to `local`: its `ESTABLISHED` event makes them its plan
     /// before qsockd joins any subflow (no race with the joins).
-    pub fn expect_plan(&self, local: SocketAddr, roles: Vec<(String, SubflowRole)>) {
-        self.state.lock().expect("multipath state poisoned").expected_plans.insert(local, roles.into_iter().collect());
+    pub fn expect_plan(&self, local: SocketAddr, plan: Plan) {
+        self.state.lock().expect("multipath state poisoned").expected_plans.insert(local, plan);
     }
 
     /// Forgets the plan [`Multipath::expect_plan`] recorded for `local`
@@ -514,20 +539,22 @@ impl Multipath {
     /// role are closed, those on a backup interface are made backup, and
     /// later subflows (qsockd's own, and after a handover) follow the plan.
     /// Failures are logged.
-    pub async fn set_plan(&self, token: u32, roles: Vec<(String, SubflowRole)>) {
+    pub async fn set_plan(self: Arc<Self>, token: u32, plan: Plan) {
         if self.off.is_some() {
             return;
         }
-        let plan: HashMap<String, SubflowRole> = roles.into_iter().collect();
-        let subflows = {
+        let (subflows, yields) = {
             let mut st = self.state.lock().expect("multipath state poisoned");
             st.plans.insert(token, plan.clone());
-            st.tracked.get(&token).map(|t| t.subflows.clone()).unwrap_or_default()
+            (st.tracked.get(&token).map(|t| t.subflows.clone()).unwrap_or_default(), st.reyield())
         };
+        if !yields.is_empty() {
+            tokio::spawn(self.clone().apply_yields(yields));
+        }
         let mut pm = self.pm.lock().await;
         for (local, remote, _) in subflows {
             let Some(name) = qsock::subflows::interface_holding(local.ip()) else { continue };
-            let r = match plan.get(&name) {
+            let r = match plan.roles.get(&name) {
                 Some(SubflowRole::None) => pm.destroy_subflow(token, local, remote).await,
                 Some(SubflowRole::Backup) => pm.set_backup(token, local, remote, true).await,
                 _ => Ok(()),

@@ -219,9 +219,9 @@ impl Registry {
             let local = getsockname::<SockaddrStorage>(sock.as_raw_fd()).ok().and_then(socket_addr);
             let domain = if s.source.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
             if let (Some(local), Some(mp)) = (local, &self.multipath) {
-                if let Some(roles) = crate::select::multipath::roles(&params.intents, &self.ifaces.candidates(domain), &s.interface) {
-                    log::info!("MPTCP socket {} ({local}): subflow roles {roles:?}", facts.cookie);
-                    mp.expect_plan(local, roles.into_iter().map(|(n, r, _)| (n, r)).collect());
+                if let Some((plan, why)) = crate::select::multipath::plan(&params.intents, &self.ifaces.candidates(domain), &s.interface) {
+                    log::info!("MPTCP socket {} ({local}): subflow roles {why:?}, {:?}", facts.cookie, plan.urgency);
+                    mp.expect_plan(local, plan);
                     planned_at = Some(local);
                 }
             }
@@ -321,10 +321,9 @@ impl Registry {
     fn plan_subflows(&self, token: u32, intents: &qsock::Intents, initial: SocketAddr) {
         let (Some(mp), Some(name)) = (self.multipath.clone(), qsock::subflows::interface_holding(initial.ip())) else { return };
         let domain = if initial.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        let Some(roles) = crate::select::multipath::roles(intents, &self.ifaces.candidates(domain), &name) else { return };
-        log::info!("MPTCP connection {token:08x}: subflow roles {roles:?}");
-        let roles = roles.into_iter().map(|(n, r, _)| (n, r)).collect();
-        tokio::spawn(async move { mp.set_plan(token, roles).await });
+        let Some((plan, why)) = crate::select::multipath::plan(intents, &self.ifaces.candidates(domain), &name) else { return };
+        log::info!("MPTCP connection {token:08x}: subflow roles {why:?}, {:?}", plan.urgency);
+        tokio::spawn(mp.set_plan(token, plan));
     }
 
     /// `qchange` of managed connection `app`: every managed subflow gets

@@ -13,7 +13,15 @@
 //! - Handover: backup. Interactive: backup when metered, else active.
 //!   Aggregate: active (throughput is the intent, which the other links
 //!   alone cannot meet, so a metered link is used too).
-use qsock::{Intents, Multipath, MultipathPolicy, Preference};
+//!
+//! Across connections ([`yielded`]): a capacity-seeking connection's
+//! extra subflow on an interface that a latency-bound connection's initial
+//! subflow uses is a backup while that connection lives, so queries keep
+//! the low-latency link the category policy gave them (Socket Intents §5.1)
+//! instead of queuing behind bulk data, and the bulk keeps its own link.
+use std::collections::HashMap;
+
+use qsock::{CapacityProfile, Category, Intents, Multipath, MultipathPolicy, Preference};
 
 use super::{prefs, Candidate};
 
@@ -29,10 +37,81 @@ pub enum SubflowRole {
     None,
 }
 
+/// How a connection weighs against the host's other connections on an
+/// interface they share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Latency-bound: category query, control traffic or keep-alives (as
+    /// given or implied by a low-latency capacity profile), or TAPS
+    /// `multipathPolicy` Interactive.
+    Latency,
+    /// Capacity-seeking: category bulk transfer (or the capacity-seeking
+    /// profile), or the scavenger profile.
+    Capacity,
+    /// Neither (a stream, or nothing said).
+    Indifferent,
+}
+
+/// The [`Urgency`] of a connection with `intents`; latency wins when the
+/// intents say both.
+pub fn urgency(intents: &Intents) -> Urgency {
+    let latency = matches!(intents.effective_category(), Some(Category::Query | Category::ControlTraffic | Category::KeepAlives))
+        || intents.multipath_policy == Some(MultipathPolicy::Interactive);
+    let capacity = intents.effective_category() == Some(Category::BulkTransfer) || intents.capacity_profile == Some(CapacityProfile::Scavenger);
+    match (latency, capacity) {
+        (true, _) => Urgency::Latency,
+        (false, true) => Urgency::Capacity,
+        _ => Urgency::Indifferent,
+    }
+}
+
+/// The role a connection's subflow on interface `name` takes, given the
+/// role its own plan gives it (`role`), the connection's `urgency`, the
+/// interface of its initial subflow (`initial`), and whether another,
+/// latency-bound, connection's initial subflow uses `name`
+/// (`latency_bound_there`): an active subflow of a capacity-seeking
+/// connection becomes a backup there, except on its own initial interface.
+pub fn yielded(role: SubflowRole, urgency: Urgency, name: &str, initial: &str, latency_bound_there: bool) -> SubflowRole {
+    if role == SubflowRole::Active && urgency == Urgency::Capacity && name != initial && latency_bound_there {
+        SubflowRole::Backup
+    } else {
+        role
+    }
+}
+
+/// What a connection's intents ask of its subflows, as the path manager keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Each interface's role ([`roles`]); an interface not named is Active.
+    pub roles: HashMap<String, SubflowRole>,
+    /// How the connection weighs against the host's others on a shared interface.
+    pub urgency: Urgency,
+    /// The interface of its initial subflow.
+    pub initial: String,
+}
+
+/// An interface's role for a connection, with why: (interface, role, reason).
+pub type Reasoned = (String, SubflowRole, &'static str);
+
+/// The plan of a connection with `intents` whose initial subflow leaves by
+/// `initial`, with each role's reason (for the log); `None` when the
+/// intents say nothing of multipath and the connection is
+/// [`Urgency::Indifferent`] (qsockd's `open_subflows` alone decides).
+pub fn plan(intents: &Intents, all: &[Candidate], initial: &str) -> Option<(Plan, Vec<Reasoned>)> {
+    let urgency = urgency(intents);
+    let listed = roles(intents, all, initial);
+    if listed.is_none() && urgency == Urgency::Indifferent {
+        return None;
+    }
+    let listed = listed.unwrap_or_default();
+    let roles = listed.iter().map(|(n, r, _)| (n.clone(), *r)).collect();
+    Some((Plan { roles, urgency, initial: initial.to_string() }, listed))
+}
+
 /// The role of each interface of `all` for a connection with `intents`
 /// whose initial subflow uses `initial` (see the module docs), with the
 /// reason, in `all`'s order; `None` when the intents say nothing of multipath.
-pub fn roles(intents: &Intents, all: &[Candidate], initial: &str) -> Option<Vec<(String, SubflowRole, &'static str)>> {
+pub fn roles(intents: &Intents, all: &[Candidate], initial: &str) -> Option<Vec<Reasoned>> {
     let (mode, policy) = intents.effective_multipath();
     if intents.multipath.is_none() && intents.multipath_policy.is_none() && mode == Multipath::Disabled {
         return None;
@@ -95,6 +174,30 @@ mod tests {
         assert!(roles(&query, &paper_pair(), "i1").is_none());
         let disabled = Intents { multipath: Some(Multipath::Disabled), ..Default::default() };
         assert_eq!(role_list(&disabled), [SubflowRole::Active, SubflowRole::None]);
+    }
+
+    #[test]
+    fn bulk_yields_the_link_queries_use_and_nothing_else() {
+        let bulk = Intents { category: Some(Category::BulkTransfer), ..Default::default() };
+        let query = Intents { category: Some(Category::Query), multipath_policy: Some(MultipathPolicy::Aggregate), ..Default::default() };
+        let interactive = Intents { multipath_policy: Some(MultipathPolicy::Interactive), ..Default::default() };
+        let scavenger = Intents { capacity_profile: Some(CapacityProfile::Scavenger), ..Default::default() };
+        let low_latency = Intents { capacity_profile: Some(CapacityProfile::LowLatencyInteractive), ..Default::default() };
+        assert_eq!([urgency(&bulk), urgency(&scavenger)], [Urgency::Capacity; 2]);
+        assert_eq!([urgency(&query), urgency(&interactive), urgency(&low_latency)], [Urgency::Latency; 3]);
+        assert_eq!(urgency(&Intents::default()), Urgency::Indifferent);
+        let both = Intents { category: Some(Category::BulkTransfer), multipath_policy: Some(MultipathPolicy::Interactive), ..Default::default() };
+        assert_eq!(urgency(&both), Urgency::Latency, "latency wins");
+
+        use SubflowRole::*;
+        assert_eq!(yielded(Active, Urgency::Capacity, "i1", "i2", true), Backup);
+        assert_eq!(yielded(Active, Urgency::Capacity, "i1", "i2", false), Active, "no query there");
+        assert_eq!(yielded(Active, Urgency::Capacity, "i2", "i2", true), Active, "its own initial interface");
+        for u in [Urgency::Latency, Urgency::Indifferent] {
+            assert_eq!(yielded(Active, u, "i1", "i2", true), Active, "{u:?} does not yield");
+        }
+        assert_eq!(yielded(None, Urgency::Capacity, "i1", "i2", true), None, "the plan's own roles stand");
+        assert_eq!(yielded(Backup, Urgency::Capacity, "i1", "i2", false), Backup);
     }
 
     #[test]
