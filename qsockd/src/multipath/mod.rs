@@ -537,8 +537,9 @@ impl Multipath {
     /// Gives connection `token` the subflow roles its intents ask for
     /// (`select::multipath::roles`): subflows it has on an interface with no
     /// role are closed, those on a backup interface are made backup, and
-    /// later subflows (qsockd's own, and after a handover) follow the plan.
-    /// Failures are logged.
+    /// later subflows (qsockd's own, and after a handover) follow the plan;
+    /// other connections' subflows yield to it, or stop yielding, as its
+    /// urgency asks (`yielding`). Failures are logged.
     pub async fn set_plan(self: Arc<Self>, token: u32, plan: Plan) {
         if self.off.is_some() {
             return;
