@@ -143,16 +143,19 @@ fn timeout_until(deadline: Instant) -> TimeVal {
 
 /// Receives one answer on `fd` by `deadline`.
 fn receive(fd: &OwnedFd, deadline: Instant) -> std::result::Result<Response, Failure> {
-    setsockopt(fd, sockopt::ReceiveTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_RCVTIMEO", e)))?;
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    let n = {
+    let n = loop {
+        setsockopt(fd, sockopt::ReceiveTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_RCVTIMEO", e)))?;
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| match e {
-            nix::Error::EAGAIN | nix::Error::EINTR => Failure::TimedOut,
-            nix::Error::ECONNRESET => Failure::Broken(unavailable(format!("qsockd dropped the connection: {e}"))),
-            e => Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}"))),
-        })?;
-        msg.bytes
+        match recvmsg::<()>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => break msg.bytes,
+            // A signal, or the caller stopped and continued (Ctrl-Z, a frozen
+            // cgroup): a timed receive fails with EINTR then; the answer may still come.
+            Err(nix::Error::EINTR) if Instant::now() < deadline => continue,
+            Err(nix::Error::EAGAIN | nix::Error::EINTR) => return Err(Failure::TimedOut),
+            Err(e @ nix::Error::ECONNRESET) => return Err(Failure::Broken(unavailable(format!("qsockd dropped the connection: {e}")))),
+            Err(e) => return Err(Failure::Failed(QsockError::new(ErrorKind::Daemon, format!("no answer from qsockd: {e}")))),
+        }
     };
     if n == 0 {
         return Err(Failure::Broken(unavailable("qsockd closed the connection")));
@@ -176,8 +179,15 @@ fn exchange(fd: &OwnedFd, req: &Request, sock: Option<BorrowedFd<'_>>, deadline:
         }
         None => vec![],
     };
-    setsockopt(fd, sockopt::SendTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_SNDTIMEO", e)))?;
-    sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(|e| match e {
+    let sent = loop {
+        setsockopt(fd, sockopt::SendTimeout, &timeout_until(deadline)).map_err(|e| Failure::Failed(QsockError::sys("SO_SNDTIMEO", e)))?;
+        match sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            // A seqpacket send is whole or not at all: after EINTR nothing went.
+            Err(nix::Error::EINTR) if Instant::now() < deadline => continue,
+            r => break r,
+        }
+    };
+    sent.map_err(|e| match e {
         nix::Error::EBADF if sock.is_some() => Failure::Failed(QsockError::new(ErrorKind::BadSocket, "the socket descriptor is closed")),
         nix::Error::EPIPE | nix::Error::ECONNRESET | nix::Error::ENOTCONN | nix::Error::ECONNREFUSED => {
             Failure::Broken(unavailable(format!("send to qsockd: {e}")))

@@ -16,7 +16,6 @@
 //! bytes lte received, median and range over the repetitions
 //! (`DEADLINE_REPS` overrides [`REPS`]).
 use std::{
-    io::Read,
     os::fd::AsFd,
     time::{Duration, Instant},
 };
@@ -60,7 +59,7 @@ fn run(v: Variant, rep: usize, root: &std::path::Path) -> (usize, u64) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut have = first.len();
     while have < n {
-        have += s.read(&mut buf).unwrap();
+        have += qsock_tests::read_some(&mut s, &mut buf).unwrap();
     }
     let mut extra = (v == Variant::AlwaysBoth).then(|| c.open_subflow(s.as_fd(), &lte(), None, Duration::from_secs(3)).unwrap().id);
     let lte_rx0 = b.link_bytes(1).unwrap().1;
@@ -70,7 +69,7 @@ fn run(v: Variant, rep: usize, root: &std::path::Path) -> (usize, u64) {
         let (length, first) = qsock_tests::http::get_head(&mut s, &format!("chunk{i}"));
         let mut have = first.len();
         while have < length {
-            let n = s.read(&mut buf[..(length - have).min(64 * 1024)]).unwrap();
+            let n = qsock_tests::read_some(&mut s, &mut buf[..(length - have).min(64 * 1024)]).unwrap();
             assert!(n > 0, "the server closed mid-chunk");
             have += n;
             let t = t0.elapsed();

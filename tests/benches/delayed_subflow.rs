@@ -16,7 +16,6 @@
 //! (`DELAYED_REPS` overrides [`REPS`], `DELAYED_THRESHOLD` the threshold, bytes).
 use std::{
     collections::VecDeque,
-    io::Read,
     net::TcpStream,
     os::fd::AsFd,
     sync::{
@@ -48,7 +47,7 @@ enum Variant {
 fn body(s: &mut TcpStream, length: usize, mut have: usize) {
     let mut chunk = vec![0u8; 64 * 1024];
     while have < length {
-        let n = s.read(&mut chunk[..(length - have).min(64 * 1024)]).unwrap();
+        let n = qsock_tests::read_some(s, &mut chunk[..(length - have).min(64 * 1024)]).unwrap();
         assert!(n > 0, "the server closed mid-body");
         have += n;
     }

@@ -1,10 +1,7 @@
 //! Plain HTTP/1.1 over a stream the test holds (an MPTCP socket whose
 //! subflows it controls, which no HTTP client library exposes): a GET and
 //! its response head, parsed by httparse; the body is the caller's.
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-};
+use std::{io::Write, net::TcpStream};
 
 use testbed::multihomed::SERVICE_IP;
 
@@ -17,7 +14,7 @@ pub fn get_head(s: &mut TcpStream, path: &str) -> (usize, Vec<u8>) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = s.read(&mut chunk).unwrap();
+        let n = crate::read_some(s, &mut chunk).unwrap();
         assert!(n > 0, "the server closed before its response head to /{path}");
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];

@@ -2,6 +2,7 @@
 //! qsockd running, sockets on both sides, and readers of tc's counters.
 #![warn(missing_docs)]
 use std::{
+    io::Read,
     net::{SocketAddr, UdpSocket},
     os::fd::AsFd,
     time::{Duration, Instant},
@@ -19,6 +20,26 @@ use testbed::{Testbed, CLIENT_IP, SERVER_IP};
 /// after the data, it arrives after every packet the data path let through
 /// (one class, one FIFO), so the receiver knows it has seen everything.
 pub const MARKER: &[u8] = b"qsock-test-end";
+
+/// Whether a timed receive's error `e` means only that nothing arrived
+/// yet: the timeout passed (`EAGAIN`), or the call was interrupted
+/// (`EINTR`). A receive with `SO_RCVTIMEO` fails with `EINTR` when the
+/// process was stopped and continued (a frozen cgroup, a debugger, job
+/// control) even without a signal handler (signal(7)).
+pub fn nothing_yet(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted)
+}
+
+/// [`Read::read`] on `r` into `buf`, again while it is interrupted (see
+/// [`nothing_yet`]); other errors, a timeout included, are returned.
+pub fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
 
 /// Panics unless running as root (the tests need namespaces, tc and BPF).
 pub fn require_root() {
@@ -137,7 +158,7 @@ pub fn recv_until_marker(rx: &UdpSocket) -> Result<Vec<Vec<u8>>> {
         match rx.recv(&mut buf) {
             Ok(n) if &buf[..n] == MARKER => return Ok(got),
             Ok(n) => got.push(buf[..n].to_vec()),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e) if nothing_yet(&e) => {
                 if Instant::now() > give_up {
                     bail!("end marker did not arrive within 20 s ({} datagrams before)", got.len());
                 }

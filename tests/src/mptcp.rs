@@ -89,7 +89,7 @@ pub fn read_window(s: &mut TcpStream, from: Instant, until: Instant) -> (u64, Du
                     last = now;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if crate::nothing_yet(&e) => {}
             Err(e) => panic!("the download failed: {e}"),
         }
     }
@@ -143,4 +143,21 @@ pub fn per_source_routing_with(b: &MultiHomed, endpoint_flags: Option<&[&str]>) 
 pub fn start_mptcp_web_server(b: &mut MultiHomed, root: &std::path::Path) {
     let launcher = testbed::workspace_bin("qsock-run").unwrap();
     b.start_web_server_under(root, &[launcher.into_os_string(), "--multipath".into(), "--".into()]).unwrap();
+}
+
+/// Waits until the backup flag of `s`'s established subflow on `interface`
+/// is `want`; panics with qsockd's log after 5 s (qsockd changes the flag
+/// after a path-manager event, so it may lag the subflow's establishment).
+pub fn wait_backup(b: &MultiHomed, s: &TcpStream, interface: &str, want: bool) {
+    let t0 = Instant::now();
+    loop {
+        let c = b.in_host(|| qsock::qsubflows(s)).unwrap().unwrap();
+        let flag = c.subflows.iter().find(|x| x.interface.as_deref() == Some(interface) && x.state == qsock::TcpState::Established).and_then(|x| x.backup);
+        if flag == Some(want) {
+            return;
+        }
+        let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap_or_default();
+        assert!(t0.elapsed() < Duration::from_secs(5), "the subflow on {interface} has backup {flag:?}, want {want}; qsockd:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -82,7 +82,7 @@ fn transfer(b: &MultiHomed, c: &Client, params: &QosParams, port: u16) -> (Strin
     assert_eq!(q.selection.as_ref(), Some(&sel), "qinfo reports the decision");
     // Wait until the peer has everything (its FIN after reading to the end).
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let _ = s.read(&mut [0u8; 1]);
+    let _ = qsock_tests::read_some(&mut s, &mut [0u8; 1]);
     let after: Vec<u64> = (0..2).map(|i| b.link_bytes(i).unwrap().0).collect();
     (info.device, after.iter().zip(&before).map(|(a, b)| a - b).collect())
 }

@@ -16,7 +16,10 @@ use std::{
 };
 
 use qsock::{Category, Intents, InterfacePreference, Preference, QosParams, Resilience, TcpState};
-use qsock_tests::{mptcp::listener, skip_unless_root};
+use qsock_tests::{
+    mptcp::{listener, wait_backup},
+    skip_unless_root,
+};
 use testbed::{
     multihomed::{LinkSpec, MultiHomed, SERVICE_IP},
     run,
@@ -155,22 +158,6 @@ fn aggregate_intent_uses_both_links_and_a_prohibit_keeps_one_out() {
     let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap();
     assert!(!c.subflows.iter().any(|x| x.interface.as_deref() == Some("wan1") && x.state == TcpState::Established), "no subflow on wan1:\n{log}");
     assert!(tx[1] < UPLOAD as u64 / 50, "{tx:?}");
-}
-
-/// The backup flag of `s`'s subflow on `interface`, once it is `want`
-/// (at most 5 s; the flag changes after a path-manager event).
-fn wait_backup(b: &MultiHomed, s: &TcpStream, interface: &str, want: bool) {
-    let t0 = Instant::now();
-    loop {
-        let c = b.in_host(|| qsock::qsubflows(s)).unwrap().unwrap();
-        let flag = c.subflows.iter().find(|x| x.interface.as_deref() == Some(interface) && x.state == TcpState::Established).and_then(|x| x.backup);
-        if flag == Some(want) {
-            return;
-        }
-        let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap_or_default();
-        assert!(t0.elapsed() < Duration::from_secs(5), "the subflow on {interface} has backup {flag:?}, want {want}; qsockd:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

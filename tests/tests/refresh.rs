@@ -6,7 +6,7 @@
 //! so only the application opens subflows). The file must arrive intact
 //! (compared byte for byte) over dozens of successive subflows, and each
 //! link carries part of it.
-use std::{io::Read, os::fd::AsFd, time::Duration};
+use std::{os::fd::AsFd, time::Duration};
 
 use qsock::{SubflowLocal, TcpState};
 use qsock_tests::{
@@ -55,7 +55,7 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     let (mut next_refresh, mut refreshes, mut refused, mut on) = (REFRESH_BYTES, 0usize, 0usize, 0usize);
     let mut opened_ids = std::collections::BTreeSet::new();
     while got.len() < FILE {
-        let n = s.read(&mut chunk).unwrap_or_else(|e| {
+        let n = qsock_tests::read_some(&mut s, &mut chunk).unwrap_or_else(|e| {
             let log = std::fs::read_to_string(b.dir.join("qsockd.log")).unwrap_or_default();
             panic!("the download stalled at {} of {FILE} bytes: {e}; subflows {:#?}\n{log}", got.len(), b.in_host(|| qsock::qsubflows(&s)).unwrap())
         });

@@ -37,7 +37,8 @@ fn main() -> Result<()> {
                     arrivals.push(Arrival { seq: r.seq, sent_ns: r.sent_ns, deadline_ns: r.deadline_ns, arrival_ns: now });
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // EINTR: the receiver was stopped and continued (a timed receive fails so, signal(7)).
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {
                 if std::time::Instant::now() > give_up {
                     eprintln!("sensor-receiver: no END within {} s", a.timeout_s);
                     break;

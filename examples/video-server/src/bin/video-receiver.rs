@@ -61,7 +61,8 @@ fn main() -> Result<()> {
     loop {
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // EINTR: the receiver was stopped and continued (a timed receive fails so, signal(7)).
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {
                 if std::time::Instant::now() > give_up {
                     eprintln!("video-receiver: no end marker within {} s", args.timeout_s);
                     break;
