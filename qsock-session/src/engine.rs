@@ -209,6 +209,10 @@ pub(crate) struct Engine {
     non_droppable: BTreeSet<u64>,
     /// Messages taken from the application's queue, not yet sent.
     pending: VecDeque<Out>,
+    /// Their bytes.
+    pending_bytes: usize,
+    /// Bytes still in the application's queue at the last look.
+    app_queued: usize,
     /// A frame in progress stays on its paths.
     frame_paths: Option<Vec<usize>>,
     peer_final: Option<u64>,
@@ -259,6 +263,8 @@ impl Engine {
             resend: BTreeSet::new(),
             non_droppable: BTreeSet::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
+            app_queued: 0,
             frame_paths: None,
             peer_final: None,
             close_sent: None,
@@ -640,21 +646,33 @@ impl Engine {
             let Some(o) = sh.send.pop_front() else { break };
             sh.send_bytes -= o.payload.len();
             self.owed += o.payload.len();
+            self.pending_bytes += o.payload.len();
             self.pending.push_back(o);
         }
+        self.app_queued = sh.send_bytes;
         if sh.closing && self.closing_since.is_none() {
             self.closing_since = Some(Instant::now());
         }
     }
 
+    /// The paths as the scheduler sees them for a message of `bytes`. A
+    /// path whose window is full would take this message only after the
+    /// backlog behind it too (if the session waits for that path, the
+    /// backlog waits with it): its predicted arrival counts the backlog, so
+    /// a bulk sender uses a slower path with room (ECF's argument, Lim et
+    /// al., CoNEXT 2017) and a sender with little queued waits for the fast one.
     fn views(&self, bytes: u64) -> Vec<PathView> {
+        let backlog = (self.pending_bytes + self.app_queued) as u64;
         self.paths
             .iter()
-            .map(|p| PathView {
-                usable: p.usable(),
-                has_room: p.est.has_room(bytes),
-                arrival_us: p.est.predicted_arrival_us(bytes),
-                delivery_bps: p.est.figures.delivery_bps,
+            .map(|p| {
+                let has_room = p.est.has_room(bytes);
+                PathView {
+                    usable: p.usable(),
+                    has_room,
+                    arrival_us: p.est.predicted_arrival_us(if has_room { bytes } else { bytes + backlog }),
+                    delivery_bps: p.est.figures.delivery_bps,
+                }
             })
             .collect()
     }
@@ -675,6 +693,7 @@ impl Engine {
                 let Some(o) = self.unacked.get(&seq) else { continue };
                 (Out { seq: o.seq, payload: o.payload.clone(), flags: o.flags }, true)
             } else if let Some(o) = self.pending.pop_front() {
+                self.pending_bytes -= o.payload.len();
                 (o, false)
             } else {
                 return;
@@ -696,6 +715,7 @@ impl Engine {
                     if again {
                         self.resend.insert(out.seq);
                     } else {
+                        self.pending_bytes += out.payload.len();
                         self.pending.push_front(out);
                     }
                     return;
@@ -724,6 +744,7 @@ impl Engine {
                         if again {
                             self.resend.insert(out.seq);
                         } else {
+                            self.pending_bytes += out.payload.len();
                             self.pending.push_front(out);
                         }
                         return;

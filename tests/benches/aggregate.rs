@@ -12,14 +12,24 @@
 //! (each subflow then leaves through its own class on its link: the ACK
 //! direction here). Prints each repetition and, per variant, the median and
 //! range of goodput and of its ratio to dsl + lte alone of the same
-//! repetition (`AGGREGATE_REPS` overrides the repetitions; `AGGREGATE_RCVBUF`
+//! repetition (`AGGREGATE_REPS` overrides the repetitions, `AGGREGATE_ONLY`
+//! keeps the variants whose name holds it besides each link alone; `AGGREGATE_RCVBUF`
 //! gives the MPTCP variants' `SO_RCVBUF`, bytes, instead of autotuning).
+//!
+//! Issue 17's sessions beside them, same bed and run: an ordered lossless
+//! qsock session (the server writes 1400-byte messages as fast as the
+//! session takes them, the host reads) with the scheduler its throughput
+//! objective chooses (earliest arrival), with naive round robin (the
+//! head-of-line blocking the striping paper warns of), and with WDRR; for
+//! each, also the 99th percentile of the time a message waited in the
+//! host's reorder buffer over the whole download, ms.
 use std::{
     net::{SocketAddr, TcpStream},
     os::fd::{AsFd, AsRawFd},
     time::{Duration, Instant},
 };
 
+use qsock_session::{Objective, SchedulerKind, Semantics, SessionConfig, SessionSocket};
 use qsock_tests::mptcp::{connect_with_rcvbuf, issue_bed, per_source_routing, read_window, source};
 use testbed::multihomed::{MultiHomed, SERVICE_IP};
 
@@ -53,15 +63,79 @@ enum Variant {
     InKernel,
     Qsockd,
     QsockdAttached,
+    SessionEarliest,
+    SessionRoundRobin,
+    SessionWdrr,
+}
+
+/// Goodput (bit/s) and reorder-buffer p99 (ms) of a session download with `scheduler`.
+fn session_goodput(scheduler: SchedulerKind, rep: usize) -> (f64, f64) {
+    let mut b = issue_bed(&format!("as{}{rep}", scheduler as u8));
+    b.start_daemon("category").unwrap();
+    let mut cfg = SessionConfig::new(Semantics::OrderedLossless, &[Objective::Throughput]);
+    cfg.scheduler = Some(scheduler);
+    cfg.daemon = Some(b.socket_path());
+    let server_cfg = cfg.clone();
+    let l = b.in_server(move || SessionSocket::new(server_cfg).unwrap().bind(SocketAddr::new(SERVICE_IP.into(), PORT)).unwrap()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ns = b.server_ns.clone();
+    let writer_stop = stop.clone();
+    let writer = std::thread::spawn(move || {
+        testbed::in_namespace(&ns, move || {
+            let s = l.accept().unwrap();
+            let m = vec![9u8; qsock_session::MAX_MESSAGE_BYTES];
+            while !writer_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write(&m, &qsock::PacketFlags::default()).is_err() {
+                    break;
+                }
+            }
+            let _ = s.close();
+        })
+        .unwrap()
+    });
+    let s = b.in_host(move || SessionSocket::new(cfg).unwrap().connect(SocketAddr::new(SERVICE_IP.into(), PORT)).unwrap()).unwrap();
+    let read_until = |until: Instant| {
+        let mut bytes = 0u64;
+        while Instant::now() < until {
+            if let Ok(Some(m)) = s.read_timeout(Duration::from_millis(100)) {
+                bytes += m.len() as u64;
+            }
+        }
+        bytes
+    };
+    read_until(Instant::now() + WARMUP);
+    let from = Instant::now();
+    let bytes = read_until(from + MEASURE);
+    let info = s.info();
+    assert!(info.paths.len() == 2, "{scheduler:?}: two paths: {info:#?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The server's close waits until the host acknowledged what it wrote: keep reading meanwhile.
+    while !writer.is_finished() {
+        let _ = s.read_timeout(Duration::from_millis(10));
+    }
+    writer.join().unwrap();
+    let _ = s.close();
+    (bytes as f64 * 8.0 / MEASURE.as_secs_f64(), info.reorder_wait_p99_us as f64 / 1000.0)
 }
 
 /// Goodput of one variant, bit/s.
-fn goodput(v: Variant, rep: usize) -> f64 {
+fn goodput(v: Variant, rep: usize) -> (f64, Option<f64>) {
+    let session = match v {
+        Variant::SessionEarliest => Some(SchedulerKind::EarliestArrival),
+        Variant::SessionRoundRobin => Some(SchedulerKind::RoundRobin),
+        Variant::SessionWdrr => Some(SchedulerKind::Wdrr),
+        _ => None,
+    };
+    if let Some(k) = session {
+        let (g, p99) = session_goodput(k, rep);
+        return (g, Some(p99));
+    }
     let mut b = issue_bed(&format!("ag{}{rep}", v as u8));
     match v {
         Variant::DslAlone | Variant::LteAlone => per_source_routing(&b, false),
         Variant::InKernel => per_source_routing(&b, true),
         Variant::Qsockd | Variant::QsockdAttached => b.start_daemon_with("category", "\n[multipath]\nenabled = true\n").unwrap(),
+        _ => unreachable!("sessions are measured above"),
     }
     source(&b, PORT);
     let mut s = match v {
@@ -87,7 +161,7 @@ fn goodput(v: Variant, rep: usize) -> f64 {
     }
     let from = Instant::now();
     let (bytes, _) = read_window(&mut s, from, from + MEASURE);
-    bytes as f64 * 8.0 / MEASURE.as_secs_f64()
+    (bytes as f64 * 8.0 / MEASURE.as_secs_f64(), None)
 }
 
 /// `SO_RCVBUF` of the MPTCP variants (`AGGREGATE_RCVBUF`, bytes); `None`: autotuned.
@@ -99,23 +173,44 @@ fn main() {
     qsock_tests::require_root();
     let mut figures = qsock_tests::figures::Figures::new("aggregate");
     let reps = std::env::var("AGGREGATE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(REPS);
-    let variants = [Variant::DslAlone, Variant::LteAlone, Variant::InKernel, Variant::Qsockd, Variant::QsockdAttached];
+    let variants = [
+        Variant::DslAlone,
+        Variant::LteAlone,
+        Variant::InKernel,
+        Variant::Qsockd,
+        Variant::QsockdAttached,
+        Variant::SessionEarliest,
+        Variant::SessionRoundRobin,
+        Variant::SessionWdrr,
+    ];
+    // AGGREGATE_ONLY=<substring>: only the variants whose name holds it (and each link alone, the reference).
+    let only = std::env::var("AGGREGATE_ONLY").unwrap_or_default();
+    let chosen = |v: &Variant| matches!(v, Variant::DslAlone | Variant::LteAlone) || format!("{v:?}").contains(&only);
     for rep in 0..reps {
-        let g: Vec<f64> = variants.iter().map(|&v| goodput(v, rep)).collect();
+        let measured: Vec<(f64, Option<f64>)> = variants.iter().map(|&v| if chosen(&v) { goodput(v, rep) } else { (f64::NAN, None) }).collect();
+        let g: Vec<f64> = measured.iter().map(|m| m.0).collect();
         let sum = g[0] + g[1];
         println!(
-            "rep {rep}: Mbit/s dsl {:.2}, lte {:.2} (sum {:.2}); in-kernel {:.2}, qsockd {:.2}, qsockd + classes {:.2}",
+            "rep {rep}: Mbit/s dsl {:.2}, lte {:.2} (sum {:.2}); in-kernel {:.2}, qsockd {:.2}, qsockd + classes {:.2}; sessions: earliest arrival {:.2}, round robin {:.2}, wdrr {:.2}",
             g[0] / 1e6,
             g[1] / 1e6,
             sum / 1e6,
             g[2] / 1e6,
             g[3] / 1e6,
-            g[4] / 1e6
+            g[4] / 1e6,
+            g[5] / 1e6,
+            g[6] / 1e6,
+            g[7] / 1e6
         );
-        for (v, x) in variants.iter().zip(&g) {
+        for (v, m) in variants.iter().zip(&measured) {
+            if let Some(p99) = m.1 {
+                figures.add(&format!("{v:?}"), "reorder wait p99", "ms", rep, p99);
+            }
+        }
+        for (v, x) in variants.iter().zip(&g).filter(|(_, x)| !x.is_nan()) {
             figures.add(&format!("{v:?}"), "goodput", "Mbit/s", rep, x / 1e6);
         }
-        for (v, x) in variants.iter().zip(&g).skip(2) {
+        for (v, x) in variants.iter().zip(&g).skip(2).filter(|(_, x)| !x.is_nan()) {
             figures.add(&format!("{v:?}"), "share of dsl + lte alone", "%", rep, x / sum * 100.0);
         }
     }
