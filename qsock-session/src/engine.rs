@@ -711,15 +711,7 @@ impl Engine {
                 _ => self.scheduler.schedule(&msg, &views),
             };
             match decision {
-                Decision::Wait => {
-                    if again {
-                        self.resend.insert(out.seq);
-                    } else {
-                        self.pending_bytes += out.payload.len();
-                        self.pending.push_front(out);
-                    }
-                    return;
-                }
+                Decision::Wait => return self.put_back(out, again),
                 Decision::Drop => {
                     self.dropped_at_sender += 1;
                     if again {
@@ -741,13 +733,7 @@ impl Engine {
                         any |= self.transmit(i, &out, again || n > 0, now);
                     }
                     if !any {
-                        if again {
-                            self.resend.insert(out.seq);
-                        } else {
-                            self.pending_bytes += out.payload.len();
-                            self.pending.push_front(out);
-                        }
-                        return;
+                        return self.put_back(out, again);
                     }
                     // Lossless messages, and non-droppable ones of a lossy session, are owed until acknowledged.
                     if !again {
@@ -762,6 +748,17 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// Returns a message that could not go now to the head of its queue:
+    /// the set to send again (`again`), or the new messages.
+    fn put_back(&mut self, out: Out, again: bool) {
+        if again {
+            self.resend.insert(out.seq);
+        } else {
+            self.pending_bytes += out.payload.len();
+            self.pending.push_front(out);
         }
     }
 

@@ -75,7 +75,8 @@ pub fn new_secret() -> Result<Secret> {
     Ok(s)
 }
 
-/// A random `u32` or `u64` worth of bytes. Errors: as [`new_secret`].
+/// A random 64-bit value (nonces, connection ids) from the operating
+/// system's generator. Errors: as [`new_secret`].
 pub fn random_u64() -> Result<u64> {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).map_err(|e| SessionError::io("getrandom", e))?;
@@ -103,21 +104,15 @@ pub fn verify(secret: &Secret, conn: u32, path: u8, value: u64, given: &[u8; PRO
     mac(secret, conn, path, value).verify_truncated_left(given).is_ok()
 }
 
-/// Hex of `b`.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The secret as the answer carries it: 64 hex digits.
+pub fn secret_to_hex(s: &Secret) -> String {
+    hex::encode(s)
 }
 
-/// The secret of a hex string. Errors: [`ErrorKind::Protocol`].
+/// The secret of 64 hex digits. Errors: [`ErrorKind::Protocol`].
 pub fn secret_from_hex(s: &str) -> Result<Secret> {
-    let bad = || SessionError::new(ErrorKind::Protocol, "the peer's secret is not 64 hex digits");
-    if s.len() != 64 {
-        return Err(bad());
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(s, &mut out).map_err(|e| SessionError::new(ErrorKind::Protocol, format!("the peer's secret is not 64 hex digits: {e}")))?;
     Ok(out)
 }
 
@@ -209,7 +204,7 @@ mod tests {
         assert!(!verify(&s, 1, 2, 4, &p));
         assert!(!verify(&s, 1, 3, 3, &p));
         assert!(!verify(&[8u8; 32], 1, 2, 3, &p));
-        assert_eq!(secret_from_hex(&hex(&s)).unwrap(), s);
+        assert_eq!(secret_from_hex(&secret_to_hex(&s)).unwrap(), s);
         assert!(secret_from_hex("zz").is_err());
     }
 

@@ -151,7 +151,7 @@ fn interface_estimate(client: Option<&qsock::Client>, name: &str) -> (u64, u64) 
 /// with an address; only `peer`'s family, and loopback only towards loopback.
 fn local_candidates(config: &SessionConfig, peer: IpAddr) -> Result<Vec<(String, IpAddr)>> {
     let all = qsock::subflows::interface_addresses();
-    let family = |ip: &IpAddr| ip.is_ipv4() == peer.is_ipv4() && ip.is_loopback() == peer.is_loopback() && !is_link_local(ip);
+    let family = |ip: &IpAddr| ip.is_ipv4() == peer.is_ipv4() && ip.is_loopback() == peer.is_loopback() && !qsock::subflows::is_link_local(*ip);
     let names: Vec<String> = if !config.interfaces.is_empty() {
         config.interfaces.clone()
     } else if let Some(v) = qsock_client(config).and_then(|c| c.interfaces().ok()).filter(|v| v.iter().any(|i| i.up)) {
@@ -168,13 +168,6 @@ fn local_candidates(config: &SessionConfig, peer: IpAddr) -> Result<Vec<(String,
     Ok(out)
 }
 
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
-    }
-}
-
 /// A bound session endpoint that accepts sessions.
 pub struct SessionListener {
     config: SessionConfig,
@@ -182,7 +175,7 @@ pub struct SessionListener {
 }
 
 impl SessionListener {
-    /// Its control address.
+    /// Its control address (TCP). Errors: [`ErrorKind::Io`] (`getsockname`).
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.tcp.local_addr().map_err(|e| SessionError::io("getsockname", e))
     }
@@ -226,7 +219,7 @@ impl SessionListener {
             let mut v: Vec<IpAddr> = qsock::subflows::interface_addresses()
                 .into_iter()
                 .map(|(_, ip)| ip)
-                .filter(|ip| ip.is_ipv4() == local.ip().is_ipv4() && ip.is_loopback() == local.ip().is_loopback() && !is_link_local(ip))
+                .filter(|ip| ip.is_ipv4() == local.ip().is_ipv4() && ip.is_loopback() == local.ip().is_loopback() && !qsock::subflows::is_link_local(*ip))
                 .collect();
             v.dedup();
             v
@@ -246,7 +239,7 @@ impl SessionListener {
         }
         let endpoints: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         let transport = if tcp { "tcp" } else { "udp" };
-        handshake::write_frame(&mut control, &Answer::Welcome { conn, endpoints, secret: handshake::hex(&secret), transport: transport.into() })?;
+        handshake::write_frame(&mut control, &Answer::Welcome { conn, endpoints, secret: handshake::secret_to_hex(&secret), transport: transport.into() })?;
         if tcp {
             return Ok(Session::stream(control, &self.config, Mode::Bypass));
         }
@@ -494,10 +487,8 @@ impl Session {
                 let info = sh.info.clone();
                 let err = sh.stopped.clone().flatten();
                 drop(sh);
-                // The engine goes on in the background until the peer's Close (or its linger).
-                if let Some(t) = thread.take() {
-                    std::mem::drop(t);
-                }
+                // Detached: the engine goes on until the peer's Close (or its linger).
+                thread.take();
                 match err {
                     Some(e) if owed > 0 => Err(e),
                     _ if owed > 0 => Err(SessionError::new(ErrorKind::Closed, format!("{owed} bytes still unacknowledged at close"))),
@@ -505,22 +496,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Waits until the session's thread has ended (its sockets closed),
-    /// at most `wait`; true if it has. For tests of teardown.
-    pub fn wait_stopped(&self, wait: Duration) -> bool {
-        let Inner::Striped { handle, .. } = &self.inner else { return true };
-        let until = Instant::now() + wait;
-        let mut sh = handle.shared.lock().expect("session state poisoned");
-        while sh.stopped.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            sh = handle.readable.wait_timeout(sh, left.min(Duration::from_millis(20))).expect("session state poisoned").0;
-        }
-        true
     }
 }
 

@@ -186,6 +186,15 @@ pub fn interface_addresses() -> Vec<(String, IpAddr)> {
         .collect()
 }
 
+/// Whether `ip` is link-local (169.254/16, fe80::/10): such an address
+/// reaches only its own link, so no path or subflow starts from it.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 /// The interface holding `addr` in the calling thread's network namespace,
 /// if any.
 pub fn interface_holding(addr: IpAddr) -> Option<String> {

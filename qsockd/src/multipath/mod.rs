@@ -371,7 +371,7 @@ impl Multipath {
     fn local_endpoint(&self, local: &SubflowLocal, remote: IpAddr) -> Result<(IpAddr, String, u32), QsockError> {
         let found = qsock::subflows::interface_addresses().into_iter().find_map(|(iface, ip)| {
             let hit = match local {
-                SubflowLocal::Interface(name) => *name == iface && ip.is_ipv4() == remote.is_ipv4() && !is_link_local(ip),
+                SubflowLocal::Interface(name) => *name == iface && ip.is_ipv4() == remote.is_ipv4() && !qsock::subflows::is_link_local(ip),
                 SubflowLocal::Address(a) => *a == ip,
             };
             hit.then_some((ip, iface))
@@ -630,12 +630,5 @@ impl Multipath {
         // The kernel reports only the peer's changes (SUB_PRIORITY); ours are told here.
         self.publish(token, qsock::SubflowEvent::BackupChanged { local: sf.local, remote: sf.remote, backup });
         Ok(())
-    }
-}
-
-fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
