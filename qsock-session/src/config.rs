@@ -7,8 +7,8 @@ use qsock::SchedulerParams;
 use crate::{ErrorKind, Objective, Result, SchedulerKind, Semantics, SessionError};
 
 /// Largest message a session carries, bytes: one datagram on a 1500-byte
-/// MTU after the IPv6 (40), UDP (8) and session (24) headers, with room
-/// for tunnels.
+/// MTU after the IPv6 (40), UDP (8) and session
+/// ([`crate::wire::DATA_HEADER_BYTES`], 32) headers, with room for tunnels.
 pub const MAX_MESSAGE_BYTES: usize = 1400;
 
 /// A session's configuration.
@@ -24,6 +24,10 @@ pub struct SessionConfig {
     pub fair: bool,
     /// No striping: one plain (framed) TCP connection to the peer.
     pub bypass: bool,
+    /// Encrypt and authenticate every datagram ([`crate::crypto`]); messages
+    /// then carry at most [`MAX_MESSAGE_BYTES`] − [`crate::crypto::OVERHEAD`]
+    /// bytes. A peer that does not encrypt is refused.
+    pub encrypt: bool,
     /// Largest message, bytes (1..=[`MAX_MESSAGE_BYTES`]).
     pub max_message_bytes: usize,
     /// How long an ordered lossy receiver waits for a missing message
@@ -50,6 +54,7 @@ impl SessionConfig {
             scheduler: None,
             fair: false,
             bypass: false,
+            encrypt: false,
             max_message_bytes: MAX_MESSAGE_BYTES,
             reorder_bound: Duration::from_millis(100),
             interfaces: Vec::new(),

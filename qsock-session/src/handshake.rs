@@ -44,6 +44,9 @@ pub struct Hello {
     pub transports: Vec<String>,
     /// Largest message it will write, bytes.
     pub max_message_bytes: usize,
+    /// Its X25519 public key (hex) when it asks for encryption ([`crate::crypto`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The accepting side's answer.
@@ -55,10 +58,13 @@ pub enum Answer {
         conn: u32,
         /// Where paths join: one UDP endpoint per address of the accepting host.
         endpoints: Vec<SocketAddr>,
-        /// The secret, hex.
+        /// The secret, hex (the joins' proofs; with encryption, the salt of the keys).
         secret: String,
         /// Transport the paths use.
         transport: String,
+        /// Its X25519 public key (hex) when the hello asked for encryption.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// No session, and why.
     Refused {
@@ -216,6 +222,7 @@ mod tests {
             addresses: vec![],
             transports: vec!["udp".into()],
             max_message_bytes: 1000,
+            key: None,
         };
         let mut b = Vec::new();
         write_frame(&mut b, &h).unwrap();

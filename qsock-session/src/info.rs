@@ -48,6 +48,11 @@ pub struct PathInfo {
     pub sent_bytes: u64,
     /// Of those, copies (retransmissions and duplicates).
     pub copies: u64,
+    /// Bytes of the copies, headers included.
+    pub copy_bytes: u64,
+    /// Times it became suspect (a flapping link is suspect once, then kept
+    /// out until its probes succeed for `path::READMIT_AFTER`).
+    pub times_suspect: u64,
     /// Datagrams found lost.
     pub lost_packets: u64,
 }
@@ -63,6 +68,8 @@ pub struct SessionInfo {
     pub scheduler: SchedulerKind,
     /// Striped, bypass or plain.
     pub mode: Mode,
+    /// Every datagram is sealed ([`crate::crypto`]).
+    pub encrypted: bool,
     /// Its paths (none unless striped).
     pub paths: Vec<PathInfo>,
     /// Messages the application wrote.
@@ -71,6 +78,9 @@ pub struct SessionInfo {
     pub acked: u64,
     /// Droppable messages dropped at the sender (no path could deliver them by their deadline).
     pub dropped_at_sender: u64,
+    /// Droppable messages of a lossy session found lost and not sent again
+    /// (no deadline, or it could no longer be met).
+    pub given_up: u64,
     /// Messages an ordered lossy receiver skipped.
     pub skipped: u64,
     /// Copies received of messages already handled.
@@ -96,10 +106,12 @@ impl SessionInfo {
             semantics,
             scheduler,
             mode,
+            encrypted: false,
             paths: Vec::new(),
             written: 0,
             acked: 0,
             dropped_at_sender: 0,
+            given_up: 0,
             skipped: 0,
             duplicates: 0,
             refused_datagrams: 0,

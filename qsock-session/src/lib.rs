@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod crypto;
 mod engine;
 mod error;
 pub mod handshake;

@@ -20,6 +20,12 @@ pub const MIN_WINDOW: u64 = 2 * MSS;
 pub const SUSPECT_RTTS: u32 = 3;
 /// …and never sooner than this (a busy host delays acks by a few ms).
 pub const SUSPECT_FLOOR: Duration = Duration::from_millis(60);
+/// A datagram unacknowledged for srtt + 4 rttvar plus the larger of a
+/// quarter srtt (RACK's reordering window, RFC 8985 §6.2) and this, while
+/// a later one on another path was acknowledged, makes its path suspect…
+pub const OVERDUE_SLACK: Duration = Duration::from_millis(10);
+/// …and never sooner than this.
+pub const OVERDUE_FLOOR: Duration = Duration::from_millis(30);
 /// Probes must succeed this long, without a loss, before a suspect path
 /// carries traffic again (SRTLA users' complaint: links that flap).
 pub const READMIT_AFTER: Duration = Duration::from_millis(1000);
@@ -47,6 +53,10 @@ pub struct PathFigures {
     pub min_rtt_us: u64,
     /// Delivery rate, bit/s (smoothed samples of acked bytes over time).
     pub delivery_bps: u64,
+    /// What the path can carry, bit/s: the delivery rate, except that a
+    /// sample taken while the path had room in its window only raises it.
+    /// Arrival predictions use it.
+    pub capacity_bps: u64,
     /// Fraction of datagrams lost (smoothed, 0..1).
     pub loss: f64,
     /// Mean deviation of successive RTT samples, µs (RFC 3550's estimator).
@@ -73,6 +83,8 @@ pub struct PathEstimator {
     /// Losses after this path sequence number start a new reduction.
     recovery_until: Option<u32>,
     last_rtt_us: u64,
+    /// Window and threshold before the path became suspect (for an undo).
+    before_suspect: Option<(u64, u64)>,
 }
 
 impl PathEstimator {
@@ -85,6 +97,7 @@ impl PathEstimator {
                 rttvar_us: if rtt_us > 0 { rtt_us / 2 } else { 50_000 },
                 min_rtt_us: rtt_us,
                 delivery_bps: rate_bps,
+                capacity_bps: rate_bps,
                 loss: 0.0,
                 jitter_us: 0,
                 cwnd_bytes: INITIAL_WINDOW,
@@ -97,6 +110,7 @@ impl PathEstimator {
             ssthresh: u64::MAX,
             recovery_until: None,
             last_rtt_us: 0,
+            before_suspect: None,
         }
     }
 
@@ -122,12 +136,23 @@ impl PathEstimator {
     }
 
     /// A delivery-rate sample: `bytes` acknowledged over `interval`.
-    pub fn on_rate_sample(&mut self, bytes: u64, interval: Duration) {
+    /// `app_limited`: the datagram left with room in the path's window (it
+    /// got less than it could take), so the sample shows the offered load,
+    /// not the path: it may raise the capacity estimate, never lower it (the
+    /// rule of BBR's delivery-rate estimation,
+    /// draft-cheng-iccrg-delivery-rate-estimation §3.3). Without it a path
+    /// that carried little looks slow, and a deadline-aware scheduler would
+    /// drop what that path could deliver in time. The delivery rate (the
+    /// window cap's and WDRR's) takes every sample.
+    pub fn on_rate_sample(&mut self, bytes: u64, interval: Duration, app_limited: bool) {
         if interval.is_zero() || bytes == 0 {
             return;
         }
         let sample = (bytes as u128 * 8 * 1_000_000 / interval.as_micros().max(1)) as u64;
         let f = &mut self.figures;
+        if !app_limited || sample > f.capacity_bps {
+            f.capacity_bps = if f.capacity_bps == 0 { sample } else { (7 * f.capacity_bps + sample) / 8 };
+        }
         f.delivery_bps = if f.delivery_bps == 0 { sample } else { (7 * f.delivery_bps + sample) / 8 };
     }
 
@@ -189,9 +214,21 @@ impl PathEstimator {
         Duration::from_micros(SUSPECT_RTTS as u64 * f.srtt_us + 4 * f.rttvar_us).max(SUSPECT_FLOOR)
     }
 
+    /// How long a datagram may stay unacknowledged, while another path
+    /// acknowledged a later one, before its path is suspect: the sum of
+    /// srtt, 4 rttvar and max(srtt / 4, [`OVERDUE_SLACK`]), at least
+    /// [`OVERDUE_FLOOR`]. Other paths' acks show the peer is alive, so this
+    /// is an RTO's estimate, not [`PathEstimator::suspect_after`]'s several RTTs.
+    pub fn overdue_after(&self) -> Duration {
+        let f = &self.figures;
+        let reorder = Duration::from_micros(f.srtt_us / 4).max(OVERDUE_SLACK);
+        (Duration::from_micros(f.srtt_us + 4 * f.rttvar_us) + reorder).max(OVERDUE_FLOOR)
+    }
+
     /// The path went silent: suspect, nothing in flight counts any more,
     /// the window starts again.
     pub fn make_suspect(&mut self) {
+        self.before_suspect = Some((self.figures.cwnd_bytes, self.ssthresh));
         self.state = PathState::Suspect;
         self.probes_ok_since = None;
         self.figures.in_flight_bytes = 0;
@@ -214,6 +251,22 @@ impl PathEstimator {
         false
     }
 
+    /// The suspicion was spurious (a datagram in flight when it began was
+    /// acknowledged after all): active again with the window it had, as
+    /// TCP undoes a spurious timeout (Eifel, RFC 3522). True if it was suspect.
+    pub fn undo_suspect(&mut self) -> bool {
+        if self.state != PathState::Suspect {
+            return false;
+        }
+        self.state = PathState::Active;
+        self.probes_ok_since = None;
+        if let Some((cwnd, ssthresh)) = self.before_suspect.take() {
+            self.figures.cwnd_bytes = cwnd;
+            self.ssthresh = ssthresh;
+        }
+        true
+    }
+
     /// A probe of a suspect path was lost: the count starts again.
     pub fn on_probe_lost(&mut self) {
         self.probes_ok_since = None;
@@ -225,7 +278,7 @@ impl PathEstimator {
     pub fn predicted_arrival_us(&self, bytes: u64) -> u64 {
         let f = &self.figures;
         let owd = if f.min_rtt_us > 0 { f.min_rtt_us } else { f.srtt_us } / 2;
-        let queued = ((f.in_flight_bytes + bytes) * 8 * 1_000_000).checked_div(f.delivery_bps).unwrap_or(0);
+        let queued = ((f.in_flight_bytes + bytes) * 8 * 1_000_000).checked_div(f.capacity_bps.max(f.delivery_bps)).unwrap_or(0);
         // In flight includes a window's worth that is in the pipe, not queued: count the part above one BDP.
         let bdp_us = f.min_rtt_us.max(1);
         owd + queued.saturating_sub(bdp_us)

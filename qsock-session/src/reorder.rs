@@ -49,6 +49,8 @@ pub struct Reorder {
     /// An ordered lossy session skips nothing at or above this (the
     /// sender's oldest unacknowledged non-droppable message).
     hold_from: u64,
+    /// The sender may send nothing below this: a hole there never fills.
+    floor: u64,
     /// Messages skipped (ordered lossy), counted once each.
     pub skipped: u64,
     /// Copies of messages already handled.
@@ -68,6 +70,7 @@ impl Reorder {
             delivered: BTreeSet::new(),
             ready: Default::default(),
             hold_from: u64::MAX,
+            floor: 0,
             skipped: 0,
             duplicates: 0,
         }
@@ -112,6 +115,13 @@ impl Reorder {
         true
     }
 
+    /// Takes the sender's floor: it sends nothing below `floor` any more, so
+    /// an ordered lossy session skips a hole there at once (lossless ones
+    /// never skip). Call before [`Reorder::accept`] of the same datagram.
+    pub fn note_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
+    }
+
     /// Releases what may go at `now` (after time passed with no arrival).
     pub fn release(&mut self, now: Instant) {
         if !self.semantics.ordered() {
@@ -123,7 +133,15 @@ impl Reorder {
                 self.next += 1;
                 continue;
             }
-            let Some(&first) = self.held.keys().next() else { return };
+            let first = self.held.keys().next().copied();
+            if !self.semantics.lossless() && self.next < self.floor {
+                // Given up by the sender (or never sent): it will not come.
+                let to = first.unwrap_or(u64::MAX).min(self.floor);
+                self.skipped += to - self.next;
+                self.next = to;
+                continue;
+            }
+            let Some(first) = first else { return };
             let target = first.min(self.hold_from);
             if self.semantics.lossless() || target <= self.next || self.skip_at().is_some_and(|t| now < t) {
                 return;

@@ -61,12 +61,14 @@ impl SessionSocket {
         let mut control = TcpStream::connect_timeout(&remote, Duration::from_secs(3)).map_err(|e| SessionError::io(&format!("connect to {remote}"), e))?;
         let _ = control.set_nodelay(true);
         let locals = local_candidates(&config, remote.ip())?;
+        let exchange = if config.encrypt && !config.bypass { Some(crate::crypto::Exchange::new()?) } else { None };
         let hello = Hello {
             semantics: config.semantics,
             objectives: config.objectives.clone(),
             addresses: locals.iter().map(|(_, ip)| *ip).collect(),
             transports: vec![if config.bypass { "tcp" } else { "udp" }.into()],
             max_message_bytes: config.max_message_bytes,
+            key: exchange.as_ref().map(|e| hex::encode(e.public)),
         };
         handshake::write_frame(&mut control, &hello)?;
         let wait = handshake::answer_wait(handshake::tcp_rtt(&control));
@@ -82,13 +84,22 @@ impl SessionSocket {
             Err(e) => return Err(e),
         };
         control.set_read_timeout(None).map_err(|e| SessionError::io("SO_RCVTIMEO", e))?;
-        let (conn, endpoints, secret, transport) = match answer {
-            Answer::Welcome { conn, endpoints, secret, transport } => (conn, endpoints, handshake::secret_from_hex(&secret)?, transport),
+        let (conn, endpoints, mut secret, transport, key) = match answer {
+            Answer::Welcome { conn, endpoints, secret, transport, key } => (conn, endpoints, handshake::secret_from_hex(&secret)?, transport, key),
             Answer::Refused { reason } => return Err(SessionError::new(ErrorKind::Protocol, format!("the peer refused the session: {reason}"))),
         };
         if transport == "tcp" {
             return Ok(Session::stream(control, &config, Mode::Bypass));
         }
+        let sealer = match (&exchange, key) {
+            (Some(e), Some(k)) => {
+                let (sealer, join) = e.keys(&k, &secret, true)?;
+                secret = join;
+                Some(sealer)
+            }
+            (Some(_), None) => return Err(SessionError::new(ErrorKind::Protocol, "encryption asked, and the peer answered without a key")),
+            (None, _) => None,
+        };
         let client = qsock_client(&config);
         let mut sockets = Vec::new();
         let mut paths = Vec::new();
@@ -120,7 +131,7 @@ impl SessionSocket {
             return Err(SessionError::new(ErrorKind::Protocol, format!("no path could be made from {:?} to the peer's {endpoints:?}", locals)));
         }
         let keep: Vec<PathSocket> = paths.iter().filter(|p| p.attached).map(|p| PathSocket { id: p.id, sock: sockets[p.sock].clone() }).collect();
-        let mut session = Session::striped(conn, secret, Role::Connector, sockets, paths, &config, control)?;
+        let mut session = Session::striped(conn, (secret, sealer), Role::Connector, sockets, paths, &config, control)?;
         if let Inner::Striped { path_sockets, client: c, .. } = &mut session.inner {
             *path_sockets = keep;
             *c = client;
@@ -200,7 +211,14 @@ impl SessionListener {
             return Ok(Session::stream(control, &self.config, Mode::Plain { reason: format!("{peer} does not speak qsock-session") }));
         }
         control.set_read_timeout(Some(PREFIX_WAIT)).map_err(|e| SessionError::io("SO_RCVTIMEO", e))?;
-        let hello: Hello = handshake::read_frame(&mut control).map_err(|e| SessionError::new(ErrorKind::Protocol, format!("from {peer}: {}", e.message)))?;
+        let hello: Hello = match handshake::read_frame(&mut control) {
+            Ok(h) => h,
+            Err(e) => {
+                // Say why (an unknown semantics or objective, a malformed frame) before hanging up.
+                let _ = handshake::write_frame(&mut control, &Answer::Refused { reason: e.message.clone() });
+                return Err(SessionError::new(ErrorKind::Protocol, format!("from {peer}: {}", e.message)));
+            }
+        };
         control.set_read_timeout(None).map_err(|e| SessionError::io("SO_RCVTIMEO", e))?;
         let refuse = |control: &mut TcpStream, reason: String| {
             let _ = handshake::write_frame(control, &Answer::Refused { reason: reason.clone() });
@@ -230,7 +248,19 @@ impl SessionListener {
             return refuse(&mut control, format!("no transport in common (offered {:?}; udp or tcp)", hello.transports));
         }
         let conn = handshake::random_u64()? as u32;
-        let secret = handshake::new_secret()?;
+        let salt = handshake::new_secret()?;
+        // Encryption when the hello asks: keys from both X25519 halves, a join secret of their own.
+        let (exchange, sealer, secret) = match &hello.key {
+            Some(k) if !tcp => {
+                let e = crate::crypto::Exchange::new()?;
+                let (sealer, join) = match e.keys(k, &salt, false) {
+                    Ok(x) => x,
+                    Err(err) => return refuse(&mut control, err.message),
+                };
+                (Some(e), Some(sealer), join)
+            }
+            _ => (None, None, salt),
+        };
         let mut sockets = Vec::new();
         if !tcp {
             for ip in &own {
@@ -239,13 +269,14 @@ impl SessionListener {
         }
         let endpoints: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         let transport = if tcp { "tcp" } else { "udp" };
-        handshake::write_frame(&mut control, &Answer::Welcome { conn, endpoints, secret: handshake::secret_to_hex(&secret), transport: transport.into() })?;
+        let key = exchange.map(|e| hex::encode(e.public));
+        handshake::write_frame(&mut control, &Answer::Welcome { conn, endpoints, secret: handshake::secret_to_hex(&salt), transport: transport.into(), key })?;
         if tcp {
             return Ok(Session::stream(control, &self.config, Mode::Bypass));
         }
         let mut config = self.config.clone();
         config.objectives = hello.objectives;
-        Session::striped(conn, secret, Role::Acceptor, sockets, Vec::new(), &config, control)
+        Session::striped(conn, (secret, sealer), Role::Acceptor, sockets, Vec::new(), &config, control)
     }
 }
 
@@ -278,9 +309,10 @@ pub struct Session {
 }
 
 impl Session {
+    /// `keys`: the join secret and, when encrypted, the datagrams' sealer.
     fn striped(
         conn: u32,
-        secret: handshake::Secret,
+        keys: (handshake::Secret, Option<crate::crypto::Sealer>),
         role: Role,
         sockets: Vec<Arc<UdpSocket>>,
         paths: Vec<Path>,
@@ -302,17 +334,22 @@ impl Session {
             next_seq: 0,
             closing: false,
             peer_done: false,
+            close_acked: false,
             stopped: None,
             info: SessionInfo::new(conn, config.semantics, kind, Mode::Striped),
         };
         let handle =
             Arc::new(Handle { shared: Mutex::new(shared), readable: Condvar::new(), writable: Condvar::new(), wake: unsafe { OwnedFd::from_raw_fd(fd) } });
-        let engine = Engine::new(handle.clone(), conn, secret, role, sockets, paths, config, Some(control));
+        let encrypted = keys.1.is_some();
+        let max_message_bytes =
+            if encrypted { config.max_message_bytes.min(crate::MAX_MESSAGE_BYTES - crate::crypto::OVERHEAD) } else { config.max_message_bytes };
+        handle.shared.lock().expect("session state poisoned").info.encrypted = encrypted;
+        let engine = Engine::new(handle.clone(), conn, keys, role, sockets, paths, config, Some(control));
         let thread = std::thread::Builder::new()
             .name(format!("qsock-session-{conn:08x}"))
             .spawn(move || engine.run())
             .map_err(|e| SessionError::io("start the session thread", e))?;
-        Ok(Self { inner: Inner::Striped { handle, thread: Some(thread), max_message_bytes: config.max_message_bytes, path_sockets: Vec::new(), client: None } })
+        Ok(Self { inner: Inner::Striped { handle, thread: Some(thread), max_message_bytes, path_sockets: Vec::new(), client: None } })
     }
 
     fn stream(s: TcpStream, config: &SessionConfig, mode: Mode) -> Self {
@@ -481,6 +518,12 @@ impl Session {
                 // The engine gives up once nothing was acknowledged for its linger.
                 let mut sh = handle.shared.lock().expect("session state poisoned");
                 while sh.stopped.is_none() && (sh.owed_bytes > 0 || !sh.send.is_empty()) {
+                    sh = handle.writable.wait_timeout(sh, Duration::from_millis(20)).expect("session state poisoned").0;
+                }
+                // Then until the peer has our Close (bounded): a process that exits
+                // at once would otherwise take the engine, and the Close, with it.
+                let give_up = Instant::now() + crate::engine::LINGER;
+                while sh.stopped.is_none() && !sh.close_acked && sh.owed_bytes == 0 && Instant::now() < give_up {
                     sh = handle.writable.wait_timeout(sh, Duration::from_millis(20)).expect("session state poisoned").0;
                 }
                 let owed = sh.owed_bytes;

@@ -2,16 +2,18 @@
 //! datagram starts with its type (1 byte), the path id (1 byte), flags
 //! (2 bytes) and the session's connection id (4 bytes).
 //!
-//! A data datagram's header is [`DATA_HEADER_BYTES`] = 28 bytes: the
+//! A data datagram's header is [`DATA_HEADER_BYTES`] = 32 bytes: the
 //! common 8, then the session sequence number, the path sequence number,
 //! the send time (µs, wrapping), the time left to the message's deadline
-//! (µs; 0: none) and the hold mark (below it an ordered lossy receiver may
+//! (µs; 0: none), the hold mark (below it an ordered lossy receiver may
 //! skip what is missing; at and above it a non-droppable message may still
-//! be missing and come again). The paper asks for at least the session
-//! sequence number and the path (§III-B).
+//! be missing and come again) and the floor (the lowest message number the
+//! sender may still send: an ordered lossy receiver skips a hole below it
+//! at once, since the sender gave up on it). The paper asks for at least
+//! the session sequence number and the path (§III-B).
 
 /// Bytes of a data datagram's header.
-pub const DATA_HEADER_BYTES: usize = 28;
+pub const DATA_HEADER_BYTES: usize = 32;
 /// Bytes of a join proof (truncated HMAC-SHA256).
 pub const PROOF_BYTES: usize = 16;
 
@@ -49,6 +51,9 @@ pub enum Packet<'a> {
         /// The sender's oldest unacknowledged non-droppable message (low
         /// 32 bits), or the message's own number + 1 when none is older.
         hold_from: u32,
+        /// The lowest message number the sender may still send (low 32
+        /// bits): its oldest unacknowledged one, or this one if older.
+        floor: u32,
         /// The message.
         payload: &'a [u8],
     },
@@ -107,6 +112,16 @@ pub enum Packet<'a> {
         /// Proof over (conn, 0, final_seq).
         proof: [u8; PROOF_BYTES],
     },
+    /// The peer's Close arrived (answered to each one, so the closing side
+    /// knows when it may stop, as TCP acknowledges a FIN).
+    CloseAck {
+        /// Connection id.
+        conn: u32,
+        /// The `final_seq` of the Close it answers.
+        final_seq: u32,
+        /// Proof over (conn, 1, final_seq).
+        proof: [u8; PROOF_BYTES],
+    },
 }
 
 /// Why a datagram could not be decoded.
@@ -124,6 +139,7 @@ const PROBE: u8 = 3;
 const JOIN: u8 = 4;
 const JOIN_ACK: u8 = 5;
 const CLOSE: u8 = 7;
+const CLOSE_ACK: u8 = 8;
 
 fn common(out: &mut Vec<u8>, ty: u8, path: u8, flags: u16, conn: u32) {
     out.push(ty);
@@ -135,9 +151,9 @@ fn common(out: &mut Vec<u8>, ty: u8, path: u8, flags: u16, conn: u32) {
 /// Appends `p` encoded to `out`.
 pub fn encode(p: &Packet<'_>, out: &mut Vec<u8>) {
     match *p {
-        Packet::Data { conn, path, flags, seq, path_seq, sent_us, budget_us, hold_from, payload } => {
+        Packet::Data { conn, path, flags, seq, path_seq, sent_us, budget_us, hold_from, floor, payload } => {
             common(out, DATA, path, flags, conn);
-            for v in [seq, path_seq, sent_us, budget_us, hold_from] {
+            for v in [seq, path_seq, sent_us, budget_us, hold_from, floor] {
                 out.extend_from_slice(&v.to_be_bytes());
             }
             out.extend_from_slice(payload);
@@ -163,8 +179,8 @@ pub fn encode(p: &Packet<'_>, out: &mut Vec<u8>) {
             common(out, JOIN_ACK, path, 0, conn);
             out.extend_from_slice(&proof);
         }
-        Packet::Close { conn, final_seq, proof } => {
-            common(out, CLOSE, 0, 0, conn);
+        Packet::Close { conn, final_seq, proof } | Packet::CloseAck { conn, final_seq, proof } => {
+            common(out, if matches!(p, Packet::Close { .. }) { CLOSE } else { CLOSE_ACK }, 0, 0, conn);
             out.extend_from_slice(&final_seq.to_be_bytes());
             out.extend_from_slice(&proof);
         }
@@ -196,7 +212,7 @@ pub fn decode(b: &[u8]) -> Result<Packet<'_>, WireError> {
         PROBE => 16,
         JOIN => 16 + PROOF_BYTES,
         JOIN_ACK => 8 + PROOF_BYTES,
-        CLOSE => 12 + PROOF_BYTES,
+        CLOSE | CLOSE_ACK => 12 + PROOF_BYTES,
         t => return Err(WireError::UnknownType(t)),
     };
     if b.len() < need {
@@ -212,13 +228,15 @@ pub fn decode(b: &[u8]) -> Result<Packet<'_>, WireError> {
             sent_us: u32_at(b, 16),
             budget_us: u32_at(b, 20),
             hold_from: u32_at(b, 24),
+            floor: u32_at(b, 28),
             payload: &b[DATA_HEADER_BYTES..],
         },
         ACK => Packet::Ack { conn, path, largest: u32_at(b, 8), below: u64_at(b, 12), echo_us: u32_at(b, 20), delay_us: u32_at(b, 24) },
         PROBE => Packet::Probe { conn, path, path_seq: u32_at(b, 8), sent_us: u32_at(b, 12) },
         JOIN => Packet::Join { conn, path, nonce: u64_at(b, 8), proof: proof_at(b, 16) },
         JOIN_ACK => Packet::JoinAck { conn, path, proof: proof_at(b, 8) },
-        _ => Packet::Close { conn, final_seq: u32_at(b, 8), proof: proof_at(b, 12) },
+        CLOSE => Packet::Close { conn, final_seq: u32_at(b, 8), proof: proof_at(b, 12) },
+        _ => Packet::CloseAck { conn, final_seq: u32_at(b, 8), proof: proof_at(b, 12) },
     })
 }
 
@@ -243,8 +261,8 @@ mod tests {
     proptest! {
         /// Every datagram decodes to what was encoded.
         #[test]
-        fn data_round_trips(conn: u32, path: u8, flags: u16, seq: u32, path_seq: u32, sent_us: u32, budget_us: u32, hold_from: u32, payload in prop::collection::vec(any::<u8>(), 0..1400)) {
-            let p = Packet::Data { conn, path, flags, seq, path_seq, sent_us, budget_us, hold_from, payload: &payload };
+        fn data_round_trips(conn: u32, path: u8, flags: u16, seq: u32, path_seq: u32, sent_us: u32, budget_us: u32, hold_from: u32, floor: u32, payload in prop::collection::vec(any::<u8>(), 0..1400)) {
+            let p = Packet::Data { conn, path, flags, seq, path_seq, sent_us, budget_us, hold_from, floor, payload: &payload };
             let mut b = Vec::new();
             encode(&p, &mut b);
             prop_assert_eq!(b.len(), DATA_HEADER_BYTES + payload.len());
@@ -259,6 +277,7 @@ mod tests {
                 Packet::Join { conn, path, nonce, proof },
                 Packet::JoinAck { conn, path, proof },
                 Packet::Close { conn, final_seq: a, proof },
+                Packet::CloseAck { conn, final_seq: a, proof },
             ] {
                 let mut b = Vec::new();
                 encode(&p, &mut b);

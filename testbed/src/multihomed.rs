@@ -41,6 +41,9 @@ pub struct LinkSpec {
     pub kind: &'static str,
     /// Metered, for qsockd's config.
     pub metered: bool,
+    /// Random loss the delay line adds, parts per million of frames in
+    /// each direction (0: none; needs `one_way_delay_us > 0`).
+    pub loss_ppm: u32,
 }
 
 /// See the module docs.
@@ -106,6 +109,9 @@ impl MultiHomed {
         for (i, l) in links.iter().enumerate() {
             let srv = format!("s{}", l.name);
             if l.one_way_delay_us == 0 {
+                if l.loss_ppm > 0 {
+                    bail!("link {}: loss needs a delay line (give it a one_way_delay_us)", l.name);
+                }
                 run(Command::new("ip").args(["link", "add", &l.name, "netns", &self.host_ns, "type", "veth", "peer", "name", &srv, "netns", &self.server_ns]))?;
             } else {
                 let w = self.wire_ns[i].clone();
@@ -120,7 +126,10 @@ impl MultiHomed {
                 self.ip(&w, &["link", "set", "wh", "up"])?;
                 self.ip(&w, &["link", "set", "ws", "up"])?;
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &w]).arg(workspace_bin("delay-line")?).args(["--a", "wh", "--b", "ws", "--delay-us", &l.one_way_delay_us.to_string()]);
+                c.args(["netns", "exec", &w])
+                    .arg(workspace_bin("delay-line")?)
+                    .args(["--a", "wh", "--b", "ws", "--delay-us", &l.one_way_delay_us.to_string()])
+                    .args(["--loss-ppm", &l.loss_ppm.to_string(), "--seed", &(2 * i as u64 + 1).to_string()]);
                 self.helpers.push(KillOnDrop(spawn_ready(c, &self.dir.join(format!("delay-{}.log", l.name)))?));
             }
             self.ip(&self.host_ns, &["addr", "add", &format!("{}/24", Self::host_ip(i)), "dev", &l.name])?;
@@ -157,6 +166,22 @@ impl MultiHomed {
             "100ms",
         ];
         run(Command::new("tc").arg("-n").arg(&self.server_ns).args(args))?;
+        Ok(())
+    }
+
+    /// A downstream bottleneck of `bps` bit/s inside link `i`'s wire, a router's
+    /// queue (tbf, 100 ms) between the delay line and the host: senders on the
+    /// server see its drops as loss, where the server's own tbf
+    /// ([`MultiHomed::set_down_rate`]) pushes back on their sockets instead.
+    /// Errors: the link has no wire (`one_way_delay_us = 0`), tc failed.
+    pub fn set_wire_down_rate(&self, i: usize, bps: u64) -> Result<()> {
+        if self.links[i].one_way_delay_us == 0 {
+            bail!("link {} has no wire (give it a one_way_delay_us)", self.links[i].name);
+        }
+        let burst = (bps / 8 / 500).max(3028).to_string();
+        let rate = format!("{bps}bit");
+        let args = ["qdisc", "replace", "dev", "wh", "root", "tbf", "rate", &rate, "burst", &burst, "latency", "100ms"];
+        run(Command::new("tc").arg("-n").arg(&self.wire_ns[i]).args(args))?;
         Ok(())
     }
 

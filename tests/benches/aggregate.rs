@@ -24,14 +24,15 @@
 //! each, also the 99th percentile of the time a message waited in the
 //! host's reorder buffer over the whole download, ms.
 use std::{
-    net::{SocketAddr, TcpStream},
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
-use qsock_session::{Objective, SchedulerKind, Semantics, SessionConfig, SessionSocket};
-use qsock_tests::mptcp::{connect_with_rcvbuf, issue_bed, per_source_routing, read_window, source};
-use testbed::multihomed::{MultiHomed, SERVICE_IP};
+use qsock_session::{Objective, SchedulerKind, Semantics, SessionConfig};
+use qsock_tests::{
+    mptcp::{connect_with_rcvbuf, issue_bed, per_source_routing, read_window, source},
+    session::{connect_plain, session_download},
+};
 
 /// Repetitions of each variant.
 const REPS: usize = 3;
@@ -40,21 +41,6 @@ const WARMUP: Duration = Duration::from_secs(3);
 /// Measured reading.
 const MEASURE: Duration = Duration::from_secs(10);
 const PORT: u16 = 7300;
-
-/// A plain TCP connection from link `i`'s address.
-fn connect_plain(b: &MultiHomed, i: usize) -> TcpStream {
-    b.in_host(move || {
-        let s =
-            nix::sys::socket::socket(nix::sys::socket::AddressFamily::Inet, nix::sys::socket::SockType::Stream, nix::sys::socket::SockFlag::SOCK_CLOEXEC, None)
-                .unwrap();
-        let local = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(MultiHomed::host_ip(i).into(), 0));
-        nix::sys::socket::bind(s.as_raw_fd(), &local).unwrap();
-        let remote = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(SERVICE_IP.into(), PORT));
-        nix::sys::socket::connect(s.as_raw_fd(), &remote).unwrap();
-        TcpStream::from(s)
-    })
-    .unwrap()
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Variant {
@@ -75,47 +61,9 @@ fn session_goodput(scheduler: SchedulerKind, rep: usize) -> (f64, f64) {
     let mut cfg = SessionConfig::new(Semantics::OrderedLossless, &[Objective::Throughput]);
     cfg.scheduler = Some(scheduler);
     cfg.daemon = Some(b.socket_path());
-    let server_cfg = cfg.clone();
-    let l = b.in_server(move || SessionSocket::new(server_cfg).unwrap().bind(SocketAddr::new(SERVICE_IP.into(), PORT)).unwrap()).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ns = b.server_ns.clone();
-    let writer_stop = stop.clone();
-    let writer = std::thread::spawn(move || {
-        testbed::in_namespace(&ns, move || {
-            let s = l.accept().unwrap();
-            let m = vec![9u8; qsock_session::MAX_MESSAGE_BYTES];
-            while !writer_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if s.write(&m, &qsock::PacketFlags::default()).is_err() {
-                    break;
-                }
-            }
-            let _ = s.close();
-        })
-        .unwrap()
-    });
-    let s = b.in_host(move || SessionSocket::new(cfg).unwrap().connect(SocketAddr::new(SERVICE_IP.into(), PORT)).unwrap()).unwrap();
-    let read_until = |until: Instant| {
-        let mut bytes = 0u64;
-        while Instant::now() < until {
-            if let Ok(Some(m)) = s.read_timeout(Duration::from_millis(100)) {
-                bytes += m.len() as u64;
-            }
-        }
-        bytes
-    };
-    read_until(Instant::now() + WARMUP);
-    let from = Instant::now();
-    let bytes = read_until(from + MEASURE);
-    let info = s.info();
-    assert!(info.paths.len() == 2, "{scheduler:?}: two paths: {info:#?}");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    // The server's close waits until the host acknowledged what it wrote: keep reading meanwhile.
-    while !writer.is_finished() {
-        let _ = s.read_timeout(Duration::from_millis(10));
-    }
-    writer.join().unwrap();
-    let _ = s.close();
-    (bytes as f64 * 8.0 / MEASURE.as_secs_f64(), info.reorder_wait_p99_us as f64 / 1000.0)
+    let d = session_download(&b, PORT, cfg, WARMUP, MEASURE);
+    assert!(d.info.paths.len() == 2, "{scheduler:?}: two paths: {:#?}", d.info);
+    (d.goodput_bps, d.info.reorder_wait_p99_us as f64 / 1000.0)
 }
 
 /// Goodput of one variant, bit/s.
@@ -139,8 +87,8 @@ fn goodput(v: Variant, rep: usize) -> (f64, Option<f64>) {
     }
     source(&b, PORT);
     let mut s = match v {
-        Variant::DslAlone => connect_plain(&b, 0),
-        Variant::LteAlone => connect_plain(&b, 1),
+        Variant::DslAlone => connect_plain(&b, 0, PORT),
+        Variant::LteAlone => connect_plain(&b, 1, PORT),
         _ => connect_with_rcvbuf(&b, PORT, rcvbuf()),
     };
     let client = (v == Variant::QsockdAttached).then(|| {

@@ -11,6 +11,7 @@ use std::{
 pub mod figures;
 pub mod http;
 pub mod mptcp;
+pub mod session;
 
 use anyhow::{bail, Result};
 use qsock::{Client, PacketFlags, QosParams};

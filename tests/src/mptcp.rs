@@ -102,8 +102,8 @@ pub fn read_window(s: &mut TcpStream, from: Instant, until: Instant) -> (u64, Du
 /// both ends. Panics when the bed cannot be built.
 pub fn issue_bed(tag: &str) -> MultiHomed {
     let links = vec![
-        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 5_000, kind: "wired", metered: false },
-        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true },
+        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 5_000, kind: "wired", metered: false, loss_ppm: 0 },
+        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true, loss_ppm: 0 },
     ];
     let b = MultiHomed::new(tag, links).unwrap();
     for ns in [&b.host_ns, &b.server_ns] {

@@ -30,8 +30,15 @@ use testbed::{
 /// few ms the server's own retransmission timeout, 200 ms at least,
 /// recovers before a silence can be told from a pause: nothing to test.)
 fn bed(tag: &str) -> MultiHomed {
-    let link =
-        |name: &str, down_bps, one_way_delay_us| LinkSpec { name: name.into(), down_bps, up_bps: 20_000_000, one_way_delay_us, kind: "wired", metered: false };
+    let link = |name: &str, down_bps, one_way_delay_us| LinkSpec {
+        name: name.into(),
+        down_bps,
+        up_bps: 20_000_000,
+        one_way_delay_us,
+        kind: "wired",
+        metered: false,
+        loss_ppm: 0,
+    };
     let mut b = MultiHomed::new(tag, vec![link("wan0", 6_000_000, 5_000), link("wan1", 12_000_000, 35_000)]).unwrap();
     for ns in [&b.host_ns, &b.server_ns] {
         run(std::process::Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])).unwrap();

@@ -27,8 +27,8 @@ fn bed(tag: &str) -> MultiHomed {
     require_root();
     let links = vec![
         // Delays through the delay line: the RTTs differ for real (and are measured).
-        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 2_000, kind: "wired", metered: false },
-        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 10_000, kind: "cellular", metered: true },
+        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 2_000, kind: "wired", metered: false, loss_ppm: 0 },
+        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 100_000_000, one_way_delay_us: 10_000, kind: "cellular", metered: true, loss_ppm: 0 },
     ];
     let mut b = MultiHomed::new(tag, links).unwrap();
     b.start_daemon("category").unwrap();
@@ -269,7 +269,8 @@ fn an_interface_that_appears_is_managed_and_one_that_vanishes_is_forgotten() {
         return;
     }
     require_root();
-    let links = vec![LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false }];
+    let links =
+        vec![LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false, loss_ppm: 0 }];
     let mut b = MultiHomed::new("iappr", links).unwrap();
     b.start_daemon_with("category", "\n[[interfaces]]\nname = \"wlan0\"\nnominal_down_bps = 50000000\nnominal_up_bps = 50000000\nkind = \"wifi\"\n").unwrap();
     let c = b.client().unwrap();

@@ -22,7 +22,8 @@ use testbed::{
 const FILE: usize = 4_000_000;
 
 fn bed(tag: &str) -> MultiHomed {
-    let link = |name: &str| LinkSpec { name: name.into(), down_bps: 8_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false };
+    let link =
+        |name: &str| LinkSpec { name: name.into(), down_bps: 8_000_000, up_bps: 100_000_000, one_way_delay_us: 0, kind: "wired", metered: false, loss_ppm: 0 };
     let mut b = MultiHomed::new(tag, vec![link("wan0"), link("wan1")]).unwrap();
     for ns in [&b.host_ns, &b.server_ns] {
         run(std::process::Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4"])).unwrap();

@@ -33,7 +33,8 @@ fn a_download_refreshes_its_subflow_every_64_kib_and_arrives_intact() {
     if skip_unless_root() {
         return;
     }
-    let link = |name: &str| LinkSpec { name: name.into(), down_bps: 8_000_000, up_bps: 50_000_000, one_way_delay_us: 0, kind: "wired", metered: false };
+    let link =
+        |name: &str| LinkSpec { name: name.into(), down_bps: 8_000_000, up_bps: 50_000_000, one_way_delay_us: 0, kind: "wired", metered: false, loss_ppm: 0 };
     let mut b = MultiHomed::new("refr", vec![link("wan0"), link("wan1")]).unwrap();
     for ns in [&b.host_ns, &b.server_ns] {
         run(std::process::Command::new("ip").args(["-n", ns, "mptcp", "limits", "set", "subflows", "8", "add_addr_accepted", "8"])).unwrap();

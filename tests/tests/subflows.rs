@@ -37,8 +37,8 @@ const LINK_BPS: u64 = 8_000_000;
 /// (`managed`) its root HTB at `up_bps` and its policy routing do both.
 fn bed(tag: &str, managed: bool) -> MultiHomed {
     let links = vec![
-        LinkSpec { name: "wan0".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
-        LinkSpec { name: "wan1".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false },
+        LinkSpec { name: "wan0".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false, loss_ppm: 0 },
+        LinkSpec { name: "wan1".into(), down_bps: 50_000_000, up_bps: LINK_BPS, one_way_delay_us: 0, kind: "wired", metered: false, loss_ppm: 0 },
     ];
     let b = MultiHomed::new(tag, links).unwrap();
     for (i, l) in b.links.iter().enumerate().filter(|_| !managed) {

@@ -11,7 +11,7 @@ use qsock_tests::require_root;
 use testbed::Testbed;
 use video_server::{
     h264::FrameKind,
-    session::{stream_once, RunOutcome, StreamRun},
+    session::{stream_once, RunOutcome, StreamRun, Transport},
 };
 
 fn clip(name: &str) -> PathBuf {
@@ -26,7 +26,7 @@ fn run(bed: &Testbed, input: &std::path::Path, plain: bool, load: bool, sender_a
         input: input.to_path_buf(),
         fps: 20,
         playout_ms: 300,
-        plain,
+        transport: if plain { Transport::Plain } else { Transport::Qsock },
         sender_args: sender_args.iter().map(|a| a.to_string()).collect(),
         decode: !plain,
     };

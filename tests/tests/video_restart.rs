@@ -10,7 +10,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use testbed::Testbed;
-use video_server::session::{stream_once, RunOutcome, StreamRun};
+use video_server::session::{stream_once, RunOutcome, StreamRun, Transport};
 
 fn footage() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/footage.h264");
@@ -19,7 +19,8 @@ fn footage() -> PathBuf {
 }
 
 fn run(bed: &Testbed, label: &str, restart: bool) -> RunOutcome {
-    let run = StreamRun { label: label.into(), input: footage(), fps: 20, playout_ms: 300, plain: false, sender_args: Vec::new(), decode: false };
+    let run =
+        StreamRun { label: label.into(), input: footage(), fps: 20, playout_ms: 300, transport: Transport::Qsock, sender_args: Vec::new(), decode: false };
     stream_once(bed, &run, |d| {
         std::thread::scope(|s| {
             let load = s.spawn(|| bed.iperf_client(d.as_secs() + 1, 4));

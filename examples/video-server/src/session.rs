@@ -1,6 +1,7 @@
-//! One video stream through the namespace test bed: `video-server` on the
-//! server side (plain, or through qsock as an unprivileged user),
-//! `video-receiver` on the client side recording every frame, and
+//! One video stream through a test bed: `video-server` on the sending side
+//! (plain, through qsock as an unprivileged user, or over a qsock session
+//! striped over every interface of a multi-homed host), `video-receiver`
+//! on the receiving side recording every frame, and
 //! optionally ffmpeg as an ordinary RTP client decoding what arrives (the
 //! receiver relays the stream to it and ends the session with an RTCP BYE;
 //! ffmpeg reads an SDP file). Used by the
@@ -12,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use testbed::{run, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
+use testbed::{multihomed::MultiHomed, run, spawn_ready, workspace_bin, Testbed, CLIENT_IP};
 
 use crate::report::{analyse, FrameRecord, SecondRow, Summary};
 
@@ -20,6 +21,68 @@ use crate::report::{analyse, FrameRecord, SecondRow, Summary};
 pub const VIDEO_PORT: u16 = 5004;
 /// Port ffmpeg listens on (loopback of the client namespace).
 pub const DECODER_PORT: u16 = 5006;
+
+/// How the sender reaches the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A plain UDP socket.
+    Plain,
+    /// One qsock socket (a class on the sender's device, per-message flags).
+    Qsock,
+    /// A qsock session (`qsock-session`): ordered lossy, deadline-aware
+    /// striping over every interface qsockd manages, each path a qsock socket.
+    Session,
+}
+
+/// Where a stream runs: the namespaces of both ends and the bed's files.
+#[derive(Clone, Debug)]
+pub struct Places {
+    /// Scratch directory (logs, records, SDP).
+    pub dir: PathBuf,
+    /// Namespace of `video-server` (qsockd runs there).
+    pub sender_ns: String,
+    /// Namespace of `video-receiver` and ffmpeg.
+    pub receiver_ns: String,
+    /// The receiver's address.
+    pub receiver_ip: std::net::IpAddr,
+    /// The sender's egress device for [`Transport::Qsock`].
+    pub device: String,
+    /// qsockd's socket.
+    pub socket_path: PathBuf,
+}
+
+impl Places {
+    /// The two-namespace bed: the server sends to the client.
+    pub fn of_testbed(bed: &Testbed) -> Self {
+        Self {
+            dir: bed.dir.clone(),
+            sender_ns: bed.server_ns.clone(),
+            receiver_ns: bed.client_ns.clone(),
+            receiver_ip: CLIENT_IP.into(),
+            device: bed.server_dev.clone(),
+            socket_path: bed.socket_path(),
+        }
+    }
+
+    /// The multi-homed bed: the host sends to the server's service address
+    /// (a session stripes over every link; one socket leaves by the first).
+    pub fn of_multi_homed(bed: &MultiHomed) -> Self {
+        Self {
+            dir: bed.dir.clone(),
+            sender_ns: bed.host_ns.clone(),
+            receiver_ns: bed.server_ns.clone(),
+            receiver_ip: testbed::multihomed::SERVICE_IP.into(),
+            device: bed.links[0].name.clone(),
+            socket_path: bed.socket_path(),
+        }
+    }
+
+    fn command_in(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+}
 
 /// What to stream and how.
 #[derive(Clone, Debug)]
@@ -32,8 +95,8 @@ pub struct StreamRun {
     pub fps: u32,
     /// Playout budget, ms.
     pub playout_ms: u64,
-    /// A plain socket instead of qsock.
-    pub plain: bool,
+    /// How the sender reaches the receiver.
+    pub transport: Transport,
     /// More `video-server` arguments (e.g. `--rate`, `--no-adapt`).
     pub sender_args: Vec<String>,
     /// Decode the stream with ffmpeg as an RTP client.
@@ -76,20 +139,30 @@ pub struct RunOutcome {
 }
 
 /// Streams `run.input` once over `bed` (qsockd running for the qsock
-/// variant). `during` runs on this thread once the sender has started,
+/// variants): [`stream_between`] the server and the client.
+pub fn stream_once(bed: &Testbed, run: &StreamRun, during: impl FnOnce(Duration) -> Result<()>) -> Result<RunOutcome> {
+    stream_between(&Places::of_testbed(bed), run, during)
+}
+
+/// Streams `run.input` once between `at`'s sender and receiver. `during` runs on this thread once the sender has started,
 /// with the stream's nominal duration (e.g. a load, or link changes);
 /// returns after the sender, the receiver and ffmpeg have finished.
 /// Errors: a process that fails to start or exits with an error (its log
 /// in the message), a receiver that got no end marker.
-pub fn stream_once(bed: &Testbed, run: &StreamRun, during: impl FnOnce(Duration) -> Result<()>) -> Result<RunOutcome> {
+pub fn stream_between(bed: &Places, run: &StreamRun, during: impl FnOnce(Duration) -> Result<()>) -> Result<RunOutcome> {
     let label = &run.label;
+    let plain = run.transport == Transport::Plain;
+    let receiver = std::net::SocketAddr::new(bed.receiver_ip, VIDEO_PORT);
     let (frames, sets) = crate::h264::read_stream(&run.input)?;
     let duration = Duration::from_secs_f64(frames.len() as f64 / run.fps as f64);
     let decoder = if run.decode { Some(start_decoder(bed, label, &sets, reference_crcs(&run.input)?)?) } else { None };
 
     let records_path = bed.dir.join(format!("records-{label}.json"));
-    let mut rx = bed.command_in(&bed.client_ns, workspace_bin("video-receiver")?);
-    rx.arg("--reference").arg(&run.input).args(["--bind", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &run.fps.to_string()]);
+    let mut rx = bed.command_in(&bed.receiver_ns, workspace_bin("video-receiver")?);
+    rx.arg("--reference").arg(&run.input).args(["--bind", &receiver.to_string(), "--fps", &run.fps.to_string()]);
+    if run.transport == Transport::Session {
+        rx.arg("--session");
+    }
     rx.arg("--out").arg(&records_path);
     if decoder.is_some() {
         rx.args(["--forward", &format!("127.0.0.1:{DECODER_PORT}")]);
@@ -97,32 +170,41 @@ pub fn stream_once(bed: &Testbed, run: &StreamRun, during: impl FnOnce(Duration)
     let mut rx = spawn_ready(rx, &bed.dir.join(format!("receiver-{label}.log")))?;
 
     let sender_bin = workspace_bin("video-server")?;
-    let mut tx = if run.plain {
-        bed.command_in(&bed.server_ns, &sender_bin)
+    let mut tx = if plain {
+        bed.command_in(&bed.sender_ns, &sender_bin)
     } else {
         // Applications need no privilege: the qsock sender runs as nobody.
-        let mut c = bed.command_in(&bed.server_ns, "setpriv");
+        let mut c = bed.command_in(&bed.sender_ns, "setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&sender_bin);
         c
     };
-    tx.arg("--input").arg(&run.input).args(["--dest", &format!("{CLIENT_IP}:{VIDEO_PORT}"), "--fps", &run.fps.to_string()]);
-    tx.args(["--device", &bed.server_dev, "--playout-ms", &run.playout_ms.to_string()]).args(&run.sender_args);
-    if run.plain {
-        tx.arg("--plain");
+    tx.arg("--input").arg(&run.input).args(["--dest", &receiver.to_string(), "--fps", &run.fps.to_string()]);
+    tx.args(["--device", &bed.device, "--playout-ms", &run.playout_ms.to_string()]).args(&run.sender_args);
+    match run.transport {
+        Transport::Plain => {
+            tx.arg("--plain");
+        }
+        Transport::Session => {
+            tx.arg("--session");
+        }
+        Transport::Qsock => {}
     }
-    tx.env("QSOCK_SOCKET", bed.socket_path());
+    tx.env("QSOCK_SOCKET", &bed.socket_path);
     let sender_log = bed.dir.join(format!("sender-{label}.log"));
     let tx = tx.stdout(Stdio::piped()).stderr(std::fs::File::create(&sender_log)?).spawn().context("spawn video-server")?;
     let during_result = during(duration);
     let out = tx.wait_with_output()?;
     let log = std::fs::read_to_string(&sender_log).unwrap_or_default();
     if !out.status.success() {
+        // The receiver would wait for a stream that never comes.
+        let _ = rx.kill();
+        let _ = rx.wait();
         bail!("sender ({label}) failed: {log}");
     }
     during_result?;
     let sender: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("sender ({label}) summary"))?;
     if !rx.wait()?.success() {
-        bail!("receiver ({label}) failed: {}", std::fs::read_to_string(bed.dir.join(format!("receiver-{label}.log")))?);
+        bail!("receiver ({label}) failed: {}; the sender's log: {log}", std::fs::read_to_string(bed.dir.join(format!("receiver-{label}.log")))?);
     }
     let decoded = match decoder {
         Some(d) => Some(d.finish()?),
@@ -153,23 +235,23 @@ fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
     Ok(values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-fn start_decoder(bed: &Testbed, label: &str, sets: &crate::h264::ParameterSets, reference: String) -> Result<Decoder> {
+fn start_decoder(bed: &Places, label: &str, sets: &crate::h264::ParameterSets, reference: String) -> Result<Decoder> {
     let sdp = bed.dir.join(format!("stream-{label}.sdp"));
     std::fs::write(&sdp, crate::sdp::h264_sdp(std::net::Ipv4Addr::LOCALHOST, DECODER_PORT, sets))?;
     let crc = bed.dir.join(format!("decoded-{label}.framecrc"));
     let log = bed.dir.join(format!("ffmpeg-{label}.log"));
-    let mut c = bed.command_in(&bed.client_ns, "ffmpeg");
+    let mut c = bed.command_in(&bed.receiver_ns, "ffmpeg");
     // No reorder queue: the link does not reorder, and a lost packet should
     // not hold the frames behind it back; every decoded frame is output once.
     c.args(["-hide_banner", "-nostdin", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-reorder_queue_size", "0", "-i"]).arg(&sdp);
     c.args(["-fps_mode", "passthrough", "-f", "framecrc", "-y"]).arg(&crc);
-    let rcvbuf_errors_before = udp_rcvbuf_errors(&bed.client_ns)?;
+    let rcvbuf_errors_before = udp_rcvbuf_errors(&bed.receiver_ns)?;
     let child = c.stdout(Stdio::null()).stderr(std::fs::File::create(&log)?).spawn().context("spawn ffmpeg (scripts/setup.sh --demo installs it)")?;
-    let mut d = Decoder { child, crc, log, reference, rcvbuf_errors_before, client_ns: bed.client_ns.clone() };
+    let mut d = Decoder { child, crc, log, reference, rcvbuf_errors_before, client_ns: bed.receiver_ns.clone() };
     // Wait until ffmpeg has bound its RTP port (bounded: 10 s).
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut ss = bed.command_in(&bed.client_ns, "ss");
+        let mut ss = bed.command_in(&bed.receiver_ns, "ss");
         ss.args(["-Huln", &format!("sport = :{DECODER_PORT}")]);
         if !run(&mut ss)?.stdout.is_empty() {
             return Ok(d);

@@ -1,7 +1,10 @@
 //! `delay-line`: a user-space delay line between two network devices, for
 //! kernels without netem (mahimahi's `mm-delay` idea, over AF_PACKET rather
 //! than TUN). Every frame received on one device is sent out of the other
-//! `--delay-us` later, in order, unchanged; both directions. Run it in a
+//! `--delay-us` later, in order, unchanged; both directions. With
+//! `--loss-ppm`, each frame in either direction is dropped independently
+//! with that probability (a Bernoulli loss, as netem's `loss random`), from
+//! a generator seeded by `--seed` so a run can be repeated. Run it in a
 //! namespace of its own holding both devices and no addresses, with
 //! checksum and segmentation offloads off on the devices around it (frames
 //! must be complete on the wire). Prints `ready` once both sockets are bound.
@@ -13,6 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Delay every frame between two devices.
 #[derive(Parser, Debug)]
@@ -26,6 +30,13 @@ struct Args {
     /// One-way delay added in each direction, µs.
     #[arg(long)]
     delay_us: u64,
+    /// Probability that a frame is dropped, parts per million (each
+    /// direction, each frame independently; 10000 is 1 %).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    loss_ppm: u32,
+    /// Seed of the loss generator (the `b → a` direction uses `seed + 1`).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h, 4.20+): do not see our own sends.
@@ -85,13 +96,16 @@ impl RawPort {
     }
 }
 
-/// Forwards frames from `from` to `to`, each `delay` after it arrived.
-fn pump(from: Arc<RawPort>, to: Arc<RawPort>, delay: Duration) {
+/// Forwards frames from `from` to `to`, each `delay` after it arrived,
+/// dropping each with probability `loss_ppm` / 10⁶.
+fn pump(from: Arc<RawPort>, to: Arc<RawPort>, delay: Duration, loss_ppm: u32, seed: u64) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; MAX_FRAME];
+        let mut rng = StdRng::seed_from_u64(seed);
         loop {
             match from.recv(&mut buf) {
+                Ok(_) if loss_ppm > 0 && rng.random_range(0..1_000_000) < loss_ppm => {}
                 Ok(n) => {
                     if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
                         return;
@@ -132,8 +146,8 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let (pa, pb) = (Arc::new(RawPort::open(&a.a)?), Arc::new(RawPort::open(&a.b)?));
     let delay = Duration::from_micros(a.delay_us);
-    pump(pa.clone(), pb.clone(), delay);
-    pump(pb, pa, delay);
+    pump(pa.clone(), pb.clone(), delay, a.loss_ppm, a.seed);
+    pump(pb, pa, delay, a.loss_ppm, a.seed.wrapping_add(1));
     println!("ready");
     loop {
         std::thread::park();

@@ -72,8 +72,8 @@ const MULTIPATH: &str = "\n[multipath]\nenabled = true\n";
 
 fn links() -> Vec<LinkSpec> {
     vec![
-        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 768_000, one_way_delay_us: 5_000, kind: "wired", metered: false },
-        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 6_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true },
+        LinkSpec { name: "dsl".into(), down_bps: 6_000_000, up_bps: 768_000, one_way_delay_us: 5_000, kind: "wired", metered: false, loss_ppm: 0 },
+        LinkSpec { name: "lte".into(), down_bps: 12_000_000, up_bps: 6_000_000, one_way_delay_us: 35_000, kind: "cellular", metered: true, loss_ppm: 0 },
     ]
 }
 

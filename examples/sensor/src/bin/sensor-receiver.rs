@@ -1,5 +1,7 @@
 //! Sensor receiver: records every reading's arrival until the sender's END
-//! marker (or a timeout) and writes them as JSON. Prints "ready" once bound.
+//! marker (or a timeout) and writes them as JSON. `--session` accepts one
+//! qsock session instead (`sensor --mode session`), whose end is the
+//! stream's. Prints "ready" once bound.
 use std::{io::Write, net::UdpSocket, path::PathBuf, time::Duration};
 
 use anyhow::Result;
@@ -17,10 +19,35 @@ struct Args {
     /// Give up waiting for END after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_s: u64,
+    /// Accept one qsock session on `--bind` instead of reading a UDP socket.
+    #[arg(long)]
+    session: bool,
+}
+
+/// The readings of one session until its sender closes it.
+fn over_session(a: &Args) -> Result<Vec<Arrival>> {
+    let cfg = qsock_session::SessionConfig::new(qsock_session::Semantics::UnorderedLossy, &[qsock_session::Objective::Latency]);
+    let listener = qsock_session::SessionSocket::new(cfg)?.bind(a.bind)?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let s = listener.accept()?;
+    let mut arrivals = Vec::new();
+    while let Some(m) = s.read_timeout(Duration::from_secs(a.timeout_s))? {
+        let now = qsock::monotonic_now_ns();
+        if let Ok(r) = Reading::decode(&m) {
+            arrivals.push(Arrival { seq: r.seq, sent_ns: r.sent_ns, deadline_ns: r.deadline_ns, arrival_ns: now });
+        }
+    }
+    Ok(arrivals)
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.session {
+        let arrivals = over_session(&a)?;
+        std::fs::write(&a.out, serde_json::to_vec(&arrivals)?)?;
+        return Ok(());
+    }
     let sock = UdpSocket::bind(a.bind)?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
     println!("ready");

@@ -1,6 +1,11 @@
 //! Sensor sender: emits readings at their planned times (random trace or
 //! CSV), each with its own deadline. `--mode plain` uses a plain UDP socket;
-//! `lossless` and `lossy` use qsock EDF. Prints a JSON summary on stdout.
+//! `lossless` and `lossy` use qsock EDF; `session` sends over a qsock
+//! session (`qsock-session`) to a session listener at `--dest`
+//! (`sensor-receiver --session`): unordered lossy with the latency
+//! objective, so each reading goes on the path predicted to deliver it by
+//! its deadline over every interface qsockd manages, and one no path can
+//! deliver in time is dropped at the sender. Prints a JSON summary on stdout.
 use std::{
     net::{SocketAddr, UdpSocket},
     path::PathBuf,
@@ -17,6 +22,14 @@ enum Mode {
     Plain,
     Lossless,
     Lossy,
+    /// A qsock session striped over every managed interface.
+    Session,
+}
+
+/// Where the readings go.
+enum Out {
+    Socket(UdpSocket),
+    Session(qsock_session::Session),
 }
 
 #[derive(Parser, Debug)]
@@ -62,8 +75,12 @@ fn main() -> Result<()> {
         Some(p) => csv_trace(p)?,
         None => random_trace(a.seed, a.duration_s, (a.gap_ms[0], a.gap_ms[1]), (a.deadline_ms[0], a.deadline_ms[1])),
     };
-    let sock = match a.mode {
-        Mode::Plain => UdpSocket::bind("0.0.0.0:0")?,
+    let out = match a.mode {
+        Mode::Session => {
+            let cfg = qsock_session::SessionConfig::new(qsock_session::Semantics::UnorderedLossy, &[qsock_session::Objective::Latency]);
+            Out::Session(qsock_session::SessionSocket::new(cfg)?.connect(a.dest).context("session to the receiver")?)
+        }
+        Mode::Plain => Out::Socket(UdpSocket::bind("0.0.0.0:0")?),
         Mode::Lossless | Mode::Lossy => {
             let edf = EdfAttrs {
                 lossy: a.mode == Mode::Lossy,
@@ -71,7 +88,7 @@ fn main() -> Result<()> {
                 min_interval_ns: a.declared_interval_ms * 1_000_000,
             };
             let params = QosParams::on(a.device.clone(), SchedulerParams::Edf(edf));
-            UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).context("qsocket (EDF)")?)
+            Out::Socket(UdpSocket::from(qsock::qsocket(libc::AF_INET, libc::SOCK_DGRAM, 0, &params).context("qsocket (EDF)")?))
         }
     };
     let start = Instant::now();
@@ -87,28 +104,36 @@ fn main() -> Result<()> {
         sent_offsets_ns.push(p.at_ns);
         let msg = r.encode(a.message_bytes)?;
         let past = deadline_ns <= qsock::monotonic_now_ns() + 100_000;
-        match a.mode {
-            Mode::Plain => {
+        let flags = PacketFlags { deadline_ns: (!past).then_some(deadline_ns), ..Default::default() };
+        match (&out, a.mode) {
+            (Out::Socket(sock), Mode::Plain) => {
                 sock.send_to(&msg, a.dest)?;
             }
             // Lossy: a reading already past its deadline is useless; lossless sends it anyway.
-            Mode::Lossy if past => skipped += 1,
-            _ => {
-                let flags = PacketFlags { deadline_ns: (!past).then_some(deadline_ns), ..Default::default() };
-                qsock::qsendto(&sock, &msg, &a.dest, &flags)?;
+            (_, Mode::Lossy | Mode::Session) if past => skipped += 1,
+            (Out::Socket(sock), _) => {
+                qsock::qsendto(sock, &msg, &a.dest, &flags)?;
             }
+            (Out::Session(s), _) => s.write(&msg, &flags)?,
         }
     }
-    let info = if a.mode == Mode::Plain { None } else { Some(qsock::qinfo(&sock)?) };
-    let end = b"END";
-    match a.mode {
-        Mode::Plain => {
-            sock.send_to(end, a.dest)?;
+    let summary = serde_json::json!({ "start_ns": start_ns, "sent_offsets_ns": sent_offsets_ns, "skipped_past_deadline": skipped });
+    let (key, figures) = match out {
+        // The session's end is the stream's: closing waits until what is owed arrived.
+        Out::Session(s) => ("session", serde_json::to_value(s.close()?)?),
+        Out::Socket(sock) => {
+            let info = if a.mode == Mode::Plain { None } else { Some(qsock::qinfo(&sock)?) };
+            let end = b"END";
+            if a.mode == Mode::Plain {
+                sock.send_to(end, a.dest)?;
+            } else {
+                qsock::qsendto(&sock, end, &a.dest, &PacketFlags { drop_priority: qsock::DropPriority::NON_DROPPABLE, ..Default::default() })?;
+            }
+            ("qinfo", serde_json::to_value(info)?)
         }
-        _ => {
-            qsock::qsendto(&sock, end, &a.dest, &PacketFlags { drop_priority: qsock::DropPriority::NON_DROPPABLE, ..Default::default() })?;
-        }
-    }
-    println!("{}", serde_json::json!({ "start_ns": start_ns, "sent_offsets_ns": sent_offsets_ns, "skipped_past_deadline": skipped, "qinfo": info }));
+    };
+    let mut summary = summary;
+    summary[key] = figures;
+    println!("{summary}");
     Ok(())
 }

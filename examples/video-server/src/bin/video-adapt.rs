@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use testbed::{ExperimentArgs, Testbed};
-use video_server::session::{stream_once, RunOutcome, StreamRun};
+use video_server::session::{stream_once, RunOutcome, StreamRun, Transport};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -74,7 +74,7 @@ fn main() -> Result<()> {
             input: input.clone(),
             fps: args.fps,
             playout_ms: args.playout_ms,
-            plain: false,
+            transport: Transport::Qsock,
             sender_args,
             decode: true,
         };

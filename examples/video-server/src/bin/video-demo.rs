@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use testbed::{ExperimentArgs, Testbed};
-use video_server::session::{stream_once, RunOutcome, StreamRun};
+use video_server::session::{stream_once, RunOutcome, StreamRun, Transport};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -154,7 +154,7 @@ fn main() -> Result<()> {
                     input: input.clone(),
                     fps: args.fps,
                     playout_ms: args.playout_ms,
-                    plain,
+                    transport: if plain { Transport::Plain } else { Transport::Qsock },
                     sender_args: Vec::new(),
                     decode: !args.no_decode,
                 };

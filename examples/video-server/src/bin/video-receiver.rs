@@ -2,7 +2,9 @@
 //! the reference file (same packetization), and writes one record per frame
 //! (JSON) when the end-of-stream marker arrives or `--timeout-s` passes;
 //! with `--forward` it also relays the stream to an RTP client.
-//! Prints "ready" on stdout once bound.
+//! `--session` listens for one qsock session instead (`video-server
+//! --session`): each message is one RTP packet, and the session's end is
+//! the stream's. Prints "ready" on stdout once bound.
 use std::{io::Write, net::UdpSocket, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
@@ -35,9 +37,45 @@ struct Args {
     /// such as ffmpeg listening there).
     #[arg(long)]
     forward: Option<std::net::SocketAddr>,
+    /// Accept one qsock session on `--bind` instead of reading a UDP socket.
+    #[arg(long)]
+    session: bool,
+}
+
+/// Where the packets come from.
+enum Source {
+    Udp(UdpSocket),
+    /// A listener until the sender's session arrives, then the session.
+    Session(Option<Box<qsock_session::SessionListener>>, Option<Box<qsock_session::Session>>),
+}
+
+impl Source {
+    /// The next packet into `buf`: its length; `None`: the stream ended (a
+    /// session closed); `Err(WouldBlock)`: nothing for now.
+    fn next(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        match self {
+            Source::Udp(s) => s.recv(buf).map(Some),
+            Source::Session(listener, session) => {
+                if session.is_none() {
+                    let l = listener.take().expect("a listener until the session");
+                    *session = Some(Box::new(l.accept().map_err(std::io::Error::other)?));
+                }
+                match session.as_ref().expect("accepted").read_timeout(Duration::from_millis(500)) {
+                    Ok(Some(m)) => {
+                        buf[..m.len()].copy_from_slice(&m);
+                        Ok(Some(m.len()))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) if e.kind == qsock_session::ErrorKind::TimedOut => Err(std::io::ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
+        }
+    }
 }
 
 fn main() -> Result<()> {
+    env_logger::init();
     let args = Args::parse();
     let frames = video_server::h264::read_frames(&args.reference)?;
     let stream = rtpstream::packetize(&frames, args.mtu, args.fps)?;
@@ -47,8 +85,17 @@ fn main() -> Result<()> {
         .iter()
         .map(|f| FrameRecord { index: f.index, kind: f.kind, expected_packets: f.packets.len() as u32, received_packets: 0, last_arrival_ns: None })
         .collect();
-    let sock = UdpSocket::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
-    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut source = if args.session {
+        let cfg = qsock_session::SessionConfig::new(qsock_session::Semantics::OrderedLossy, &[qsock_session::Objective::Latency]);
+        Source::Session(
+            Some(Box::new(qsock_session::SessionSocket::new(cfg)?.bind(args.bind).with_context(|| format!("session listener on {}", args.bind))?)),
+            None,
+        )
+    } else {
+        let sock = UdpSocket::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
+        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+        Source::Udp(sock)
+    };
     println!("ready");
     std::io::stdout().flush()?;
     let give_up = std::time::Instant::now() + Duration::from_secs(args.timeout_s);
@@ -59,8 +106,15 @@ fn main() -> Result<()> {
         None => None,
     };
     loop {
-        let n = match sock.recv(&mut buf) {
-            Ok(n) => n,
+        let n = match source.next(&mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if let Some((relay, to)) = &relay {
+                    let bye = rtcp::goodbye::Goodbye { sources: vec![rtpstream::SSRC], reason: Bytes::from_static(b"end of session") };
+                    relay.send_to(&bye.marshal()?, std::net::SocketAddr::new(to.ip(), to.port() + 1))?;
+                }
+                break;
+            }
             // EINTR: the receiver was stopped and continued (a timed receive fails so, signal(7)).
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {
                 if std::time::Instant::now() > give_up {

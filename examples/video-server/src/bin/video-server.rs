@@ -12,8 +12,15 @@
 //! pressure (`adapt`; `--no-adapt` turns it off). `--scheduler dwcs` puts the
 //! socket under DWCS instead (ipg = 1/fps, window constraint `--oln`/`--old`
 //! over frames, reservation from the file's mean frame size). `--plain` uses
-//! a plain socket. Prints what it reserved on stderr and a JSON summary
-//! (with `qinfo` in qsock mode) on stdout.
+//! a plain socket. `--session` sends over a qsock session instead (issue
+//! 17): `--dest` is a session listener (`video-receiver --session`), the
+//! session is ordered lossy with the latency objective (deadline-aware
+//! striping over every interface qsockd manages), every RTP packet is one
+//! message with the same flags, and the reservation is split over the
+//! paths in proportion to each interface's nominal rate (each path socket
+//! gets its share as a guarantee and may borrow up to its link). Prints
+//! what it reserved on stderr and a JSON summary (with `qinfo` in qsock
+//! mode, the session's figures in session mode) on stdout.
 use std::{
     net::{SocketAddr, UdpSocket},
     path::PathBuf,
@@ -45,8 +52,11 @@ struct Args {
     #[arg(long, default_value_t = rtpstream::DEFAULT_MTU)]
     mtu: usize,
     /// Use a plain UDP socket instead of qsock.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "session")]
     plain: bool,
+    /// Send over a qsock session to a session listener at `--dest`.
+    #[arg(long)]
+    session: bool,
     /// Egress device for qsock.
     #[arg(long, default_value = "eth0")]
     device: String,
@@ -104,11 +114,59 @@ fn reservation(args: &Args, stream: &[rtpstream::RtpFrame]) -> Result<(Reservati
     }
 }
 
+/// The stream over a qsock session: each path gets its interface's share
+/// of the reservation `res` (by nominal upstream rate, from qsockd).
+fn stream_over_session(args: &Args, stream: &[rtpstream::RtpFrame], res: &Reservation) -> Result<serde_json::Value> {
+    let mut cfg = qsock_session::SessionConfig::new(qsock_session::Semantics::OrderedLossy, &[qsock_session::Objective::Latency]);
+    let interfaces = qsock::Client::connect_default().and_then(|c| c.interfaces()).context("qsockd's interfaces")?;
+    let total: u64 = interfaces.iter().filter(|i| i.up).map(|i| i.nominal_up_bps).sum();
+    for i in interfaces.iter().filter(|i| i.up && i.nominal_up_bps > 0) {
+        let share = |x: u64| (x as u128 * i.nominal_up_bps as u128 / total.max(1) as u128) as u64;
+        let rate = RateAttrs::token_bucket(share(res.rate_bps).max(1), share(res.burst_bytes).max(1500));
+        eprintln!("video-server: path on {}: rate {} bit/s, burst {} bytes", i.name, rate.rate_bps, rate.burst_bytes.unwrap_or(0));
+        cfg.path_schedulers.push((i.name.clone(), SchedulerParams::Rate(rate)));
+    }
+    let session = qsock_session::SessionSocket::new(cfg)?.connect(args.dest).context("session to the receiver")?;
+    let period = Duration::from_nanos(1_000_000_000 / args.fps as u64);
+    let start = Instant::now();
+    let start_mono = qsock::monotonic_now_ns();
+    for f in stream {
+        let due = start + period * f.index as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let deadline = start_mono + (period * f.index as u32).as_nanos() as u64 + args.playout_ms * 1_000_000;
+        let n = f.packets.len();
+        let frame_bytes = u32::try_from(f.wire_bytes()).unwrap_or(u32::MAX);
+        for (i, p) in f.packets.iter().enumerate() {
+            let flags = PacketFlags {
+                deadline_ns: Some(deadline),
+                drop_priority: drop_priority(f.kind),
+                frame_start: i == 0,
+                frame_end: i + 1 == n,
+                frame_bytes: (i == 0).then_some(frame_bytes),
+            };
+            session.write(p, &flags)?;
+        }
+    }
+    let paths: Vec<serde_json::Value> =
+        session.path_qinfo().into_iter().map(|(id, q)| serde_json::json!({"path": id, "qinfo": q.map_err(|e| e.to_string()).ok()})).collect();
+    // Close waits until the receiver has what it is owed (non-droppable frames, ones still in time).
+    let info = session.close()?;
+    Ok(serde_json::json!({"sent_frames": stream.len(), "shed_frames": 0, "reservation": res, "session": info, "path_qinfo": paths}))
+}
+
 fn main() -> Result<()> {
+    env_logger::init();
     let args = Args::parse();
     let frames = video_server::h264::read_frames(&args.input)?;
     let stream = rtpstream::packetize(&frames, args.mtu, args.fps)?;
     let (res, how) = reservation(&args, &stream)?;
+    if args.session {
+        eprintln!("video-server: session; rate {} bit/s, burst {} bytes ({how})", res.rate_bps, res.burst_bytes);
+        println!("{}", stream_over_session(&args, &stream, &res)?);
+        return Ok(());
+    }
     let sock: UdpSocket = if args.plain {
         UdpSocket::bind("0.0.0.0:0")?
     } else {
